@@ -1,0 +1,89 @@
+"""sergas_guard: keeps Python web services standing.
+
+Rate limiting, circuit breakers, fallbacks and feature flags, health checks and
+backup/restore, for one process or a fleet sharing Redis. The names below are
+re-exported lazily, so importing the package stays cheap and optional extras
+are imported only when used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    # errors
+    "GuardError": "sergas_guard.errors",
+    "ConfigurationError": "sergas_guard.errors",
+    "RateLimitExceeded": "sergas_guard.errors",
+    "CircuitOpenError": "sergas_guard.errors",
+    "FeatureDisabledError": "sergas_guard.errors",
+    "StorageError": "sergas_guard.errors",
+    "StorageUnavailable": "sergas_guard.errors",
+    "BackupError": "sergas_guard.errors",
+    "IntegrityError": "sergas_guard.errors",
+    # rate limiting
+    "RateLimiter": "sergas_guard.ratelimit",
+    "RateLimitConfig": "sergas_guard.ratelimit",
+    "RateLimitStrategy": "sergas_guard.ratelimit",
+    "RateLimitResult": "sergas_guard.ratelimit",
+    "rate_limited": "sergas_guard.ratelimit",
+    # storage
+    "MemoryStorage": "sergas_guard.storage",
+    "RedisStorage": "sergas_guard.storage",
+    "storage_from_url": "sergas_guard.storage",
+    # circuit breakers
+    "CircuitBreaker": "sergas_guard.circuit_breaker",
+    "CircuitBreakerConfig": "sergas_guard.circuit_breaker",
+    "CircuitBreakerManager": "sergas_guard.circuit_breaker",
+    "CircuitState": "sergas_guard.circuit_breaker",
+    "circuit_breaker": "sergas_guard.circuit_breaker",
+    # degradation
+    "DegradationManager": "sergas_guard.degradation",
+    "DegradationLevel": "sergas_guard.degradation",
+    "FeatureFlags": "sergas_guard.degradation",
+    "CachedFallback": "sergas_guard.degradation",
+    "StaticFallback": "sergas_guard.degradation",
+    "ServiceFallback": "sergas_guard.degradation",
+    "with_fallback": "sergas_guard.degradation",
+    "feature_flag": "sergas_guard.degradation",
+    # health
+    "HealthCheckRegistry": "sergas_guard.health",
+    "HealthStatus": "sergas_guard.health",
+    # queueing and recovery
+    "QueueManager": "sergas_guard.queueing",
+    "BackpressureHandler": "sergas_guard.queueing",
+    "BackupManager": "sergas_guard.recovery",
+    "BackupType": "sergas_guard.recovery",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'sergas_guard' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:
+    from sergas_guard.errors import (
+        BackupError,
+        CircuitOpenError,
+        ConfigurationError,
+        FeatureDisabledError,
+        GuardError,
+        IntegrityError,
+        RateLimitExceeded,
+        StorageError,
+        StorageUnavailable,
+    )

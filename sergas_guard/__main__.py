@@ -1,0 +1,3 @@
+from sergas_guard.cli import main
+
+main()

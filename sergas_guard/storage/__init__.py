@@ -1,0 +1,26 @@
+"""Pluggable storage for shared state: in memory for one process, Redis for a fleet.
+
+Choose one by URL with :func:`storage_from_url` (``memory://``, ``redis://``,
+``rediss://``, ``redis+cluster://host:port,host:port``); drivers load lazily.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sergas_guard.storage.base import LimitCheck, RateLimitStorage
+from sergas_guard.storage.memory import MemoryStorage
+from sergas_guard.storage.url import storage_from_url
+
+if TYPE_CHECKING:
+    from sergas_guard.storage.redis import RedisStorage
+
+__all__ = ["LimitCheck", "MemoryStorage", "RateLimitStorage", "RedisStorage", "storage_from_url"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "RedisStorage":
+        from sergas_guard.storage.redis import RedisStorage
+
+        return RedisStorage
+    raise AttributeError(f"module 'sergas_guard.storage' has no attribute {name!r}")

@@ -1,0 +1,45 @@
+"""Choosing a storage by URL, as limits and Flask-Limiter users already do."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from sergas_guard.errors import ConfigurationError
+from sergas_guard.secrets import scrub
+
+__all__ = ["storage_from_url"]
+
+_REDIS_SCHEMES = {"redis", "rediss", "redis+cluster", "rediss+cluster", "unix"}
+
+
+def storage_from_url(url: str, **options: Any) -> Any:
+    """Build the storage a URL names; ``options`` go to its constructor.
+
+    ``memory://`` (optionally ``memory://?max_keys=50000``) gives a
+    :class:`~sergas_guard.storage.MemoryStorage`; ``redis://``, ``rediss://`` and
+    ``redis+cluster://h1:p1,h2:p2`` give a :class:`~sergas_guard.storage.RedisStorage`.
+    Raises ConfigurationError for any other scheme.
+    """
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme == "memory":
+        from sergas_guard.storage.memory import MemoryStorage
+
+        query = dict(parse_qsl(urlsplit(url).query))
+        if "max_keys" in query:
+            try:
+                options.setdefault("max_keys", int(query["max_keys"]))
+            except ValueError:
+                raise ConfigurationError(
+                    f"max_keys in {url!r} must be a whole number", field="max_keys"
+                ) from None
+        return MemoryStorage(**options)
+    if scheme in _REDIS_SCHEMES:
+        from sergas_guard.storage.redis import RedisStorage
+
+        return RedisStorage(url, **options)
+    raise ConfigurationError(
+        f"unknown storage URL {scrub(url)!r}: expected memory://, redis://, rediss:// "
+        "or redis+cluster://",
+        field="storage",
+    )
