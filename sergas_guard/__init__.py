@@ -76,7 +76,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from sergas_guard.errors import (
+    from sergas_guard.errors import (  # noqa: F401
         BackupError,
         CircuitOpenError,
         ConfigurationError,

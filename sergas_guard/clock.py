@@ -15,7 +15,7 @@ __all__ = ["Clock", "ManualClock", "SystemClock", "SYSTEM_CLOCK"]
 
 @runtime_checkable
 class Clock(Protocol):
-    """A source of wall time (for shared, epoch-aligned state) and monotonic time (for intervals)."""
+    """Wall time (for shared, epoch-aligned state) and monotonic time (for intervals)."""
 
     def time(self) -> float:
         """Seconds since the Unix epoch."""

@@ -22,16 +22,25 @@ ENV_PREFIX = "SERGAS_GUARD_"
 
 
 def _raise_configuration_error(model: type[BaseModel], exc: ValidationError) -> ConfigurationError:
-    first = exc.errors()[0]
+    """Translate pydantic's error into ours, naming the first offending field.
+
+    A validator may raise ConfigurationError itself to name the field a model-level
+    rule is about (pydantic wraps it; we unwrap it here).
+    """
+    errors = exc.errors()
+    first = errors[0]
+    original = (first.get("ctx") or {}).get("error")
+    if isinstance(original, ConfigurationError):
+        return ConfigurationError(f"invalid {model.__name__}: {original}", field=original.field)
     field = ".".join(str(part) for part in first["loc"]) or None
     problems = "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or '<model>'}: {err['msg']}" for err in exc.errors()
+        f"{'.'.join(str(p) for p in err['loc']) or '<model>'}: {err['msg']}" for err in errors
     )
     return ConfigurationError(f"invalid {model.__name__}: {problems}", field=field)
 
 
 class GuardModel(BaseModel):
-    """Base of sergas_guard's configuration models: strict fields, ConfigurationError on bad input."""
+    """Base of our configuration models: strict fields, ConfigurationError on bad input."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
@@ -51,7 +60,7 @@ class GuardModel(BaseModel):
 
 
 def load_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a TOML file, raising ConfigurationError (not a parser traceback) when it is malformed."""
+    """Read a TOML file; ConfigurationError (not a parser traceback) when malformed."""
     file = Path(path)
     try:
         with file.open("rb") as handle:

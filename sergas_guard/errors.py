@@ -76,8 +76,7 @@ class RateLimitExceeded(GuardError):
         self.remaining = remaining
         self.reset_after = reset_after
         super().__init__(
-            message
-            or f"rate limit {limit} exceeded for {key!r}; retry after {retry_after:.3f}s"
+            message or f"rate limit {limit} exceeded for {key!r}; retry after {retry_after:.3f}s"
         )
 
     @property

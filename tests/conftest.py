@@ -23,7 +23,7 @@ def redis_session() -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-def redis_url(redis_session: RedisServer) -> Iterator[str]:
+def redis_url(redis_session: RedisServer) -> str:
     """URL of a real, empty redis-server (shared by the session, flushed per test)."""
     import redis
 
@@ -32,7 +32,7 @@ def redis_url(redis_session: RedisServer) -> Iterator[str]:
     client = redis.Redis.from_url(redis_session.url)
     client.flushall()
     client.close()
-    yield redis_session.url
+    return redis_session.url
 
 
 @pytest.fixture

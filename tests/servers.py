@@ -71,11 +71,16 @@ class RedisServer:
         self.process = subprocess.Popen(
             [
                 binary,
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--save", "",
-                "--appendonly", "no",
-                "--dir", str(self.workdir),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
                 *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
@@ -143,17 +148,30 @@ def redis_cluster(masters: int = 3) -> Iterator[RedisCluster]:
                     port=free_port(),
                     workdir=workdir,
                     extra_args=[
-                        "--cluster-enabled", "yes",
-                        "--cluster-config-file", str(workdir / "nodes.conf"),
-                        "--cluster-node-timeout", "5000",
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        str(workdir / "nodes.conf"),
+                        "--cluster-node-timeout",
+                        "5000",
                     ],
                 )
                 node.start()
                 nodes.append(node)
             subprocess.run(
-                [cli, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in nodes),
-                 "--cluster-replicas", "0", "--cluster-yes"],
-                check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60,
+                [
+                    cli,
+                    "--cluster",
+                    "create",
+                    *(f"127.0.0.1:{n.port}" for n in nodes),
+                    "--cluster-replicas",
+                    "0",
+                    "--cluster-yes",
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=60,
             )
             _wait_cluster_ok(cli, nodes[0].port)
             yield RedisCluster(nodes)
@@ -194,8 +212,14 @@ class PostgresServer:
             self.pg_ctl("stop", "-m", "immediate", "-w")
 
     def start(self) -> None:
-        self.pg_ctl("start", "-w", "-l", str(self.datadir / "server.log"),
-                    "-o", f"-p {self.port} -k {self.datadir} -c listen_addresses=127.0.0.1")
+        self.pg_ctl(
+            "start",
+            "-w",
+            "-l",
+            str(self.datadir / "server.log"),
+            "-o",
+            f"-p {self.port} -k {self.datadir} -c listen_addresses=127.0.0.1",
+        )
         wait_for_port(self.port)
 
 
@@ -217,7 +241,9 @@ def _run_as_postgres(cmd: list[str]) -> None:
     # initdb and postgres refuse to run as root; drop to the postgres system user then.
     if os.geteuid() == 0:
         cmd = ["runuser", "-u", "postgres", "--", *cmd]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+    subprocess.run(
+        cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120
+    )
 
 
 @contextlib.contextmanager
@@ -233,8 +259,21 @@ def postgres_server() -> Iterator[PostgresServer]:
             pg = pwd.getpwnam("postgres")
             for path in (tmp, pwfile):
                 os.chown(path, pg.pw_uid, pg.pw_gid)
-        _run_as_postgres([str(bindir / "initdb"), "-D", str(datadir), "-U", "guard",
-                          "--pwfile", str(pwfile), "--auth", "scram-sha-256", "-E", "UTF8"])
+        _run_as_postgres(
+            [
+                str(bindir / "initdb"),
+                "-D",
+                str(datadir),
+                "-U",
+                "guard",
+                "--pwfile",
+                str(pwfile),
+                "--auth",
+                "scram-sha-256",
+                "-E",
+                "UTF8",
+            ]
+        )
         server = PostgresServer(free_port(), datadir, "guard", password, bindir)
         server.start()
         try:

@@ -130,4 +130,3 @@ class MemoryStorage:
 
     async def aclose(self) -> None:
         """Nothing to release; present for the storage protocol."""
-

@@ -105,7 +105,7 @@ class RedisStorage:
                 nodes, template = _cluster_nodes(self.url)
                 self._sync_client = RedisCluster.from_url(
                     template,
-                    startup_nodes=[ClusterNode(h, p) for h, p in nodes],
+                    startup_nodes=[ClusterNode(h, p) for h, p in nodes],  # type: ignore[no-untyped-call]
                     **self._options(),
                 )
             else:

@@ -16,7 +16,7 @@ _MAX_CORRECTIONS = 8
 
 
 def exact_wait_us(admits_at: Callable[[int], bool], now: int, estimate: float) -> int:
-    """Smallest whole microsecond wait ``>= ceil(estimate)`` (and >= 1) at which ``admits_at`` holds."""
+    """Smallest whole-microsecond wait >= ceil(estimate), >= 1, at which ``admits_at`` holds."""
     wait = max(1, math.ceil(estimate))
     for _ in range(_MAX_CORRECTIONS):
         if admits_at(now + wait):

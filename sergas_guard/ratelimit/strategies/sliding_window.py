@@ -19,7 +19,7 @@ from sergas_guard.ratelimit.strategies._exact import exact_wait_us
 State = tuple[int, int, int]
 
 
-def _counts(state: State | None, start: int, window: int) -> tuple[int, int]:
+def counts(state: State | None, start: int, window: int) -> tuple[int, int]:
     """(current, previous) as seen from the window beginning at ``start``."""
     if state is None:
         return 0, 0
@@ -30,9 +30,9 @@ def _counts(state: State | None, start: int, window: int) -> tuple[int, int]:
     return 0, 0
 
 
-def _estimate(state: State | None, t: int, window: int) -> float:
+def estimate(state: State | None, t: int, window: int) -> float:
     start = t - t % window
-    current, previous = _counts(state, start, window)
+    current, previous = counts(state, start, window)
     return previous * ((window - (t - start)) / window) + current
 
 
@@ -42,16 +42,20 @@ def decide(
     window = spec.window_us
     limit = spec.limit
     start = now - now % window
-    current, previous = _counts(state, start, window)
-    estimate = previous * ((window - (now - start)) / window) + current
+    current, previous = counts(state, start, window)
+    used = previous * ((window - (now - start)) / window) + current
     need = cost or 1
-    if estimate + need <= limit:
+    if used + need <= limit:
         if cost:
             current += cost
-            estimate += cost
+            used += cost
             state = (start, current, previous)
         return state, RateLimitResult(
-            True, limit, max(0, math.floor(limit - estimate)), 0.0, _reset(current, previous, start, now, window)
+            True,
+            limit,
+            max(0, math.floor(limit - used)),
+            0.0,
+            _reset(current, previous, start, now, window),
         )
     if current + need <= limit:
         # The previous window's weight must fall far enough within this window.
@@ -59,13 +63,11 @@ def decide(
     else:
         # Only in the next window, where this window's count becomes the weighted one.
         target = start + 2 * window - (limit - need) * window / current
-    wait = exact_wait_us(
-        lambda t: _estimate(state, t, window) + need <= limit, now, target - now
-    )
+    wait = exact_wait_us(lambda t: estimate(state, t, window) + need <= limit, now, target - now)
     return state, RateLimitResult(
         False,
         limit,
-        max(0, math.floor(limit - estimate)),
+        max(0, math.floor(limit - used)),
         wait / US_PER_SECOND,
         _reset(current, previous, start, now, window),
     )

@@ -1,0 +1,292 @@
+"""RateLimiter: one or more limits applied to identities through a storage."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+
+from sergas_guard.clock import SYSTEM_CLOCK, Clock
+from sergas_guard.errors import ConfigurationError, RateLimitExceeded
+from sergas_guard.ratelimit.config import RateLimitConfig
+from sergas_guard.ratelimit.result import (
+    LimitSpec,
+    RateLimitResult,
+    RateLimitStrategy,
+    most_restrictive,
+)
+from sergas_guard.ratelimit.strategies import sliding_window
+from sergas_guard.storage.base import LimitCheck, RateLimitStorage
+from sergas_guard.storage.memory import MemoryStorage
+
+__all__ = ["GLOBAL_KEY", "RateLimitDecision", "RateLimiter", "StorageErrorPolicy"]
+
+GLOBAL_KEY = "*"
+StorageErrorPolicy = Literal["fail_open", "fail_closed", "fallback"]
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitDecision:
+    """A decision with the result of every limit, for headers that list each policy.
+
+    ``result`` is the governing one (see :func:`most_restrictive`); ``governing`` its index.
+    """
+
+    key: str
+    specs: tuple[LimitSpec, ...]
+    results: tuple[RateLimitResult, ...]
+    governing: int
+
+    @property
+    def result(self) -> RateLimitResult:
+        return self.results[self.governing]
+
+    @property
+    def allowed(self) -> bool:
+        return self.results[self.governing].allowed
+
+    @property
+    def spec(self) -> LimitSpec:
+        return self.specs[self.governing]
+
+    def exception(self) -> RateLimitExceeded:
+        """The RateLimitExceeded that describes this (rejected) decision."""
+        result = self.result
+        return RateLimitExceeded(
+            key=self.key,
+            limit=self.spec.describe(),
+            retry_after=result.retry_after,
+            remaining=result.remaining,
+            reset_after=result.reset_after,
+        )
+
+
+class _Tally:
+    """This process's admitted units over the last window, for get_metrics (O(1), locked)."""
+
+    def __init__(self, window_us: int) -> None:
+        self.window_us = window_us
+        self.state: tuple[int, int, int] | None = None
+        self.admitted = 0
+        self.rejected = 0
+        self._lock = threading.Lock()
+
+    def record(self, now: int, allowed: bool, cost: int) -> None:
+        with self._lock:
+            if not allowed:
+                self.rejected += 1
+                return
+            self.admitted += 1
+            window = self.window_us
+            start = now - now % window
+            current, previous = sliding_window.counts(self.state, start, window)
+            self.state = (start, current + cost, previous)
+
+    def in_window(self, now: int) -> float:
+        with self._lock:
+            return sliding_window.estimate(self.state, now, self.window_us)
+
+
+class RateLimiter:
+    """Applies a configuration's limits to keys (identities) through a storage.
+
+    ``config`` is a :class:`RateLimitConfig` or a rate string (``"10/second; 1000/hour"``,
+    then ``name``/``strategy``/``burst`` complete it). ``storage`` is a storage object,
+    a storage URL, or ``None`` for a private :class:`MemoryStorage`. A request is
+    admitted only if every limit admits it; a rejection consumes from none.
+    ``on_storage_error`` decides what happens when a remote storage fails
+    (see docs/storage.md); ``None`` lets the StorageError propagate.
+    """
+
+    def __init__(
+        self,
+        config: RateLimitConfig | str,
+        storage: RateLimitStorage | str | None = None,
+        *,
+        name: str | None = None,
+        strategy: RateLimitStrategy | str | None = None,
+        burst: int | None = None,
+        clock: Clock | None = None,
+        on_storage_error: StorageErrorPolicy | None = None,
+        **storage_error_options: Any,
+    ) -> None:
+        if isinstance(config, str):
+            options: dict[str, Any] = {"rate": config, "name": name or "default"}
+            if strategy is not None:
+                options["strategy"] = strategy
+            if burst is not None:
+                options["burst"] = burst
+            config = RateLimitConfig(**options)
+        elif name is not None or strategy is not None or burst is not None:
+            raise ConfigurationError(
+                "name, strategy and burst belong in the RateLimitConfig when one is given",
+                field="config",
+            )
+        self.config = config
+        self.specs = config.specs()
+        self.capacity = min(spec.capacity for spec in self.specs)
+        if storage is None:
+            storage = MemoryStorage(clock=clock or SYSTEM_CLOCK)
+        elif isinstance(storage, str):
+            from sergas_guard.storage.url import storage_from_url
+
+            storage = cast(RateLimitStorage, storage_from_url(storage))
+        if on_storage_error is not None:
+            storage = _guard_storage(storage, on_storage_error, storage_error_options)
+        self.storage: RateLimitStorage = storage
+        self.clock: Clock = clock or getattr(storage, "clock", None) or SYSTEM_CLOCK
+        self._key_head = f"{config.key_prefix}:{config.name}:{{"
+        self._key_tails = tuple(f"}}:{spec.slug}" for spec in self.specs)
+        self._tally = _Tally(self.specs[0].window_us)
+
+    def __repr__(self) -> str:
+        limits = "; ".join(spec.describe() for spec in self.specs)
+        return (
+            f"RateLimiter(name={self.config.name!r}, limits={limits!r}, storage={self.storage!r})"
+        )
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def checks(self, key: str) -> list[LimitCheck]:
+        """The storage keys and limits for an identity: ``<prefix>:<name>:{<key>}:<limit>``.
+
+        The identity sits in a Redis Cluster hash tag so all its limits share a slot.
+        """
+        head = self._key_head + key
+        return [
+            LimitCheck(head + tail, spec)
+            for tail, spec in zip(self._key_tails, self.specs, strict=True)
+        ]
+
+    def _validate_cost(self, cost: int) -> None:
+        if type(cost) is not int or cost < 0:
+            raise ConfigurationError(
+                f"cost must be a whole number >= 0, not {cost!r}", field="cost"
+            )
+        if cost > self.capacity:
+            raise ConfigurationError(
+                f"cost {cost} exceeds what limiter {self.config.name!r} can ever admit at once "
+                f"({self.capacity}); no amount of waiting would admit it",
+                field="cost",
+            )
+
+    def _decision(
+        self, key: str, cost: int, results: Sequence[RateLimitResult]
+    ) -> RateLimitDecision:
+        governing = most_restrictive(results) if len(results) > 1 else 0
+        if cost:
+            self._tally.record(self.clock.time_us(), results[governing].allowed, cost)
+        return RateLimitDecision(key, self.specs, tuple(results), governing)
+
+    # -- async face -----------------------------------------------------------------
+
+    async def decide(self, key: str = GLOBAL_KEY, cost: int = 1) -> RateLimitDecision:
+        """Decide a request of ``cost`` units for ``key``, with every limit's result."""
+        self._validate_cost(cost)
+        return self._decision(key, cost, await self.storage.decide(self.checks(key), cost))
+
+    async def hit(self, key: str = GLOBAL_KEY, cost: int = 1) -> RateLimitResult:
+        """Count a request of ``cost`` units for ``key`` if every limit admits it."""
+        return (await self.decide(key, cost)).result
+
+    async def peek(self, key: str = GLOBAL_KEY) -> RateLimitResult:
+        """Would a request of cost 1 pass now? Changes nothing."""
+        return (await self.decide(key, 0)).result
+
+    async def allow_request(self, cost: int = 1, key: str | None = None) -> tuple[bool, float]:
+        """``(allowed, retry_after_seconds)``; without a key, one global bucket is used."""
+        result = await self.hit(GLOBAL_KEY if key is None else key, cost)
+        return result.allowed, result.retry_after
+
+    async def acquire(self, key: str = GLOBAL_KEY, cost: int = 1) -> RateLimitResult:
+        """Like :meth:`hit`, but raise RateLimitExceeded when rejected."""
+        decision = await self.decide(key, cost)
+        if not decision.allowed:
+            raise decision.exception()
+        return decision.result
+
+    async def reset(self, key: str = GLOBAL_KEY) -> None:
+        """Forget every limit's state for ``key``."""
+        for check in self.checks(key):
+            await self.storage.reset(check.key)
+
+    # -- sync face ------------------------------------------------------------------
+
+    def decide_sync(self, key: str = GLOBAL_KEY, cost: int = 1) -> RateLimitDecision:
+        """Sync face of :meth:`decide` (no event loop involved)."""
+        self._validate_cost(cost)
+        return self._decision(key, cost, self.storage.decide_sync(self.checks(key), cost))
+
+    def hit_sync(self, key: str = GLOBAL_KEY, cost: int = 1) -> RateLimitResult:
+        return self.decide_sync(key, cost).result
+
+    def peek_sync(self, key: str = GLOBAL_KEY) -> RateLimitResult:
+        return self.decide_sync(key, 0).result
+
+    def allow_request_sync(self, cost: int = 1, key: str | None = None) -> tuple[bool, float]:
+        result = self.hit_sync(GLOBAL_KEY if key is None else key, cost)
+        return result.allowed, result.retry_after
+
+    def acquire_sync(self, key: str = GLOBAL_KEY, cost: int = 1) -> RateLimitResult:
+        decision = self.decide_sync(key, cost)
+        if not decision.allowed:
+            raise decision.exception()
+        return decision.result
+
+    def reset_sync(self, key: str = GLOBAL_KEY) -> None:
+        for check in self.checks(key):
+            self.storage.reset_sync(check.key)
+
+    # -- metrics --------------------------------------------------------------------
+
+    def get_metrics(self, detailed: bool = False) -> dict[str, Any]:
+        """This process's view of the first limit.
+
+        ``current_requests`` is the units admitted here over the last window (sliding
+        estimate, all keys), ``utilization_percent`` that against ``max_requests``, and
+        ``requests_per_second`` its rate. ``detailed=True`` adds decision counts and the
+        storage's own figures (e.g. errors, a failover state).
+        """
+        spec = self.specs[0]
+        current = self._tally.in_window(self.clock.time_us())
+        metrics: dict[str, Any] = {
+            "name": self.config.name,
+            "strategy": spec.strategy.value,
+            "max_requests": spec.limit,
+            "window_seconds": spec.window_seconds,
+            "current_requests": round(current),
+            "utilization_percent": round(100.0 * current / spec.limit, 2),
+            "requests_per_second": round(current / spec.window_seconds, 2),
+        }
+        if detailed:
+            metrics["admitted"] = self._tally.admitted
+            metrics["rejected"] = self._tally.rejected
+            metrics["limits"] = [s.describe() for s in self.specs]
+            storage_metrics = getattr(self.storage, "get_metrics", None)
+            if callable(storage_metrics):
+                metrics["storage"] = storage_metrics()
+        return metrics
+
+    async def aclose(self) -> None:
+        await self.storage.aclose()
+
+    def close(self) -> None:
+        self.storage.close_sync()
+
+
+def _guard_storage(
+    storage: RateLimitStorage, policy: StorageErrorPolicy, options: dict[str, Any]
+) -> RateLimitStorage:
+    if policy not in ("fail_open", "fail_closed", "fallback"):
+        raise ConfigurationError(
+            f"on_storage_error must be fail_open, fail_closed or fallback, not {policy!r}",
+            field="on_storage_error",
+        )
+    if isinstance(storage, MemoryStorage):
+        return storage  # memory cannot fail; nothing to guard
+    from sergas_guard.storage import failover  # type: ignore[attr-defined,unused-ignore]
+
+    return cast(RateLimitStorage, failover.FailoverStorage(storage, policy=policy, **options))
