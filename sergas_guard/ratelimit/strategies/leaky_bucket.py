@@ -34,7 +34,7 @@ def decide(
             state = (now + backlog,)
         return state, RateLimitResult(
             True,
-            spec.limit,
+            spec.burst,
             max(0, math.floor((tolerance - backlog) / interval)),
             0.0,
             math.ceil(backlog) / US_PER_SECOND,
@@ -46,7 +46,7 @@ def decide(
     )
     return state, RateLimitResult(
         False,
-        spec.limit,
+        spec.burst,
         max(0, math.floor((tolerance - backlog) / interval)),
         wait / US_PER_SECOND,
         math.ceil(backlog) / US_PER_SECOND,

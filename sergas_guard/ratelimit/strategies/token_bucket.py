@@ -34,13 +34,13 @@ def decide(
             tokens -= cost
             state = (tokens, now)
         return state, RateLimitResult(
-            True, spec.limit, math.floor(tokens), 0.0, _reset(tokens, rate, burst)
+            True, burst, math.floor(tokens), 0.0, _reset(tokens, rate, burst)
         )
     wait = exact_wait_us(
         lambda t: _tokens(state, t, rate, burst) >= need, now, (need - tokens) / rate
     )
     return state, RateLimitResult(
-        False, spec.limit, math.floor(tokens), wait / US_PER_SECOND, _reset(tokens, rate, burst)
+        False, burst, math.floor(tokens), wait / US_PER_SECOND, _reset(tokens, rate, burst)
     )
 
 
