@@ -1,0 +1,176 @@
+"""The health check base class: times, bounds and dates a probe, and never lets it crash."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sergas_guard.clock import SYSTEM_CLOCK, Clock
+from sergas_guard.errors import HealthCheckError
+from sergas_guard.health.result import CheckResult, HealthStatus, Observation
+from sergas_guard.secrets import scrub
+
+__all__ = [
+    "DEFAULT_TAGS",
+    "DEFAULT_TIMEOUT",
+    "HealthCheck",
+    "ProbeOutcome",
+    "describe_error",
+    "to_observation",
+]
+
+logger = logging.getLogger("sergas_guard.health")
+
+DEFAULT_TIMEOUT = 5.0
+# Dependency checks decide readiness unless told otherwise (see docs/health.md).
+DEFAULT_TAGS = frozenset({"ready"})
+_MAX_MESSAGE = 500
+
+ProbeOutcome = Observation | CheckResult | HealthStatus | bool | str | None
+
+
+def describe_error(exc: BaseException, *secrets: str) -> str:
+    """A one-line, secret-free description of an exception for a health message."""
+    if isinstance(exc, TimeoutError) and not str(exc):
+        return "timed out"
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return _clip(scrub(" ".join(text.split()), *secrets))
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…"
+
+
+def to_observation(outcome: ProbeOutcome) -> Observation:
+    """Read what a probe or a user's check function returned.
+
+    ``True``/``None`` mean healthy, ``False`` unhealthy; a :class:`HealthStatus` (or its
+    string value), an :class:`Observation` or a :class:`CheckResult` are taken as they are.
+    Raises HealthCheckError for anything else.
+    """
+    if outcome is None or outcome is True:
+        return Observation(HealthStatus.HEALTHY)
+    if outcome is False:
+        return Observation(HealthStatus.UNHEALTHY, "check returned False")
+    if isinstance(outcome, Observation):
+        return outcome
+    if isinstance(outcome, HealthStatus):
+        return Observation(outcome)
+    if isinstance(outcome, CheckResult):
+        return Observation(
+            outcome.status,
+            outcome.message,
+            outcome.observed_value,
+            outcome.observed_unit,
+            outcome.details,
+        )
+    if isinstance(outcome, str) and outcome in HealthStatus._value2member_map_:
+        return Observation(HealthStatus(outcome))
+    raise HealthCheckError(
+        f"a check returned {type(outcome).__name__}; expected bool, HealthStatus, "
+        "Observation or CheckResult"
+    )
+
+
+def _validate(name: str, timeout: float) -> None:
+    if not isinstance(name, str) or not name.strip():
+        raise HealthCheckError("a health check needs a non-empty name")
+    if ":" in name or "/" in name:
+        # ':' separates component and measurement in health+json; '/' would break the route.
+        raise HealthCheckError(f"health check name {name!r} must not contain ':' or '/'")
+    if not isinstance(timeout, int | float) or not math.isfinite(timeout) or timeout <= 0:
+        raise HealthCheckError(f"timeout of {name!r} must be a positive number of seconds")
+
+
+class HealthCheck:
+    """Base of every health check.
+
+    Subclasses implement :meth:`probe` (async, returns an :class:`Observation`, a
+    :class:`HealthStatus` or a bool, raises on failure); :meth:`check` runs it under
+    ``timeout``, measures it and turns a timeout or an exception into an UNHEALTHY
+    result with a short, scrubbed message. A subclass may instead override
+    :meth:`check` itself; the registry still bounds and guards it.
+
+    ``critical=False`` makes a failure of this check degrade the service instead of
+    making it unhealthy. ``tags`` select checks for routes (``"ready"`` by default).
+    """
+
+    #: health+json ``componentType`` and the measurement half of its ``component:measurement`` key.
+    component_type: str = "component"
+    measurement: str = "status"
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        critical: bool = True,
+        tags: Iterable[str] | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        _validate(name, timeout)
+        if isinstance(tags, str):
+            raise HealthCheckError(f"tags of {name!r} must be a list of strings, not one string")
+        self.name = name
+        self.timeout = float(timeout)
+        self.critical = bool(critical)
+        self.tags = DEFAULT_TAGS if tags is None else frozenset(tags)
+        self.clock = clock
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, critical={self.critical})"
+
+    def secrets(self) -> tuple[str, ...]:
+        """Literal secrets (passwords, tokens) to scrub from this check's output."""
+        return ()
+
+    async def probe(self) -> ProbeOutcome:
+        """Look at the dependency once; raise on failure. Subclasses implement this."""
+        raise NotImplementedError(f"{type(self).__name__} must implement probe() or check()")
+
+    async def check(self) -> CheckResult:
+        """Run :meth:`probe` under ``timeout``; never raises (except cancellation)."""
+        started = self.clock.monotonic()
+        try:
+            async with asyncio.timeout(self.timeout):
+                outcome = await self.probe()
+            observation = to_observation(outcome)
+        except TimeoutError as exc:
+            reason = f"timed out after {self.timeout:g}s"
+            detail = describe_error(exc, *self.secrets())
+            message = reason if detail == "timed out" else f"{reason} ({detail})"
+            observation = Observation(HealthStatus.UNHEALTHY, message)
+        except Exception as exc:
+            observation = Observation(HealthStatus.UNHEALTHY, describe_error(exc, *self.secrets()))
+        return self.make_result(observation, self.clock.monotonic() - started)
+
+    def make_result(self, observation: Observation, duration: float) -> CheckResult:
+        """Date and scrub an observation into this check's :class:`CheckResult`."""
+        secrets = self.secrets()
+        message = _clip(scrub(observation.message, *secrets))
+        if observation.status is not HealthStatus.HEALTHY:
+            logger.warning("health check %s is %s: %s", self.name, observation.status, message)
+        return CheckResult(
+            name=self.name,
+            status=observation.status,
+            message=message,
+            observed_value=observation.observed_value,
+            observed_unit=observation.observed_unit,
+            duration=max(0.0, duration),
+            time=self.clock.time(),
+            critical=self.critical,
+            tags=self.tags,
+            component_type=self.component_type,
+            measurement=self.measurement,
+            details=_scrub_details(observation.details, secrets),
+        )
+
+
+def _scrub_details(details: Mapping[str, Any], secrets: tuple[str, ...]) -> dict[str, Any]:
+    return {
+        key: scrub(value, *secrets) if isinstance(value, str) else value
+        for key, value in details.items()
+    }

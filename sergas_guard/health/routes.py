@@ -1,0 +1,82 @@
+"""``health_router``: the health endpoint as a mountable Starlette router."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route, Router
+
+from sergas_guard.health.endpoint import DetailsPolicy, HealthEndpoint, HealthRequest, View
+from sergas_guard.health.registry import HealthCheckRegistry
+from sergas_guard.health.result import HealthStatus
+
+__all__ = ["health_router"]
+
+
+def _health_request(request: Request) -> HealthRequest:
+    return HealthRequest(
+        path=request.url.path,
+        query=dict(request.query_params),
+        headers={key.lower(): value for key, value in request.headers.items()},
+        client=request.client.host if request.client else None,
+        raw=request,
+    )
+
+
+def health_router(
+    registry: HealthCheckRegistry,
+    *,
+    details: DetailsPolicy = "never",
+    status_codes: Mapping[HealthStatus, int] | None = None,
+    ready_tags: Iterable[str] = ("ready",),
+    live_tags: Iterable[str] = (),
+    groups: Mapping[str, Iterable[str]] | None = None,
+    service: Mapping[str, str] | None = None,
+    live_path: str = "/livez",
+    ready_path: str = "/readyz",
+    health_path: str = "/health",
+) -> Router:
+    """A Starlette ``Router`` serving ``/livez``, ``/readyz``, ``/health`` and
+    ``/health/<check or group>`` for ``registry``.
+
+    Mount it (``app.mount("/ops", router)``) or add its routes at the root
+    (``app.routes.extend(router.routes)``), in Starlette or FastAPI alike. Options are
+    those of :class:`~sergas_guard.health.endpoint.HealthEndpoint`; the authorisation
+    callable of ``details`` receives a HealthRequest whose ``raw`` is the Starlette
+    ``Request``. Raises HealthCheckError for a bad option.
+    """
+    endpoint = HealthEndpoint(
+        registry,
+        details=details,
+        status_codes=status_codes,
+        ready_tags=ready_tags,
+        live_tags=live_tags,
+        groups=groups,
+        service=service,
+        live_path=live_path,
+        ready_path=ready_path,
+        health_path=health_path,
+    )
+
+    def route_for(view: View | None) -> Callable[[Request], Awaitable[Response]]:
+        async def handle(request: Request) -> Response:
+            chosen = view or endpoint.view_of(request.path_params["name"])
+            answer = await endpoint.respond(chosen, _health_request(request))
+            response = Response(answer.body, status_code=answer.status_code)
+            for key, value in answer.headers:
+                response.headers[key] = value
+            return response
+
+        return handle
+
+    health_item = health_path.rstrip("/") + "/{name}"
+    return Router(
+        routes=[
+            Route(live_path, route_for(View("live")), methods=["GET"], name="health_live"),
+            Route(ready_path, route_for(View("ready")), methods=["GET"], name="health_ready"),
+            Route(health_path, route_for(View("all")), methods=["GET"], name="health"),
+            Route(health_item, route_for(None), methods=["GET"], name="health_item"),
+        ]
+    )
