@@ -8,6 +8,7 @@ The Redis twin lives in :mod:`sergas_guard.circuit_breaker.redis_store`.
 
 from __future__ import annotations
 
+import sys
 import threading
 import weakref
 from typing import Any, Protocol, runtime_checkable
@@ -208,10 +209,12 @@ def store_for(storage: Any, clock: Clock = SYSTEM_CLOCK) -> BreakerStore:
         return LocalBreakerStore(clock)
     if isinstance(storage, BreakerStore):
         return storage
-    from sergas_guard.storage.memory import MemoryStorage
-    from sergas_guard.storage.redis import RedisStorage
-
-    if not isinstance(storage, (MemoryStorage, RedisStorage)):
+    # An instance of a storage class exists only if its module was imported, so look
+    # there instead of importing the storage package (and its drivers) for nothing.
+    memory = sys.modules.get("sergas_guard.storage.memory")
+    redis = sys.modules.get("sergas_guard.storage.redis")
+    is_memory = memory is not None and isinstance(storage, memory.MemoryStorage)
+    if not is_memory and not (redis is not None and isinstance(storage, redis.RedisStorage)):
         raise ConfigurationError(
             f"storage must be a MemoryStorage, a RedisStorage or a BreakerStore, "
             f"not {type(storage).__name__}",
@@ -220,7 +223,7 @@ def store_for(storage: Any, clock: Clock = SYSTEM_CLOCK) -> BreakerStore:
     with _STORES_LOCK:
         store = _STORES.get(storage)
         if store is None:
-            if isinstance(storage, MemoryStorage):
+            if is_memory:
                 store = LocalBreakerStore(storage.clock)
             else:
                 from sergas_guard.circuit_breaker.redis_store import RedisBreakerStore

@@ -1,0 +1,233 @@
+"""Breaker state in Redis, shared by every process: the core's Lua twin, one round trip per step.
+
+Each operation runs ``lua/breaker.lua`` on the breaker's key, so a step (admit a
+call, record an outcome, open, half-open...) is atomic across processes and hosts,
+timed by the server's ``TIME``. Keys carry a ``{hash tag}`` (Redis Cluster) and a TTL.
+Any Redis failure surfaces as :class:`~sergas_guard.errors.StorageUnavailable`, on
+which the breaker falls back to its local state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import NoScriptError, RedisError
+
+from sergas_guard.circuit_breaker.config import CircuitBreakerConfig
+from sergas_guard.circuit_breaker.core import Decision, Snapshot
+from sergas_guard.circuit_breaker.state import CircuitBreakerEvent, CircuitState, EventKind
+from sergas_guard.circuit_breaker.store import Events
+from sergas_guard.circuit_breaker.window import rate
+from sergas_guard.clock import Clock
+from sergas_guard.errors import StorageUnavailable
+
+if TYPE_CHECKING:
+    from sergas_guard.storage.redis import RedisStorage
+
+__all__ = ["RedisBreakerStore", "breaker_key"]
+
+SCRIPT = resources.files("sergas_guard.circuit_breaker").joinpath("lua/breaker.lua").read_text()
+SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
+
+_DAY = 86_400
+_MAX_TTL = 30 * _DAY
+_EVENT_FIELDS = 5
+
+
+def breaker_key(prefix: str, name: str) -> str:
+    """The Redis key of breaker ``name``; the hash tag keeps it on one cluster slot."""
+    return f"{prefix}:cb:{{{name}}}"
+
+
+def _ttl(config: CircuitBreakerConfig) -> int:
+    """Seconds a key outlives its last use: at least a day, at least twice the longest wait."""
+    longest = max(
+        config.open_wait(10**6),
+        config.max_wait_in_half_open,
+        config.probe_timeout,
+        config.window_size if config.window_type == "time" else 0,
+    )
+    return min(_MAX_TTL, max(_DAY, math.ceil(2 * longest)))
+
+
+def _config_args(config: CircuitBreakerConfig) -> list[str]:
+    cap = config.max_wait_duration_in_open
+    return [
+        str(_ttl(config)),
+        config.window_type,
+        str(config.window_size),
+        str(config.minimum_calls),
+        repr(config.failure_rate_threshold),
+        repr(config.slow_call_duration),
+        repr(config.slow_call_rate_threshold),
+        repr(config.wait_duration_in_open),
+        repr(config.wait_backoff_multiplier),
+        "-1" if cap is None else repr(cap),
+        str(config.permitted_calls_in_half_open),
+        repr(config.max_wait_in_half_open),
+        repr(config.probe_timeout),
+    ]
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class _Reply:
+    """The script's reply, parsed."""
+
+    __slots__ = ("decision", "events", "snapshot")
+
+    def __init__(self, name: str, raw: Sequence[Any]) -> None:
+        state = CircuitState(_text(raw[1]))
+        retry_after = float(_text(raw[4]))
+        self.decision = Decision(bool(raw[0]), state, int(raw[2]), int(raw[3]), retry_after)
+        calls, failed, slow = int(raw[5]), int(raw[6]), int(raw[7])
+        self.snapshot = Snapshot(
+            state=state,
+            retry_after=retry_after,
+            buffered_calls=calls,
+            failed_calls=failed,
+            slow_calls=slow,
+            failure_rate=rate(failed, calls),
+            slow_call_rate=rate(slow, calls),
+            rejected_calls=int(raw[8]),
+            not_permitted_calls=int(raw[9]),
+            probes_in_flight=int(raw[10]),
+            consecutive_opens=int(raw[11]),
+        )
+        self.events: Events = []
+        for at in range(12, len(raw), _EVENT_FIELDS):
+            kind, after, source, target, value = (_text(v) for v in raw[at : at + _EVENT_FIELDS])
+            self.events.append(
+                CircuitBreakerEvent(
+                    EventKind(kind),
+                    name,
+                    CircuitState(after),
+                    CircuitState(source) if source else None,
+                    CircuitState(target) if target else None,
+                    float(value) if value else None,
+                )
+            )
+
+
+class RedisBreakerStore:
+    """Breaker state shared through a :class:`~sergas_guard.storage.RedisStorage`.
+
+    ``clock`` replaces the server's ``TIME`` (tests only: it lets a test drive Redis
+    and the local core with the same manual clock).
+    """
+
+    kind = "redis"
+
+    def __init__(self, storage: RedisStorage, clock: Clock | None = None) -> None:
+        self.storage = storage
+        self.clock = clock
+
+    def __repr__(self) -> str:
+        return f"RedisBreakerStore(cluster={self.storage.is_cluster})"
+
+    def _args(
+        self, name: str, config: CircuitBreakerConfig, op: str, extra: Sequence[str]
+    ) -> tuple[str, list[str]]:
+        now = "" if self.clock is None else repr(self.clock.time())
+        return breaker_key(self.storage.key_prefix, name), [op, now, *_config_args(config), *extra]
+
+    def run_sync(
+        self, name: str, config: CircuitBreakerConfig, op: str, extra: Sequence[str] = ()
+    ) -> _Reply:
+        """Run one operation with the sync client; raises StorageUnavailable on any failure."""
+        key, args = self._args(name, config, op, extra)
+        client = self.storage.sync_client
+        try:
+            try:
+                raw = client.evalsha(SCRIPT_SHA, 1, key, *args)
+            except NoScriptError:
+                raw = client.eval(SCRIPT, 1, key, *args)
+        except (RedisError, OSError) as error:
+            raise StorageUnavailable(f"circuit breaker store: {error}") from error
+        return _Reply(name, raw)
+
+    async def run(
+        self, name: str, config: CircuitBreakerConfig, op: str, extra: Sequence[str] = ()
+    ) -> _Reply:
+        """Async face of :meth:`run_sync`."""
+        key, args = self._args(name, config, op, extra)
+        client = self.storage.client
+        try:
+            try:
+                raw = await client.evalsha(SCRIPT_SHA, 1, key, *args)
+            except NoScriptError:
+                raw = await client.eval(SCRIPT, 1, key, *args)
+        except (RedisError, OSError) as error:
+            raise StorageUnavailable(f"circuit breaker store: {error}") from error
+        return _Reply(name, raw)
+
+    # -- the BreakerStore protocol ---------------------------------------------------------
+
+    def acquire_sync(self, name: str, config: CircuitBreakerConfig) -> tuple[Decision, Events]:
+        reply = self.run_sync(name, config, "acquire")
+        return reply.decision, reply.events
+
+    async def acquire(self, name: str, config: CircuitBreakerConfig) -> tuple[Decision, Events]:
+        reply = await self.run(name, config, "acquire")
+        return reply.decision, reply.events
+
+    def record_sync(
+        self,
+        name: str,
+        config: CircuitBreakerConfig,
+        decision: Decision,
+        duration: float,
+        failed: bool,
+    ) -> Events:
+        return self.run_sync(name, config, "record", _outcome(decision, duration, failed)).events
+
+    async def record(
+        self,
+        name: str,
+        config: CircuitBreakerConfig,
+        decision: Decision,
+        duration: float,
+        failed: bool,
+    ) -> Events:
+        reply = await self.run(name, config, "record", _outcome(decision, duration, failed))
+        return reply.events
+
+    def release_sync(self, name: str, config: CircuitBreakerConfig, decision: Decision) -> Events:
+        return self.run_sync(name, config, "release", _outcome(decision, 0.0, False)).events
+
+    async def release(self, name: str, config: CircuitBreakerConfig, decision: Decision) -> Events:
+        return (await self.run(name, config, "release", _outcome(decision, 0.0, False))).events
+
+    def transition_sync(
+        self, name: str, config: CircuitBreakerConfig, target: CircuitState | None
+    ) -> Events:
+        return self.run_sync(name, config, *_transition(target)).events
+
+    async def transition(
+        self, name: str, config: CircuitBreakerConfig, target: CircuitState | None
+    ) -> Events:
+        return (await self.run(name, config, *_transition(target))).events
+
+    def snapshot_sync(self, name: str, config: CircuitBreakerConfig) -> tuple[Snapshot, Events]:
+        reply = self.run_sync(name, config, "snapshot")
+        return reply.snapshot, reply.events
+
+    async def snapshot(self, name: str, config: CircuitBreakerConfig) -> tuple[Snapshot, Events]:
+        reply = await self.run(name, config, "snapshot")
+        return reply.snapshot, reply.events
+
+
+def _outcome(decision: Decision, duration: float, failed: bool) -> list[str]:
+    return [str(decision.generation), str(decision.probe), repr(duration), "1" if failed else "0"]
+
+
+def _transition(target: CircuitState | None) -> tuple[str, list[str]]:
+    if target is None:
+        return "reset", []
+    return "transition", ["0", "0", "0", "0", target.value]
