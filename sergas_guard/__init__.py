@@ -75,15 +75,21 @@ def __dir__() -> list[str]:
     return sorted(__all__)
 
 
-if TYPE_CHECKING:
-    from sergas_guard.errors import (  # noqa: F401
-        BackupError,
-        CircuitOpenError,
-        ConfigurationError,
-        FeatureDisabledError,
-        GuardError,
-        IntegrityError,
-        RateLimitExceeded,
-        StorageError,
-        StorageUnavailable,
-    )
+if TYPE_CHECKING:  # the lazy names, spelled out for type checkers
+    from sergas_guard.errors import BackupError as BackupError
+    from sergas_guard.errors import CircuitOpenError as CircuitOpenError
+    from sergas_guard.errors import ConfigurationError as ConfigurationError
+    from sergas_guard.errors import FeatureDisabledError as FeatureDisabledError
+    from sergas_guard.errors import GuardError as GuardError
+    from sergas_guard.errors import IntegrityError as IntegrityError
+    from sergas_guard.errors import RateLimitExceeded as RateLimitExceeded
+    from sergas_guard.errors import StorageError as StorageError
+    from sergas_guard.errors import StorageUnavailable as StorageUnavailable
+    from sergas_guard.ratelimit import RateLimitConfig as RateLimitConfig
+    from sergas_guard.ratelimit import RateLimiter as RateLimiter
+    from sergas_guard.ratelimit import RateLimitResult as RateLimitResult
+    from sergas_guard.ratelimit import RateLimitStrategy as RateLimitStrategy
+    from sergas_guard.ratelimit import rate_limited as rate_limited
+    from sergas_guard.storage import MemoryStorage as MemoryStorage
+    from sergas_guard.storage import RedisStorage as RedisStorage
+    from sergas_guard.storage import storage_from_url as storage_from_url

@@ -34,15 +34,25 @@ def decide(
             tokens -= cost
             state = (tokens, now)
         return state, RateLimitResult(
-            True, burst, math.floor(tokens), 0.0, _reset(tokens, rate, burst)
+            True, burst, math.floor(tokens), 0.0, _reset(state, now, tokens, rate, burst)
         )
     wait = exact_wait_us(
         lambda t: _tokens(state, t, rate, burst) >= need, now, (need - tokens) / rate
     )
     return state, RateLimitResult(
-        False, burst, math.floor(tokens), wait / US_PER_SECOND, _reset(tokens, rate, burst)
+        False,
+        burst,
+        math.floor(tokens),
+        wait / US_PER_SECOND,
+        _reset(state, now, tokens, rate, burst),
     )
 
 
-def _reset(tokens: float, rate: float, burst: int) -> float:
-    return math.ceil((burst - tokens) / rate) / US_PER_SECOND if tokens < burst else 0.0
+def _reset(state: State | None, now: int, tokens: float, rate: float, burst: int) -> float:
+    """Seconds until the bucket is exactly full again (so the key may be forgotten then)."""
+    if tokens >= burst:
+        return 0.0
+    wait = exact_wait_us(
+        lambda t: _tokens(state, t, rate, burst) >= burst, now, (burst - tokens) / rate
+    )
+    return wait / US_PER_SECOND
