@@ -1,0 +1,476 @@
+"""FeatureFlags: flag definitions in memory, a JSON file, or Redis shared by all workers.
+
+Reads never touch a disk or a network on every call: the current flags are a
+snapshot in memory, and at most once per ``refresh_interval`` a read checks whether
+the file changed (one ``stat``) or the Redis version moved (one ``GET``). So a change
+made by another worker, or an edit of the file, is seen within ``refresh_interval``
+(0.5 s by default) without a restart.
+
+Sources:
+
+* ``FeatureFlags()``: this process only.
+* ``FeatureFlags(path=...)``: loaded from and saved to a JSON file (atomic writes);
+  edits to the file are picked up; a malformed file is rejected with a
+  ConfigurationError at start-up, and while running it is logged and ignored, the
+  last good flags staying in force (``last_error`` says why).
+* ``FeatureFlags(storage=RedisStorage(...))``: Redis is the source of truth, shared by
+  every worker. With a ``path`` as well, the file seeds an empty Redis and receives a
+  copy of every change made through this object (a snapshot for disaster recovery);
+  edits of the file are not pushed into Redis while running, since a stale file
+  would overwrite newer changes made by other workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sergas_guard.clock import SYSTEM_CLOCK, Clock
+from sergas_guard.degradation.definitions import (
+    FlagDefinition,
+    FlagEvaluation,
+    evaluate,
+    user_id_from,
+)
+from sergas_guard.degradation.flag_file import FlagFile
+from sergas_guard.degradation.levels import DegradationLevel
+from sergas_guard.degradation.redis_flags import RedisFlagStore, is_redis_storage
+from sergas_guard.errors import ConfigurationError, StorageUnavailable
+
+__all__ = ["FeatureFlags", "FlagState", "FlagsListener"]
+
+logger = logging.getLogger("sergas_guard.degradation.flags")
+
+DEFAULT_REFRESH_INTERVAL = 0.5
+
+FlagsListener = Callable[[frozenset[str]], None]
+
+
+@dataclass(frozen=True)
+class FlagState:
+    """A flag's definition and whether it is active at the current degradation level."""
+
+    definition: FlagDefinition
+    level: DegradationLevel
+    suppressed: bool
+
+    def as_json(self) -> dict[str, Any]:
+        """JSON-ready: the definition plus ``suppressed`` (off because of the level)."""
+        return {**self.definition.as_json(), "suppressed": self.suppressed}
+
+
+class FeatureFlags:
+    """Named on/off switches with allow/deny lists and sticky percentage rollout.
+
+    ``path``: a JSON file to load from and save to. ``storage``: a ``RedisStorage`` to
+    share flags between workers; a ``MemoryStorage`` or ``None`` keeps them local.
+    ``level_source`` returns the current degradation level (a DegradationManager sets
+    it); at DEGRADED and above only essential flags read as on.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        storage: Any = None,
+        *,
+        namespace: str = "default",
+        refresh_interval: float = DEFAULT_REFRESH_INTERVAL,
+        level_source: Callable[[], DegradationLevel] | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        if refresh_interval < 0:
+            raise ConfigurationError("refresh_interval must not be negative", field="refresh_interval")
+        if storage is not None and not is_redis_storage(storage) and not hasattr(storage, "decide"):
+            raise ConfigurationError(
+                "storage must be a RedisStorage (shared) or a MemoryStorage/None (local)",
+                field="storage",
+            )
+        self.refresh_interval = refresh_interval
+        self.level_source = level_source
+        self.clock = clock
+        self.last_error: str | None = None
+        self._file = FlagFile(path) if path is not None else None
+        self._redis = RedisFlagStore(storage, namespace) if is_redis_storage(storage) else None
+        self._redis_version = -1
+        self._flags: dict[str, FlagDefinition] = {}
+        self._lock = threading.RLock()
+        self._next_check = 0.0
+        self._listeners: list[FlagsListener] = []
+        self._load_initial()
+
+    def __repr__(self) -> str:
+        source = "redis" if self._redis else (str(self._file.path) if self._file else "memory")
+        return f"FeatureFlags(source={source}, flags={len(self._flags)})"
+
+    def __contains__(self, name: object) -> bool:
+        self._refresh_sync()
+        return name in self._flags
+
+    def __len__(self) -> int:
+        self._refresh_sync()
+        return len(self._flags)
+
+    @property
+    def shared(self) -> bool:
+        """Whether the flags live in Redis, shared by every worker."""
+        return self._redis is not None
+
+    @property
+    def path(self) -> str | None:
+        """The flags file, if any."""
+        return str(self._file.path) if self._file else None
+
+    # -- loading -------------------------------------------------------------------
+    def _load_initial(self) -> None:
+        file_flags = self._file.load() if self._file else None  # malformed: raise now
+        if self._redis is None:
+            self._replace(file_flags or {})
+            return
+        try:
+            version, flags = self._redis.load_sync()
+            if not flags and file_flags:
+                version = self._redis.put_sync(file_flags.values())
+                flags = dict(file_flags)
+            self._redis_version = version
+            self._replace(flags)
+        except StorageUnavailable as exc:
+            # Start anyway on the file's flags (or none); the next refresh retries Redis.
+            self._note_error(f"{exc}; using {'the file' if file_flags else 'no'} flags meanwhile")
+            self._replace(file_flags or {})
+
+    def _replace(self, flags: Mapping[str, FlagDefinition]) -> None:
+        with self._lock:
+            old = self._flags
+            self._flags = dict(flags)
+            changed = frozenset(
+                name for name in old.keys() | flags.keys() if old.get(name) != flags.get(name)
+            )
+        if changed:
+            self._notify(changed)
+
+    def _note_error(self, message: str) -> None:
+        if message != self.last_error:
+            logger.error("feature flags: %s", message)
+        self.last_error = message
+
+    def _due(self) -> bool:
+        """Whether a refresh check is due now (and book the next one)."""
+        now = self.clock.monotonic()
+        with self._lock:
+            if now < self._next_check:
+                return False
+            self._next_check = now + self.refresh_interval
+            return True
+
+    def _check_file(self) -> None:
+        # With Redis the file is only a seed and a copy; see the module docstring.
+        if self._file is None or self._redis is not None or not self._file.changed():
+            return
+        try:
+            flags = self._file.load()
+        except ConfigurationError as exc:
+            self._note_error(f"{exc}; keeping the last good flags")
+            return
+        if flags is None:
+            return  # a deleted file does not delete the flags in force
+        self.last_error = None
+        self._replace(flags)
+
+    def _apply_redis(self, version: int, flags: dict[str, FlagDefinition] | None) -> None:
+        if flags is not None:
+            self._redis_version = version
+            self._replace(flags)
+        self.last_error = None
+
+    def _refresh_sync(self, force: bool = False) -> None:
+        if not (force or self._due()):
+            return
+        self._check_file()
+        if self._redis is None:
+            return
+        try:
+            if force or self._redis.version_sync() != self._redis_version:
+                self._apply_redis(*self._redis.load_sync())
+            else:
+                self.last_error = None
+        except (StorageUnavailable, ConfigurationError) as exc:
+            self._note_error(f"{exc}; keeping the last good flags")
+
+    async def _refresh_async(self, force: bool = False) -> None:
+        if not (force or self._due()):
+            return
+        self._check_file()
+        if self._redis is None:
+            return
+        try:
+            if force or await self._redis.version() != self._redis_version:
+                self._apply_redis(*await self._redis.load())
+            else:
+                self.last_error = None
+        except (StorageUnavailable, ConfigurationError) as exc:
+            self._note_error(f"{exc}; keeping the last good flags")
+
+    def reload(self) -> None:
+        """Re-read the file or Redis now.
+
+        Raises ConfigurationError when the file or stored data is malformed, and
+        StorageUnavailable when Redis cannot be reached; the flags in force stay.
+        """
+        if self._redis is not None:
+            version, flags = self._redis.load_sync()
+            self._apply_redis(version, flags)
+        elif self._file is not None:
+            self._file.signature = None
+            flags = self._file.load()
+            self.last_error = None
+            if flags is not None:
+                self._replace(flags)
+
+    async def refresh(self) -> None:
+        """Check for changes now (async), whatever the refresh interval; never raises."""
+        await self._refresh_async(force=True)
+
+    # -- reading -------------------------------------------------------------------
+    def _level(self) -> DegradationLevel:
+        return self.level_source() if self.level_source is not None else DegradationLevel.NORMAL
+
+    def _evaluate(
+        self, name: str, user_id: object, context: Mapping[str, Any] | None, default: bool
+    ) -> FlagEvaluation:
+        definition = self._flags.get(name)
+        return evaluate(definition, name, user_id_from(user_id, context), self._level(), default)
+
+    def evaluate(
+        self,
+        name: str,
+        user_id: object = None,
+        context: Mapping[str, Any] | None = None,
+        *,
+        default: bool = False,
+    ) -> FlagEvaluation:
+        """Whether flag ``name`` is on for this call, and why (see :func:`.definitions.evaluate`)."""
+        self._refresh_sync()
+        return self._evaluate(name, user_id, context, default)
+
+    def is_enabled(
+        self,
+        name: str,
+        user_id: object = None,
+        context: Mapping[str, Any] | None = None,
+        *,
+        default: bool = False,
+    ) -> bool:
+        """Whether flag ``name`` is on for ``user_id`` (or ``context["user_id"]``).
+
+        An unknown flag gives ``default`` (False). Never raises for a store outage:
+        the last known flags are used.
+        """
+        return self.evaluate(name, user_id, context, default=default).enabled
+
+    async def evaluate_async(
+        self,
+        name: str,
+        user_id: object = None,
+        context: Mapping[str, Any] | None = None,
+        *,
+        default: bool = False,
+    ) -> FlagEvaluation:
+        """Async face of :meth:`evaluate` (refreshes through the asyncio Redis client)."""
+        await self._refresh_async()
+        return self._evaluate(name, user_id, context, default)
+
+    async def is_enabled_async(
+        self,
+        name: str,
+        user_id: object = None,
+        context: Mapping[str, Any] | None = None,
+        *,
+        default: bool = False,
+    ) -> bool:
+        """Async face of :meth:`is_enabled`; use it on event loops with Redis storage."""
+        return (await self.evaluate_async(name, user_id, context, default=default)).enabled
+
+    def get(self, name: str) -> FlagDefinition | None:
+        """The definition of ``name``, or None."""
+        self._refresh_sync()
+        return self._flags.get(name)
+
+    def list_flags(self) -> list[FlagState]:
+        """Every flag with its definition and whether the level suppresses it, by name."""
+        self._refresh_sync()
+        level = self._level()
+        return [
+            FlagState(d, level, level >= DegradationLevel.DEGRADED and not d.essential)
+            for _, d in sorted(self._flags.items())
+        ]
+
+    def snapshot(self) -> dict[str, FlagDefinition]:
+        """A copy of all definitions by name."""
+        self._refresh_sync()
+        return dict(self._flags)
+
+    # -- writing -------------------------------------------------------------------
+    def register(
+        self,
+        name: str,
+        enabled: bool = True,
+        description: str = "",
+        rollout_percentage: float = 100.0,
+        essential: bool = False,
+        allow_users: tuple[str, ...] | list[str] = (),
+        deny_users: tuple[str, ...] | list[str] = (),
+        *,
+        overwrite: bool = False,
+    ) -> FlagDefinition:
+        """Define flag ``name`` unless it is already defined, and return its definition.
+
+        A definition already present (in the file, in Redis, or registered before) wins,
+        so an operator's change survives a restart of code that registers defaults;
+        ``overwrite=True`` replaces it. Raises ConfigurationError for invalid values.
+        """
+        definition = FlagDefinition(
+            name=name,
+            enabled=enabled,
+            description=description,
+            rollout_percentage=rollout_percentage,
+            essential=essential,
+            allow_users=tuple(allow_users),
+            deny_users=tuple(deny_users),
+        )
+        self._refresh_sync(force=self._redis is not None)
+        existing = self._flags.get(name)
+        if existing is not None and not overwrite:
+            return existing
+        self._commit_sync({name: definition})
+        return definition
+
+    def _changed(self, name: str, changes: Mapping[str, Any], create: bool) -> FlagDefinition:
+        current = self._flags.get(name)
+        if current is None:
+            if not create:
+                raise KeyError(name)
+            current = FlagDefinition(name=name)
+        return current.with_changes(**changes)
+
+    def update(self, name: str, *, create: bool = True, **changes: Any) -> FlagDefinition:
+        """Change fields of flag ``name`` (``enabled``, ``rollout_percentage``, ...).
+
+        An unknown flag is created with default values first, unless ``create=False``
+        (then KeyError). Raises ConfigurationError for invalid values and
+        StorageUnavailable when shared flags cannot be written.
+        """
+        self._refresh_sync(force=self._redis is not None)
+        definition = self._changed(name, changes, create)
+        self._commit_sync({name: definition})
+        return definition
+
+    async def update_async(self, name: str, *, create: bool = True, **changes: Any) -> FlagDefinition:
+        """Async face of :meth:`update`."""
+        await self._refresh_async(force=self._redis is not None)
+        definition = self._changed(name, changes, create)
+        if self._redis is not None:
+            self._after_redis_write(await self._redis.put([definition]), {name: definition})
+        else:
+            self._commit_local({name: definition})
+        return definition
+
+    def enable(self, name: str) -> FlagDefinition:
+        """Turn flag ``name`` on (for its rollout percentage)."""
+        return self.update(name, enabled=True)
+
+    def disable(self, name: str) -> FlagDefinition:
+        """Turn flag ``name`` off for everyone."""
+        return self.update(name, enabled=False)
+
+    def set_rollout_percentage(self, name: str, percentage: float) -> FlagDefinition:
+        """Roll flag ``name`` out to ``percentage`` (0-100) of user ids; 0.01 resolution."""
+        return self.update(name, rollout_percentage=percentage)
+
+    def allow_user(self, name: str, user_id: str) -> FlagDefinition:
+        """Always turn the (enabled) flag on for ``user_id``, whatever the rollout."""
+        current = self._require(name)
+        return self.update(
+            name,
+            allow_users=(*current.allow_users, str(user_id)),
+            deny_users=tuple(u for u in current.deny_users if u != str(user_id)),
+        )
+
+    def deny_user(self, name: str, user_id: str) -> FlagDefinition:
+        """Always turn the flag off for ``user_id``."""
+        current = self._require(name)
+        return self.update(
+            name,
+            deny_users=(*current.deny_users, str(user_id)),
+            allow_users=tuple(u for u in current.allow_users if u != str(user_id)),
+        )
+
+    def forget_user(self, name: str, user_id: str) -> FlagDefinition:
+        """Remove ``user_id`` from both lists, so the rollout decides again."""
+        current = self._require(name)
+        uid = str(user_id)
+        return self.update(
+            name,
+            allow_users=tuple(u for u in current.allow_users if u != uid),
+            deny_users=tuple(u for u in current.deny_users if u != uid),
+        )
+
+    def _require(self, name: str) -> FlagDefinition:
+        self._refresh_sync(force=self._redis is not None)
+        current = self._flags.get(name)
+        if current is None:
+            raise KeyError(name)
+        return current
+
+    def save(self) -> None:
+        """Write all flags to the file now (atomically); raises ConfigurationError without one."""
+        if self._file is None:
+            raise ConfigurationError("these flags have no file to save to", field="path")
+        with self._lock:
+            self._file.save(self._flags)
+
+    def _commit_sync(self, changed: dict[str, FlagDefinition]) -> None:
+        if self._redis is not None:
+            self._after_redis_write(self._redis.put_sync(changed.values()), changed)
+        else:
+            self._commit_local(changed)
+
+    def _commit_local(self, changed: dict[str, FlagDefinition]) -> None:
+        with self._lock:
+            merged = {**self._flags, **changed}
+            if self._file is not None:
+                self._file.save(merged)  # raises before the change takes effect
+        self._replace(merged)
+
+    def _after_redis_write(self, version: int, changed: dict[str, FlagDefinition]) -> None:
+        with self._lock:
+            merged = {**self._flags, **changed}
+            if version == self._redis_version + 1:
+                self._redis_version = version  # nobody else wrote in between
+            else:
+                self._next_check = 0.0  # re-read everything at the next call
+        self._replace(merged)
+        if self._file is not None:
+            try:
+                self._file.save(merged)
+            except ConfigurationError as exc:
+                self._note_error(f"{exc}; the change is in Redis but not in the file copy")
+
+    # -- listeners -----------------------------------------------------------------
+    def add_listener(self, listener: FlagsListener) -> None:
+        """Call ``listener(names)`` whenever flags change here or are seen to change elsewhere."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: FlagsListener) -> None:
+        """Stop calling ``listener``."""
+        self._listeners.remove(listener)
+
+    def _notify(self, names: frozenset[str]) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(names)
+            except Exception:
+                logger.exception("feature flag listener %r failed", listener)

@@ -1,0 +1,128 @@
+"""Flags in Redis, shared by every worker: one hash of definitions and a version counter.
+
+Writers ``HSET`` the definition and then ``INCR`` the version; readers ``GET`` the
+version (one cheap round trip per refresh) and re-read the hash only when it moved.
+A reader that fetches the hash between a writer's two commands gets the newer data
+under the older version and simply reads once more next time, so no transaction is
+needed. Both keys share a ``{hash tag}`` so they live on one Redis Cluster slot.
+Flag keys carry no TTL: they are configuration, not traffic state.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from sergas_guard.degradation.definitions import FlagDefinition
+from sergas_guard.errors import ConfigurationError, StorageUnavailable
+from sergas_guard.secrets import scrub
+
+__all__ = ["RedisFlagStore", "is_redis_storage"]
+
+
+def is_redis_storage(storage: object) -> bool:
+    """Whether ``storage`` looks like a RedisStorage (has clients and a key prefix)."""
+    return all(hasattr(storage, attr) for attr in ("client", "sync_client", "key_prefix"))
+
+
+def _decode(raw: dict[Any, Any]) -> dict[str, FlagDefinition]:
+    flags: dict[str, FlagDefinition] = {}
+    for field, value in raw.items():
+        name = field.decode() if isinstance(field, bytes) else str(field)
+        try:
+            body = json.loads(value)
+        except ValueError:
+            raise ConfigurationError(
+                f"flag {name!r} in Redis is not valid JSON", field=name
+            ) from None
+        if not isinstance(body, dict):
+            raise ConfigurationError(f"flag {name!r} in Redis is not a JSON object", field=name)
+        flags[name] = FlagDefinition.validate_mapping({**body, "name": name})
+    return flags
+
+
+def _encode(definition: FlagDefinition) -> str:
+    return json.dumps(definition.as_json(), sort_keys=True)
+
+
+def _unavailable(exc: Exception) -> StorageUnavailable:
+    return StorageUnavailable(f"flag store in Redis is unavailable: {scrub(str(exc))}")
+
+
+def _version(raw: Any) -> int:
+    return int(raw) if raw is not None else 0
+
+
+class RedisFlagStore:
+    """Sync and async access to the shared flag hash of one namespace."""
+
+    def __init__(self, storage: Any, namespace: str = "default") -> None:
+        self.storage = storage
+        tag = f"{{flags:{namespace}}}"
+        self.defs_key = f"{storage.key_prefix}:{tag}:defs"
+        self.version_key = f"{storage.key_prefix}:{tag}:version"
+
+    # -- sync face -----------------------------------------------------------------
+    def version_sync(self) -> int:
+        """The current version (0 when nothing was ever written); raises StorageUnavailable."""
+        try:
+            return _version(self.storage.sync_client.get(self.version_key))
+        except Exception as exc:
+            raise _unavailable(exc) from exc
+
+    def load_sync(self) -> tuple[int, dict[str, FlagDefinition]]:
+        """(version, flags); the version is read first so a racing write is re-read later."""
+        try:
+            client = self.storage.sync_client
+            version = _version(client.get(self.version_key))
+            raw = client.hgetall(self.defs_key)
+        except Exception as exc:
+            raise _unavailable(exc) from exc
+        return version, _decode(raw)
+
+    def put_sync(self, definitions: Iterable[FlagDefinition], removed: Iterable[str] = ()) -> int:
+        """Store definitions, delete ``removed`` names, bump the version; returns it."""
+        mapping = {d.name: _encode(d) for d in definitions}
+        gone = list(removed)
+        try:
+            client = self.storage.sync_client
+            if mapping:
+                client.hset(self.defs_key, mapping=mapping)
+            if gone:
+                client.hdel(self.defs_key, *gone)
+            return int(client.incr(self.version_key))
+        except Exception as exc:
+            raise _unavailable(exc) from exc
+
+    # -- async face ----------------------------------------------------------------
+    async def version(self) -> int:
+        """Async face of :meth:`version_sync`."""
+        try:
+            return _version(await self.storage.client.get(self.version_key))
+        except Exception as exc:
+            raise _unavailable(exc) from exc
+
+    async def load(self) -> tuple[int, dict[str, FlagDefinition]]:
+        """Async face of :meth:`load_sync`."""
+        try:
+            client = self.storage.client
+            version = _version(await client.get(self.version_key))
+            raw = await client.hgetall(self.defs_key)
+        except Exception as exc:
+            raise _unavailable(exc) from exc
+        return version, _decode(raw)
+
+    async def put(self, definitions: Iterable[FlagDefinition], removed: Iterable[str] = ()) -> int:
+        """Async face of :meth:`put_sync`."""
+        mapping = {d.name: _encode(d) for d in definitions}
+        gone = list(removed)
+        try:
+            client = self.storage.client
+            if mapping:
+                await client.hset(self.defs_key, mapping=mapping)
+            if gone:
+                await client.hdel(self.defs_key, *gone)
+            return int(await client.incr(self.version_key))
+        except Exception as exc:
+            raise _unavailable(exc) from exc
