@@ -29,6 +29,7 @@ __all__ = [
     "HealthRequest",
     "HealthResponse",
     "View",
+    "problem_response",
 ]
 
 logger = logging.getLogger("sergas_guard.health")
@@ -180,10 +181,12 @@ class HealthEndpoint:
             return False
         return verdict is True
 
-    @staticmethod
-    def _not_found(name: str) -> HealthResponse:
-        body = problem_body(
-            status=404, title="Not Found", detail=f"no health check or group named {name!r}"
-        )
-        headers = [("content-type", PROBLEM_CONTENT_TYPE), ("cache-control", "no-store")]
-        return HealthResponse(404, headers, body)
+    def _not_found(self, name: str) -> HealthResponse:
+        return problem_response(404, "Not Found", f"no health check or group named {name!r}")
+
+
+def problem_response(status: int, title: str, detail: str) -> HealthResponse:
+    """An RFC 9457 problem+json answer, never cached."""
+    body = problem_body(status=status, title=title, detail=detail)
+    headers = [("content-type", PROBLEM_CONTENT_TYPE), ("cache-control", "no-store")]
+    return HealthResponse(status, headers, body)
