@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+# The rate-limit package imports storage.base while it initialises; loading it first
+# keeps `import sergas_guard.storage` (as the first import) out of a circular import.
+import sergas_guard.ratelimit  # noqa: F401
 from sergas_guard.storage.base import LimitCheck, RateLimitStorage
 from sergas_guard.storage.memory import MemoryStorage
 from sergas_guard.storage.url import storage_from_url
