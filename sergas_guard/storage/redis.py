@@ -1,25 +1,61 @@
 """Redis storage: shared state for a fleet of workers.
 
-Connection handling lives here (URL parsing, pools, timeouts, cluster); the rate-limit
-decisions run as Lua scripts (``lua/``), one round trip each.
+Connection handling lives here (URL parsing, pools, timeouts, cluster); every
+rate-limit decision is one EVALSHA of the script in :mod:`sergas_guard.storage.script`,
+which decides all the limits of one identity together on the server's clock.
+Errors surface as :class:`~sergas_guard.errors.StorageUnavailable` (cannot reach
+Redis) or :class:`~sergas_guard.errors.StorageError` (Redis answered with an error).
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
 import redis.asyncio as aioredis
+import redis.asyncio.retry
+import redis.retry
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
+from redis.crc import key_slot
+from redis.exceptions import (
+    ClusterDownError,
+    NoScriptError,
+    ReadOnlyError,
+    RedisClusterException,
+    RedisError,
+    TryAgainError,
+)
 
-from sergas_guard.errors import ConfigurationError
+from sergas_guard.errors import ConfigurationError, StorageError, StorageUnavailable
+from sergas_guard.ratelimit.result import RateLimitResult
+from sergas_guard.secrets import scrub
+from sergas_guard.storage.base import LimitCheck
+from sergas_guard.storage.script import DECIDE_SCRIPT, DECIDE_SHA, parse_reply, script_args
 
 __all__ = ["RedisStorage"]
 
 DEFAULT_CONNECT_TIMEOUT = 0.05
 DEFAULT_SOCKET_TIMEOUT = 0.05
+# One immediate retry on a broken connection (e.g. a pooled socket after a Redis restart);
+# never on a timeout, since the script may have run and a retry would count twice.
+DEFAULT_RETRIES = 1
+_SCAN_COUNT = 1000
+_DELETE_BATCH = 500
+
+# Errors meaning "Redis cannot answer now" rather than "Redis refused this".
+_UNAVAILABLE = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    ClusterDownError,
+    TryAgainError,
+    ReadOnlyError,
+    RedisClusterException,
+    OSError,
+)
 
 
 def _cluster_nodes(url: str) -> tuple[list[tuple[str, int]], str]:
@@ -45,7 +81,10 @@ class RedisStorage:
 
     Build it from a URL (``redis://``, ``rediss://``, ``redis+cluster://h:p,h:p``) or
     pass ready clients. ``client`` is the asyncio client, ``sync_client`` the sync one;
-    both are created lazily, each with its own connection pool.
+    both are created lazily, each with its own connection pool, with the given connect
+    and socket timeouts (seconds) and at most ``retries`` immediate retries of a
+    command whose connection broke (never of one that timed out).
+    ``key_prefix`` is what :meth:`clear` deletes when given no prefix.
     """
 
     def __init__(
@@ -56,24 +95,36 @@ class RedisStorage:
         sync_client: Any = None,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         socket_timeout: float = DEFAULT_SOCKET_TIMEOUT,
+        retries: int = DEFAULT_RETRIES,
         key_prefix: str = "sg",
     ) -> None:
         if url is None and client is None and sync_client is None:
             raise ConfigurationError("RedisStorage needs a url or a client", field="url")
         if connect_timeout <= 0 or socket_timeout <= 0:
             raise ConfigurationError("Redis timeouts must be positive", field="socket_timeout")
+        if retries < 0:
+            raise ConfigurationError("retries must be 0 or more", field="retries")
         self.url = url
         self.key_prefix = key_prefix
         self.connect_timeout = connect_timeout
         self.socket_timeout = socket_timeout
-        self.is_cluster = bool(url and "+cluster" in url.split("://", 1)[0])
+        self.retries = retries
+        self.is_cluster = bool(url and "+cluster" in url.split("://", 1)[0]) or isinstance(
+            client or sync_client, RedisCluster | AsyncRedisCluster
+        )
         self._client = client
         self._sync_client = sync_client
+        self._password = urlsplit(url).password or "" if url else ""
 
-    def _options(self) -> dict[str, Any]:
+    def __repr__(self) -> str:
+        where = scrub(self.url, self._password) if self.url else "client"
+        return f"RedisStorage({where!r})"
+
+    def _options(self, retry: Any) -> dict[str, Any]:
         return {
             "socket_connect_timeout": self.connect_timeout,
             "socket_timeout": self.socket_timeout,
+            "retry": retry,
         }
 
     @property
@@ -82,17 +133,16 @@ class RedisStorage:
         if self._client is None:
             if self.url is None:
                 raise ConfigurationError("no async client and no url to build one", field="url")
+            options = self._options(redis.asyncio.retry.Retry(NoBackoff(), self.retries))
             if self.is_cluster:
                 nodes, template = _cluster_nodes(self.url)
                 from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
 
                 self._client = AsyncRedisCluster.from_url(
-                    template,
-                    startup_nodes=[AsyncClusterNode(h, p) for h, p in nodes],
-                    **self._options(),
+                    template, startup_nodes=[AsyncClusterNode(h, p) for h, p in nodes], **options
                 )
             else:
-                self._client = aioredis.Redis.from_url(self.url, **self._options())
+                self._client = aioredis.Redis.from_url(self.url, **options)
         return self._client
 
     @property
@@ -101,16 +151,138 @@ class RedisStorage:
         if self._sync_client is None:
             if self.url is None:
                 raise ConfigurationError("no sync client and no url to build one", field="url")
+            options = self._options(redis.retry.Retry(NoBackoff(), self.retries))
             if self.is_cluster:
                 nodes, template = _cluster_nodes(self.url)
                 self._sync_client = RedisCluster.from_url(
                     template,
                     startup_nodes=[ClusterNode(h, p) for h, p in nodes],  # type: ignore[no-untyped-call]
-                    **self._options(),
+                    **options,
                 )
             else:
-                self._sync_client = redis.Redis.from_url(self.url, **self._options())
+                self._sync_client = redis.Redis.from_url(self.url, **options)
         return self._sync_client
+
+    # -- decisions ------------------------------------------------------------------
+
+    def _prepare(
+        self, checks: Sequence[LimitCheck], cost: int, now_us: int | None
+    ) -> tuple[list[str], list[str]]:
+        keys, args = script_args(checks, cost, now_us)
+        if self.is_cluster and len(keys) > 1 and len({key_slot(k.encode()) for k in keys}) > 1:
+            raise ConfigurationError(
+                "on Redis Cluster the keys decided together must share a hash slot; put the "
+                f"identity in a {{hash tag}} (keys: {keys!r:.200})",
+                field="checks",
+            )
+        return keys, args
+
+    def _error(self, exc: BaseException, doing: str) -> StorageError:
+        """Our error for a driver's, with any password scrubbed out of its message."""
+        message = scrub(f"Redis {doing} failed: {type(exc).__name__}: {exc}", self._password)
+        if isinstance(exc, _UNAVAILABLE):
+            return StorageUnavailable(message)
+        return StorageError(message)
+
+    def decide_sync(
+        self, checks: Sequence[LimitCheck], cost: int, now_us: int | None = None
+    ) -> list[RateLimitResult]:
+        """Decide ``checks`` together in one script run (see the storage protocol).
+
+        Raises ConfigurationError for a cost above a limit's capacity or, on a cluster,
+        keys in different slots; StorageUnavailable / StorageError when Redis fails.
+        """
+        keys, args = self._prepare(checks, cost, now_us)
+        client = self.sync_client
+        try:
+            try:
+                reply = client.evalsha(DECIDE_SHA, len(keys), *keys, *args)
+            except NoScriptError:
+                # The script cache is empty (first use, SCRIPT FLUSH, a failover to a
+                # replica): EVAL runs the script and caches it again.
+                reply = client.eval(DECIDE_SCRIPT, len(keys), *keys, *args)
+        except (RedisError, RedisClusterException, OSError) as exc:
+            raise self._error(exc, "decision") from exc
+        return parse_reply(reply, checks)
+
+    async def decide(
+        self, checks: Sequence[LimitCheck], cost: int, now_us: int | None = None
+    ) -> list[RateLimitResult]:
+        """Async face of :meth:`decide_sync`."""
+        keys, args = self._prepare(checks, cost, now_us)
+        client = self.client
+        try:
+            try:
+                reply = await client.evalsha(DECIDE_SHA, len(keys), *keys, *args)
+            except NoScriptError:
+                reply = await client.eval(DECIDE_SCRIPT, len(keys), *keys, *args)
+        except (RedisError, RedisClusterException, OSError) as exc:
+            raise self._error(exc, "decision") from exc
+        return parse_reply(reply, checks)
+
+    # -- reset and clear: SCAN, never KEYS (on a cluster, every primary) -----------
+
+    def _scan_pattern(self, prefix: str) -> str:
+        return _glob_escape(prefix or self.key_prefix) + "*"
+
+    def _scan_sync(self, pattern: str) -> Iterator[bytes]:
+        return self.sync_client.scan_iter(match=pattern, count=_SCAN_COUNT)  # type: ignore[no-any-return]
+
+    def _delete_sync(self, keys: Iterator[Any]) -> int:
+        client = self.sync_client
+        deleted = 0
+        for batch in _batches(keys):
+            deleted += client.unlink(*batch)
+        return deleted
+
+    def reset_sync(self, key: str) -> None:
+        """Delete ``key`` and every key it is a prefix of."""
+        try:
+            self.sync_client.unlink(key)
+            self._delete_sync(self._scan_sync(_glob_escape(key) + "*"))
+        except (RedisError, RedisClusterException, OSError) as exc:
+            raise self._error(exc, "reset") from exc
+
+    def clear_sync(self, prefix: str = "") -> int:
+        """Delete every key starting with ``prefix`` (default: ``key_prefix``); returns how many."""
+        try:
+            return self._delete_sync(self._scan_sync(self._scan_pattern(prefix)))
+        except (RedisError, RedisClusterException, OSError) as exc:
+            raise self._error(exc, "clear") from exc
+
+    async def _delete(self, keys: AsyncIterator[Any]) -> int:
+        client = self.client
+        deleted = 0
+        batch: list[Any] = []
+        async for key in keys:
+            batch.append(key)
+            if len(batch) >= _DELETE_BATCH:
+                deleted += await client.unlink(*batch)
+                batch = []
+        if batch:
+            deleted += await client.unlink(*batch)
+        return deleted
+
+    async def reset(self, key: str) -> None:
+        """Async face of :meth:`reset_sync`."""
+        try:
+            await self.client.unlink(key)
+            await self._delete(
+                self.client.scan_iter(match=_glob_escape(key) + "*", count=_SCAN_COUNT)
+            )
+        except (RedisError, RedisClusterException, OSError) as exc:
+            raise self._error(exc, "reset") from exc
+
+    async def clear(self, prefix: str = "") -> int:
+        """Async face of :meth:`clear_sync`."""
+        try:
+            return await self._delete(
+                self.client.scan_iter(match=self._scan_pattern(prefix), count=_SCAN_COUNT)
+            )
+        except (RedisError, RedisClusterException, OSError) as exc:
+            raise self._error(exc, "clear") from exc
+
+    # -- lifecycle ------------------------------------------------------------------
 
     def close_sync(self) -> None:
         if self._sync_client is not None:
@@ -122,3 +294,19 @@ class RedisStorage:
             await self._client.aclose()
             self._client = None
         self.close_sync()
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` as a literal in a Redis glob pattern."""
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
+
+
+def _batches(keys: Iterator[Any]) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for key in keys:
+        batch.append(key)
+        if len(batch) >= _DELETE_BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -1,0 +1,58 @@
+-- Decide one request of ARGV[2] units against every limit in KEYS, all or nothing.
+-- ARGV[1]: the time in microseconds, or '' for the server's clock (TIME).
+-- ARGV[2 + 4i + 1..4] for KEYS[i+1]: strategy code, limit, window (us), burst.
+-- Reply: five values per key: allowed (1/0), limit, remaining, retry_after and
+-- reset_after (seconds, as strings: Redis would truncate Lua floats to integers).
+local now
+if ARGV[1] == '' then
+  local time = redis.call('TIME')
+  now = tonumber(time[1]) * US + tonumber(time[2])
+else
+  now = tonumber(ARGV[1])
+end
+local cost = tonumber(ARGV[2])
+
+local decided = {}
+local all_allowed = true
+for i = 1, #KEYS do
+  local base = 2 + (i - 1) * 4
+  local strategy = strategies[ARGV[base + 1]]
+  local limit, window, burst = tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3]),
+    tonumber(ARGV[base + 4])
+  local state = strategy.read(KEYS[i])
+  local new_state, allowed, reported, remaining, retry_after, reset_after =
+    strategy.decide(state, now, cost, limit, window, burst)
+  decided[i] = {strategy, state, new_state, allowed, reported, remaining, retry_after,
+    reset_after, limit, window, burst}
+  all_allowed = all_allowed and allowed
+end
+
+local reply = {}
+for i = 1, #KEYS do
+  local d = decided[i]
+  local strategy, allowed, reported, remaining, retry_after, reset_after =
+    d[1], d[4], d[5], d[6], d[7], d[8]
+  if all_allowed then
+    if d[3] then
+      -- The key lives exactly as long as its state matters: until its horizon.
+      local expire_at_ms = math.ceil((now + math.ceil(reset_after * US)) / 1000)
+      if strategy.write then
+        strategy.write(KEYS[i], d[3], expire_at_ms)
+      else
+        write_fields(KEYS[i], strategy.encode(d[3]), expire_at_ms)
+      end
+    end
+  elseif allowed then
+    -- Another limit rejected, so none consumes: report what a peek sees.
+    local _
+    _, allowed, reported, remaining, retry_after, reset_after =
+      strategy.decide(d[2], now, 0, d[9], d[10], d[11])
+  end
+  local n = #reply
+  reply[n + 1] = allowed and 1 or 0
+  reply[n + 2] = reported
+  reply[n + 3] = remaining
+  reply[n + 4] = fmt_float(retry_after)
+  reply[n + 5] = fmt_float(reset_after)
+end
+return reply

@@ -1,0 +1,109 @@
+"""The rate-limit Lua script: its source, and the pure encoding of calls and replies.
+
+The script is assembled once from the package data in ``lua/``: shared helpers, one
+file per strategy (each the twin of its Python module in
+:mod:`sergas_guard.ratelimit.strategies`), and the entry point that decides every
+limit of one request, all or nothing. Nothing here performs I/O on Redis; the storage
+sends what :func:`script_args` builds and reads replies with :func:`parse_reply`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from functools import lru_cache
+from importlib import resources
+
+from sergas_guard.errors import ConfigurationError, StorageError
+from sergas_guard.ratelimit.result import LimitSpec, RateLimitResult, RateLimitStrategy
+from sergas_guard.storage.base import LimitCheck
+
+__all__ = ["DECIDE_SCRIPT", "DECIDE_SHA", "parse_reply", "script_args", "spec_args"]
+
+# Order matters: helpers first, the entry point last.
+_PARTS = (
+    "common.lua",
+    "fixed_window.lua",
+    "sliding_window.lua",
+    "sliding_log.lua",
+    "token_bucket.lua",
+    "leaky_bucket.lua",
+    "decide.lua",
+)
+
+_CODES = {
+    RateLimitStrategy.FIXED_WINDOW: "fw",
+    RateLimitStrategy.SLIDING_WINDOW: "sw",
+    RateLimitStrategy.SLIDING_LOG: "sl",
+    RateLimitStrategy.TOKEN_BUCKET: "tb",
+    RateLimitStrategy.LEAKY_BUCKET: "lb",
+}
+
+# Times are doubles inside Redis's Lua; beyond 2**53 integer arithmetic stops being exact.
+_MAX_EXACT = 2**53
+
+
+def _load_source() -> str:
+    folder = resources.files("sergas_guard.storage").joinpath("lua")
+    return "\n".join(folder.joinpath(name).read_text(encoding="utf-8") for name in _PARTS)
+
+
+DECIDE_SCRIPT = _load_source()
+DECIDE_SHA = hashlib.sha1(DECIDE_SCRIPT.encode("utf-8")).hexdigest()
+
+
+@lru_cache(maxsize=1024)
+def spec_args(spec: LimitSpec) -> tuple[str, str, str, str]:
+    """The four script arguments describing one limit (cached: specs are few and frozen)."""
+    if spec.window_us * max(spec.limit, spec.burst) >= _MAX_EXACT:
+        raise ConfigurationError(
+            f"limit {spec.describe()} is too large for exact arithmetic in Redis "
+            "(limit times window in microseconds must stay below 2**53)",
+            field="limit",
+        )
+    return (_CODES[spec.strategy], str(spec.limit), str(spec.window_us), str(spec.burst))
+
+
+def script_args(
+    checks: Sequence[LimitCheck], cost: int, now_us: int | None
+) -> tuple[list[str], list[str]]:
+    """KEYS and ARGV for one decision.
+
+    Raises ConfigurationError when ``cost`` exceeds a limit's capacity: such a request
+    could never be admitted, and a sliding log would have to hold it entry by entry.
+    """
+    if not checks:
+        raise ConfigurationError("a decision needs at least one limit", field="checks")
+    keys = []
+    args = ["" if now_us is None else str(now_us), str(cost)]
+    for key, spec in checks:
+        if cost > spec.capacity:
+            raise ConfigurationError(
+                f"cost {cost} exceeds the capacity of {spec.describe()} ({spec.capacity})",
+                field="cost",
+            )
+        keys.append(key)
+        args.extend(spec_args(spec))
+    return keys, args
+
+
+def parse_reply(reply: Sequence[object], checks: Sequence[LimitCheck]) -> list[RateLimitResult]:
+    """The script's flat reply (five values per limit) as results, in the order of ``checks``.
+
+    Raises StorageError when the reply does not have the expected shape.
+    """
+    if not isinstance(reply, list | tuple) or len(reply) != 5 * len(checks):
+        raise StorageError(f"unexpected reply from the rate-limit script: {reply!r:.200}")
+    results = []
+    for index in range(0, len(reply), 5):
+        allowed, limit, remaining, retry_after, reset_after = reply[index : index + 5]
+        results.append(
+            RateLimitResult(
+                allowed == 1,
+                int(limit),
+                int(remaining),
+                float(retry_after),
+                float(reset_after),
+            )
+        )
+    return results
