@@ -53,9 +53,17 @@ def level_for_breakers(open_count: int, total: int, threshold: float) -> Degrada
 
 
 _HEALTH = {
-    "healthy": NORMAL, "pass": NORMAL, "ok": NORMAL, "up": NORMAL, "unknown": NORMAL,
-    "degraded": DEGRADED, "warn": DEGRADED,
-    "unhealthy": CRITICAL, "fail": CRITICAL, "down": CRITICAL, "critical": CRITICAL,
+    "healthy": NORMAL,
+    "pass": NORMAL,
+    "ok": NORMAL,
+    "up": NORMAL,
+    "unknown": NORMAL,
+    "degraded": DEGRADED,
+    "warn": DEGRADED,
+    "unhealthy": CRITICAL,
+    "fail": CRITICAL,
+    "down": CRITICAL,
+    "critical": CRITICAL,
 }
 
 

@@ -32,7 +32,14 @@ __all__ = [
 DOCUMENT_VERSION = 1
 
 Reason = Literal[
-    "unknown", "disabled", "degraded", "denied", "allowed", "on", "rollout", "not_in_rollout",
+    "unknown",
+    "disabled",
+    "degraded",
+    "denied",
+    "allowed",
+    "on",
+    "rollout",
+    "not_in_rollout",
     "no_user_id",
 ]
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import logging
 import threading
 from collections import OrderedDict
-import logging
 from collections.abc import Callable, Hashable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -168,7 +168,9 @@ class CachedFallback:
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"CachedFallback(name={self.name!r}, cache_ttl={self.cache_ttl}, entries={len(self)})"
+        return (
+            f"CachedFallback(name={self.name!r}, cache_ttl={self.cache_ttl}, entries={len(self)})"
+        )
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -187,7 +189,9 @@ class CachedFallback:
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
 
-    def lookup(self, context: FallbackContext, *, fresh_only: bool = False) -> FallbackAnswer | None:
+    def lookup(
+        self, context: FallbackContext, *, fresh_only: bool = False
+    ) -> FallbackAnswer | None:
         """The cached answer for this call, or None (expired, or absent)."""
         key = self.key(context)
         with self._lock:
@@ -197,9 +201,9 @@ class CachedFallback:
             value, stored_at = entry
             age = self.clock.monotonic() - stored_at
             stale = age > self.cache_ttl
-            if stale and (fresh_only or (
-                self.max_stale is not None and age > self.cache_ttl + self.max_stale
-            )):
+            if stale and (
+                fresh_only or (self.max_stale is not None and age > self.cache_ttl + self.max_stale)
+            ):
                 if not fresh_only:
                     del self._entries[key]
                 return None
@@ -263,7 +267,8 @@ class ServiceFallback:
         self.func = func
 
     def __repr__(self) -> str:
-        return f"ServiceFallback(name={self.name!r}, func={getattr(self.func, '__qualname__', self.func)!r})"
+        func = getattr(self.func, "__qualname__", self.func)
+        return f"ServiceFallback(name={self.name!r}, func={func!r})"
 
     def remember(self, context: FallbackContext, value: Any) -> None:
         """Nothing to remember: the alternate service answers live."""
@@ -282,18 +287,22 @@ class ServiceFallback:
         return FallbackAnswer(value)
 
 
-def as_strategy(fallback: FallbackStrategy | Callable[..., Any], name: str | None = None) -> FallbackStrategy:
+def as_strategy(
+    fallback: FallbackStrategy | Callable[..., Any], name: str | None = None
+) -> FallbackStrategy:
     """A strategy as is; a plain callable becomes a :class:`ServiceFallback`."""
     if isinstance(fallback, FallbackStrategy):
         return fallback
     if callable(fallback):
-        return ServiceFallback(name or getattr(fallback, "__name__", "fallback"), fallback)
+        return ServiceFallback(name or str(getattr(fallback, "__name__", "fallback")), fallback)
     raise ConfigurationError(
         "a fallback must be a FallbackStrategy or a callable", field="fallback"
     )
 
 
-def _info(strategy: FallbackStrategy, context: FallbackContext, answer: FallbackAnswer) -> FallbackInfo:
+def _info(
+    strategy: FallbackStrategy, context: FallbackContext, answer: FallbackAnswer
+) -> FallbackInfo:
     error = None if context.error is None else type(context.error).__name__
     return FallbackInfo(context.service, strategy.name, answer.stale, answer.age, error)
 
@@ -311,7 +320,10 @@ def _failed_strategy(strategy: FallbackStrategy, context: FallbackContext, exc: 
     if not isinstance(exc, FallbackMiss):
         logger.warning(
             "fallback %s for %s failed: %s: %s",
-            strategy.name, context.service, type(exc).__name__, exc,
+            strategy.name,
+            context.service,
+            type(exc).__name__,
+            exc,
         )
 
 

@@ -92,7 +92,9 @@ def feature_flag(
     if not isinstance(name, str) or not name:
         raise ConfigurationError("feature_flag needs a flag name", field="name")
     if fallback is not None and not (isinstance(fallback, FallbackStrategy) or callable(fallback)):
-        raise ConfigurationError("fallback must be callable or a FallbackStrategy", field="fallback")
+        raise ConfigurationError(
+            "fallback must be callable or a FallbackStrategy", field="fallback"
+        )
 
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
         get_user = _user_id_getter(func, user_id)

@@ -83,7 +83,9 @@ class FeatureFlags:
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         if refresh_interval < 0:
-            raise ConfigurationError("refresh_interval must not be negative", field="refresh_interval")
+            raise ConfigurationError(
+                "refresh_interval must not be negative", field="refresh_interval"
+            )
         if storage is not None and not is_redis_storage(storage) and not hasattr(storage, "decide"):
             raise ConfigurationError(
                 "storage must be a RedisStorage (shared) or a MemoryStorage/None (local)",
@@ -225,10 +227,10 @@ class FeatureFlags:
             self._apply_redis(version, flags)
         elif self._file is not None:
             self._file.signature = None
-            flags = self._file.load()
+            loaded = self._file.load()
             self.last_error = None
-            if flags is not None:
-                self._replace(flags)
+            if loaded is not None:
+                self._replace(loaded)
 
     async def refresh(self) -> None:
         """Check for changes now (async), whatever the refresh interval; never raises."""
@@ -252,7 +254,7 @@ class FeatureFlags:
         *,
         default: bool = False,
     ) -> FlagEvaluation:
-        """Whether flag ``name`` is on for this call, and why (see :func:`.definitions.evaluate`)."""
+        """Whether flag ``name`` is on for this call, and why (rules: :func:`.evaluate`)."""
         self._refresh_sync()
         return self._evaluate(name, user_id, context, default)
 
@@ -368,7 +370,9 @@ class FeatureFlags:
         self._commit_sync({name: definition})
         return definition
 
-    async def update_async(self, name: str, *, create: bool = True, **changes: Any) -> FlagDefinition:
+    async def update_async(
+        self, name: str, *, create: bool = True, **changes: Any
+    ) -> FlagDefinition:
         """Async face of :meth:`update`."""
         await self._refresh_async(force=self._redis is not None)
         definition = self._changed(name, changes, create)

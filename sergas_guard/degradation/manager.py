@@ -103,9 +103,18 @@ class DegradationManager(ServiceCalls):
         self._lock = threading.RLock()
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any] | DegradationConfig, **kwargs: Any) -> DegradationManager:
-        """Build from a mapping like the original ``DEGRADATION_CONFIG`` (raises ConfigurationError)."""
-        settings = config if isinstance(config, DegradationConfig) else DegradationConfig.validate_mapping(config)
+    def from_config(
+        cls, config: Mapping[str, Any] | DegradationConfig, **kwargs: Any
+    ) -> DegradationManager:
+        """Build from a mapping like the original ``DEGRADATION_CONFIG``.
+
+        Raises ConfigurationError naming the bad key.
+        """
+        settings = (
+            config
+            if isinstance(config, DegradationConfig)
+            else DegradationConfig.validate_mapping(config)
+        )
         if "feature_flags" not in kwargs:
             kwargs["feature_flags"] = FeatureFlags(
                 path=settings.feature_flags_path,
@@ -153,7 +162,9 @@ class DegradationManager(ServiceCalls):
         """What each signal said at the last evaluation."""
         return list(self._readings)
 
-    def set_degradation_level(self, level: DegradationLevel | str, reason: str = "set by operator") -> None:
+    def set_degradation_level(
+        self, level: DegradationLevel | str, reason: str = "set by operator"
+    ) -> None:
         """Set the operator's level; the automatic mode can raise the effective level above it,
         never below. Raises ConfigurationError for an unknown level."""
         try:
@@ -171,7 +182,9 @@ class DegradationManager(ServiceCalls):
             self._effective = new
         if new == old:
             return
-        change = LevelChange(old, new, "manual" if source == "manual" else "auto", reason, self.clock.time())
+        change = LevelChange(
+            old, new, "manual" if source == "manual" else "auto", reason, self.clock.time()
+        )
         log = logger.warning if new > old else logger.info
         log("degradation level %s -> %s (%s: %s)", old.label, new.label, change.source, reason)
         for listener in list(self._listeners):
@@ -189,7 +202,9 @@ class DegradationManager(ServiceCalls):
         self._listeners.remove(listener)
 
     # -- automatic mode ------------------------------------------------------------
-    def add_signal(self, source: Any, *, name: str | None = None, kind: SignalKind | None = None) -> Signal:
+    def add_signal(
+        self, source: Any, *, name: str | None = None, kind: SignalKind | None = None
+    ) -> Signal:
         """Watch a load or health source (limiter, queue, breaker or manager, health registry,
         or a callable); see :mod:`.signals`. Raises ConfigurationError if it is not one."""
         signal = signal_for(source, self._thresholds, name=name, kind=kind)
@@ -264,7 +279,8 @@ class DegradationManager(ServiceCalls):
             "manual_level": self._manual.label,
             "auto_level": self._auto.level.label,
             "signals": [
-                {"name": r.signal, "level": r.level.label, "detail": r.detail} for r in self._readings
+                {"name": r.signal, "level": r.level.label, "detail": r.detail}
+                for r in self._readings
             ],
             "services": {name: [s.name for s in chain] for name, chain in self.fallbacks().items()},
         }

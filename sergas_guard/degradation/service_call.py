@@ -102,7 +102,8 @@ class ServiceCalls:
         if found is None:
             logger.error(
                 "no fallback named %r is registered (service %r); its calls run without one",
-                fallback_strategy, service_name,
+                fallback_strategy,
+                service_name,
             )
             return []
         return [found]
@@ -129,13 +130,17 @@ class ServiceCalls:
             context = context.failed(FeatureDisabledError(service_name, reason="maintenance"))
         return strategies, context, plan
 
-    def _fresh(self, strategies: list[FallbackStrategy], context: FallbackContext) -> list[FallbackStrategy]:
+    def _fresh(
+        self, strategies: list[FallbackStrategy], context: FallbackContext
+    ) -> list[FallbackStrategy]:
         """Strategies holding a fresh answer for this call (served at CRITICAL without a call)."""
-        return [
-            s for s in strategies
-            if callable(getattr(s, "lookup", None))
-            and getattr(s, "lookup")(context, fresh_only=True) is not None
-        ]
+        fresh = []
+        for strategy in strategies:
+            # Only caching strategies (with ``lookup``) can answer without a failure.
+            lookup = getattr(strategy, "lookup", None)
+            if callable(lookup) and lookup(context, fresh_only=True) is not None:
+                fresh.append(strategy)
+        return fresh
 
     async def execute_with_fallback(
         self,
@@ -206,7 +211,9 @@ class ServiceCalls:
         result = func(*context.args, **context.kwargs)
         return await result if inspect.isawaitable(result) else result
 
-    def _call_sync(self, service_name: str, func: Callable[..., Any], context: FallbackContext) -> Any:
+    def _call_sync(
+        self, service_name: str, func: Callable[..., Any], context: FallbackContext
+    ) -> Any:
         if self.circuit_breaker_manager is not None:
             breaker = self.circuit_breaker_manager.get_or_create(service_name)
             return breaker.call_sync(func, *context.args, **context.kwargs)

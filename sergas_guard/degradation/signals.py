@@ -41,25 +41,22 @@ class Thresholds:
 
 
 def _is_open(state: object) -> bool:
+    refuses = getattr(state, "refuses_calls", None)
+    if isinstance(refuses, bool):
+        return refuses
     label = getattr(state, "name", None) or getattr(state, "value", None) or state
     return str(label).upper() in _OPEN_STATES
 
 
-def _breakers_of(source: Any) -> list[Any]:
-    """The breakers held by a breaker or a breaker manager (several manager shapes)."""
+def _breaker_states(source: Any) -> dict[str, object]:
+    """Name -> state of a breaker or of every breaker a manager holds."""
     if hasattr(source, "state") and not hasattr(source, "get_or_create"):
-        return [source]
-    for attr in ("breakers", "_breakers"):
-        held = getattr(source, attr, None)
-        if isinstance(held, dict):
-            return list(held.values())
-        if isinstance(held, Iterable) and not isinstance(held, str | bytes):
-            return list(held)
-    for method in ("all_breakers", "list_breakers", "get_all"):
-        getter = getattr(source, method, None)
-        if callable(getter):
-            held = getter()
-            return list(held.values()) if isinstance(held, dict) else list(held)
+        return {str(getattr(source, "name", "breaker")): source.state}
+    states = getattr(source, "states", None)
+    if callable(states):
+        return dict(states())
+    if isinstance(source, Iterable):
+        return {str(getattr(b, "name", i)): b.state for i, b in enumerate(source)}
     raise ConfigurationError(f"cannot list the breakers of {source!r}", field="source")
 
 
@@ -81,11 +78,11 @@ class Signal:
         if self.kind == "utilization":
             return self._utilization(self._raw_utilization())
         if self.kind == "breakers":
-            breakers = _breakers_of(self.source)
-            opened = [b for b in breakers if _is_open(b.state)]
-            level = level_for_breakers(len(opened), len(breakers), self.thresholds.critical)
-            names = ", ".join(str(getattr(b, "name", "?")) for b in opened) or "none"
-            return Reading(self.name, level, f"{len(opened)}/{len(breakers)} breakers open ({names})")
+            states = _breaker_states(self.source)
+            opened = sorted(name for name, state in states.items() if _is_open(state))
+            level = level_for_breakers(len(opened), len(states), self.thresholds.critical)
+            names = ", ".join(opened) or "none"
+            return Reading(self.name, level, f"{len(opened)}/{len(states)} breakers open ({names})")
         return self._health(self._sync_health())
 
     async def read_async(self) -> Reading | None:
@@ -129,7 +126,9 @@ class Signal:
     def _utilization(self, fraction: float) -> Reading:
         level = level_for_utilization(fraction, self.thresholds.degrade, self.thresholds.critical)
         return Reading(
-            self.name, level, f"utilisation {fraction:.0%} (degrade at {self.thresholds.degrade:.0%})"
+            self.name,
+            level,
+            f"utilisation {fraction:.0%} (degrade at {self.thresholds.degrade:.0%})",
         )
 
     def _sync_health(self) -> object:
@@ -147,7 +146,9 @@ class Signal:
     def _health(self, status: object) -> Reading | None:
         if status is None:
             return None
-        return Reading(self.name, level_for_health(status), f"health {getattr(status, 'value', status)}")
+        return Reading(
+            self.name, level_for_health(status), f"health {getattr(status, 'value', status)}"
+        )
 
 
 def _discard(awaitable: Any) -> None:
@@ -185,6 +186,7 @@ def signal_for(
     resolved = kind or _guess_kind(source)
     if resolved not in ("utilization", "breakers", "health"):
         raise ConfigurationError(f"unknown signal kind {resolved!r}", field="kind")
-    label = name or str(getattr(source, "name", None) or getattr(source, "__name__", None) or resolved)
+    label = name or str(
+        getattr(source, "name", None) or getattr(source, "__name__", None) or resolved
+    )
     return Signal(label, resolved, source, thresholds)
-

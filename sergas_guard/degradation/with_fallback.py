@@ -23,7 +23,9 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def exception_types(on: type[BaseException] | tuple[type[BaseException], ...]) -> tuple[type[BaseException], ...]:
+def exception_types(
+    on: type[BaseException] | tuple[type[BaseException], ...],
+) -> tuple[type[BaseException], ...]:
     """Validate an ``on=`` argument: an exception class or a tuple of them."""
     types = on if isinstance(on, tuple) else (on,)
     if not types or not all(isinstance(t, type) and issubclass(t, BaseException) for t in types):
@@ -100,4 +102,3 @@ def with_fallback(
         return run_sync
 
     return decorate
-
