@@ -7,6 +7,7 @@ import functools
 import inspect
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any, Literal, ParamSpec, TypeVar, cast
 
 from sergas_guard.errors import ConfigurationError
@@ -15,13 +16,19 @@ from sergas_guard.ratelimit.limiter import GLOBAL_KEY, RateLimitDecision, RateLi
 from sergas_guard.ratelimit.result import RateLimitStrategy
 from sergas_guard.storage.base import RateLimitStorage
 
-__all__ = ["rate_limited"]
+__all__ = ["decision_listener", "rate_limited"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 KeyArg = str | Callable[..., str] | None
 CostArg = int | Callable[..., int]
+
+#: Set by a web edge for the duration of a request: it is told each final decision
+#: (admitted, or rejected and about to raise) so the response can carry its headers.
+decision_listener: ContextVar[Callable[[RateLimiter, RateLimitDecision], None] | None] = ContextVar(
+    "sergas_guard_decision_listener", default=None
+)
 
 
 def rate_limited(
@@ -71,8 +78,9 @@ def rate_limited(
                 while True:
                     decision = await limiter.decide(who, how_much)
                     if decision.allowed:
+                        _tell_listener(limiter, decision)
                         return await async_func(*args, **kwargs)
-                    pause = _pause_or_raise(decision, wait, waited, budget)
+                    pause = _pause_or_raise(limiter, decision, wait, waited, budget)
                     await asyncio.sleep(pause)
                     waited += pause
 
@@ -85,8 +93,9 @@ def rate_limited(
             while True:
                 decision = limiter.decide_sync(who, how_much)
                 if decision.allowed:
+                    _tell_listener(limiter, decision)
                     return func(*args, **kwargs)
-                pause = _pause_or_raise(decision, wait, waited, budget)
+                pause = _pause_or_raise(limiter, decision, wait, waited, budget)
                 time.sleep(pause)
                 waited += pause
 
@@ -95,10 +104,19 @@ def rate_limited(
     return decorate
 
 
-def _pause_or_raise(decision: RateLimitDecision, wait: bool, waited: float, budget: float) -> float:
+def _tell_listener(limiter: RateLimiter, decision: RateLimitDecision) -> None:
+    listener = decision_listener.get()
+    if listener is not None:
+        listener(limiter, decision)
+
+
+def _pause_or_raise(
+    limiter: RateLimiter, decision: RateLimitDecision, wait: bool, waited: float, budget: float
+) -> float:
     """Seconds to sleep before trying again, or raise when not waiting / over budget."""
     pause = decision.result.retry_after
     if not wait or waited + pause > budget:
+        _tell_listener(limiter, decision)
         raise decision.exception()
     return pause
 

@@ -1,0 +1,203 @@
+"""Pure ASGI middleware: rate limits in front of any ASGI app (Starlette, FastAPI, ...).
+
+Configured once in ``__init__``; each request costs one rule lookup, one storage call
+and a wrapped ``send`` that appends headers to the response start. Bodies are never
+buffered, so streaming responses stream and background tasks run as usual.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Collection, Iterable
+
+from sergas_guard.clock import Clock
+from sergas_guard.ratelimit.limiter import RateLimitDecision, StorageErrorPolicy
+from sergas_guard.ratelimit.result import RateLimitStrategy
+from sergas_guard.storage.base import RateLimitStorage
+from sergas_guard.types import ASGIApp, Message, Receive, Scope, Send
+from sergas_guard.web.context import RequestContext, enter_context, leave_context
+from sergas_guard.web.engine import Action, RateLimitEngine
+from sergas_guard.web.headers import HeaderMode, header_mode
+from sergas_guard.web.identity import ClientAddressResolver, ProxyHeader
+from sergas_guard.web.rejection import ProblemText, Rejection, unavailable_rejection
+from sergas_guard.web.request import AsgiRequestInfo, RequestInfo
+from sergas_guard.web.rules import Limits, Rule
+
+__all__ = ["RateLimitMiddleware", "RequestContextMiddleware", "send_rejection"]
+
+logger = logging.getLogger("sergas_guard.web")
+
+RejectCallback = Callable[
+    [RequestInfo, RateLimitDecision], "ASGIApp | None | Awaitable[ASGIApp | None]"
+]
+
+
+def _with_headers(send: Send, context: RequestContext) -> Send:
+    """``send`` that appends the context's rate-limit headers to the response start."""
+
+    async def send_with_headers(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            extra = context.take_headers()
+            if extra:
+                message["headers"] = [*message.get("headers", ()), *extra]
+        await send(message)
+
+    return send_with_headers
+
+
+async def send_rejection(send: Send, rejection: Rejection) -> None:
+    """Send a complete error response built by :mod:`sergas_guard.web.rejection`."""
+    await send(
+        {"type": "http.response.start", "status": rejection.status, "headers": rejection.headers}
+    )
+    await send({"type": "http.response.body", "body": rejection.body})
+
+
+class RequestContextMiddleware:
+    """Makes the request available to key functions and collects the headers of
+    decisions taken inside the app (FastAPI dependencies, ``@rate_limited`` endpoints).
+
+    Added by :func:`sergas_guard.fastapi.install_exception_handlers`; not needed when
+    :class:`RateLimitMiddleware` is installed, which does the same.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        headers: HeaderMode | str = HeaderMode.IETF,
+        trusted_proxies: Collection[str] = (),
+        proxy_header: ProxyHeader = "x-forwarded-for",
+        ipv6_prefix: int = 64,
+    ) -> None:
+        self.app = app
+        self.mode = header_mode(headers)
+        self.resolver = ClientAddressResolver(
+            trusted_proxies, proxy_header=proxy_header, ipv6_prefix=ipv6_prefix
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        context = RequestContext(AsgiRequestInfo(scope, self.resolver), self.mode)
+        tokens = enter_context(context)
+        try:
+            await self.app(scope, receive, _with_headers(send, context))
+        finally:
+            leave_context(tokens)
+
+
+class RateLimitMiddleware:
+    """Rate limits for an ASGI app.
+
+    ``default_limits`` (a rate string such as ``"100/minute"``, a RateLimitConfig or a
+    RateLimiter; None for no limit) apply to requests no rule matches, one budget per
+    client; ``rules`` (:class:`~sergas_guard.web.Rule`) give routes their own limits.
+    ``storage`` is a storage object or URL (default: in memory). The client is
+    ``key_func(request_info)`` (default: its address; ``trusted_proxies`` CIDRs,
+    ``proxy_header`` and ``ipv6_prefix`` say how to find it behind proxies).
+    ``shadow=True`` counts but never rejects. ``headers`` is ``"ietf"``, ``"legacy"``,
+    ``"both"`` or ``"none"``. ``problem`` words the 429 body; ``on_reject`` may return
+    an ASGI app (e.g. a Starlette Response) to send instead. ``on_storage_error``
+    (``fail_open``, ``fail_closed`` = 503, ``fallback`` = local limits) governs store
+    outages. ``websockets=True`` also limits WebSocket handshakes (rejected with close
+    code 1008). Storages are closed when the app's lifespan ends.
+
+    Raises ConfigurationError for invalid options, at construction.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        default_limits: Limits | None = "100/minute",
+        rules: Iterable[Rule] = (),
+        *,
+        storage: RateLimitStorage | str | None = None,
+        trusted_proxies: Collection[str] = (),
+        proxy_header: ProxyHeader = "x-forwarded-for",
+        ipv6_prefix: int = 64,
+        shadow: bool = False,
+        headers: HeaderMode | str = HeaderMode.IETF,
+        key_func: Callable[[RequestInfo], str] | None = None,
+        on_storage_error: StorageErrorPolicy = "fail_open",
+        strategy: RateLimitStrategy | str | None = None,
+        problem: ProblemText | None = None,
+        on_reject: RejectCallback | None = None,
+        websockets: bool = False,
+        clock: Clock | None = None,
+    ) -> None:
+        self.app = app
+        self.engine = RateLimitEngine(
+            default_limits=default_limits,
+            rules=rules,
+            storage=storage,
+            trusted_proxies=trusted_proxies,
+            proxy_header=proxy_header,
+            ipv6_prefix=ipv6_prefix,
+            shadow=shadow,
+            headers=headers,
+            key_func=key_func,
+            on_storage_error=on_storage_error,
+            strategy=strategy,
+            problem=problem,
+            clock=clock,
+        )
+        self.on_reject = on_reject
+        self.websockets = websockets
+
+    def metrics(self) -> dict[str, object]:
+        """Decision counters (admitted, rejected, shadow_rejected, ...) of this middleware."""
+        return self.engine.metrics()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http" or (kind == "websocket" and self.websockets):
+            await self._limit(scope, receive, send)
+        elif kind == "lifespan":
+            await self.app(scope, receive, self._closing_on_shutdown(send))
+        else:
+            await self.app(scope, receive, send)
+
+    async def _limit(self, scope: Scope, receive: Receive, send: Send) -> None:
+        engine = self.engine
+        context = engine.context(AsgiRequestInfo(scope, engine.resolver))
+        tokens = enter_context(context)
+        try:
+            action = await engine.decide(engine.plan(scope.get("method", "GET"), scope["path"]), context)
+            if action is Action.PASS:
+                await self.app(scope, receive, _with_headers(send, context))
+            elif scope["type"] == "websocket":
+                await receive()  # the websocket.connect message
+                await send({"type": "websocket.close", "code": 1008, "reason": "rate limited"})
+            elif action is Action.REJECT:
+                await self._reject(scope, receive, send, context)
+            else:
+                await send_rejection(send, unavailable_rejection())
+        finally:
+            leave_context(tokens)
+
+    async def _reject(
+        self, scope: Scope, receive: Receive, send: Send, context: RequestContext
+    ) -> None:
+        if self.on_reject is not None:
+            rejected = next(e.decision for e in context.recorded if not e.decision.allowed)
+            replacement = self.on_reject(context.info, rejected)
+            if inspect.isawaitable(replacement):
+                replacement = await replacement
+            if replacement is not None:
+                await replacement(scope, receive, _with_headers(send, context))
+                return
+        await send_rejection(send, self.engine.rejection(context))
+
+    def _closing_on_shutdown(self, send: Send) -> Send:
+        async def send_closing(message: Message) -> None:
+            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                try:
+                    await self.engine.aclose()
+                except Exception:  # closing must not turn a clean shutdown into a failure
+                    logger.exception("closing the rate-limit storage failed")
+            await send(message)
+
+        return send_closing

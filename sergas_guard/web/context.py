@@ -1,0 +1,98 @@
+"""The request being served, for code that has no ``request`` parameter.
+
+An edge (the ASGI/WSGI middleware, or the context middleware that
+``sergas_guard.fastapi.install_exception_handlers`` adds) enters a
+:class:`RequestContext` for each request. Key functions read the request from it, so
+``@rate_limited(key=client_ip)`` works on an endpoint that declares no ``request``;
+decisions taken inside the request (a FastAPI dependency, a decorated endpoint)
+are recorded on it so the response carries their headers.
+"""
+
+from __future__ import annotations
+
+import weakref
+from contextvars import ContextVar, Token
+from typing import Any
+
+from sergas_guard.clock import SYSTEM_CLOCK, Clock
+from sergas_guard.ratelimit.decorator import decision_listener
+from sergas_guard.ratelimit.limiter import RateLimitDecision, RateLimiter
+from sergas_guard.web.headers import (
+    HeaderList,
+    HeaderMode,
+    PolicySet,
+    RecordedDecision,
+    rate_limit_headers,
+)
+from sergas_guard.web.request import RequestInfo
+
+__all__ = ["RequestContext", "current_context", "enter_context", "leave_context", "policies_for"]
+
+_current: ContextVar[RequestContext | None] = ContextVar("sergas_guard_request", default=None)
+_policy_cache: weakref.WeakKeyDictionary[RateLimiter, PolicySet] = weakref.WeakKeyDictionary()
+
+
+def policies_for(limiter: RateLimiter, scope: str | None = None) -> PolicySet:
+    """The header policies of a limiter, named ``scope`` (default: the limiter's name)."""
+    if scope is not None:
+        return PolicySet.build(scope, limiter.specs)
+    policies = _policy_cache.get(limiter)
+    if policies is None:
+        policies = _policy_cache[limiter] = PolicySet.build(limiter.name, limiter.specs)
+    return policies
+
+
+class RequestContext:
+    """One request in flight: its RequestInfo and the rate-limit decisions taken for it.
+
+    ``headers_sent`` is set once a response carrying the headers was produced (a 429
+    built with them), so the response wrapper does not add them twice.
+    """
+
+    __slots__ = ("clock", "headers_sent", "info", "mode", "recorded")
+
+    def __init__(
+        self, info: RequestInfo, mode: HeaderMode = HeaderMode.IETF, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
+        self.info = info
+        self.mode = mode
+        self.clock = clock
+        self.recorded: list[RecordedDecision] = []
+        self.headers_sent = False
+
+    def record(self, policies: PolicySet, decision: RateLimitDecision) -> None:
+        """Remember a decision so the response carries its headers."""
+        self.recorded.append(RecordedDecision(policies, decision))
+
+    def record_limiter(self, limiter: RateLimiter, decision: RateLimitDecision) -> None:
+        """Listener for :func:`sergas_guard.ratelimit.rate_limited` decisions."""
+        self.record(policies_for(limiter), decision)
+
+    def headers(self) -> HeaderList:
+        """The rate-limit headers of every decision recorded so far."""
+        return rate_limit_headers(self.recorded, self.mode, self.clock)
+
+    def take_headers(self) -> HeaderList:
+        """:meth:`headers`, once: later calls return nothing."""
+        if self.headers_sent:
+            return []
+        self.headers_sent = True
+        return self.headers()
+
+
+ContextTokens = tuple[Token[RequestContext | None], Token[Any]]
+
+
+def enter_context(context: RequestContext) -> ContextTokens:
+    """Make ``context`` the current request's; pass the result to :func:`leave_context`."""
+    return _current.set(context), decision_listener.set(context.record_limiter)
+
+
+def leave_context(tokens: ContextTokens) -> None:
+    _current.reset(tokens[0])
+    decision_listener.reset(tokens[1])
+
+
+def current_context() -> RequestContext | None:
+    """The context of the request being served here, or None outside one."""
+    return _current.get()

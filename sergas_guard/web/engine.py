@@ -1,0 +1,218 @@
+"""The decision engine both middlewares drive: rules, identities, shadow mode, outages.
+
+The ASGI and WSGI middlewares only translate their protocol; everything they decide is
+decided here, once. :meth:`RateLimitEngine.decide` (async) and
+:meth:`RateLimitEngine.decide_sync` differ only in the storage call.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sergas_guard.clock import SYSTEM_CLOCK, Clock
+from sergas_guard.errors import ConfigurationError
+from sergas_guard.ratelimit.limiter import RateLimitDecision, StorageErrorPolicy
+from sergas_guard.ratelimit.result import RateLimitStrategy
+from sergas_guard.secrets import scrub
+from sergas_guard.storage.base import RateLimitStorage
+from sergas_guard.storage.memory import MemoryStorage
+from sergas_guard.web.context import RequestContext
+from sergas_guard.web.headers import HeaderMode, header_mode
+from sergas_guard.web.identity import ClientAddressResolver, ProxyHeader
+from sergas_guard.web.keys import client_ip
+from sergas_guard.web.rejection import ProblemText, Rejection, rejection_for
+from sergas_guard.web.request import RequestInfo
+from sergas_guard.web.rules import Limits, Plan, Rule, RuleSet
+
+__all__ = ["Action", "EngineStats", "RateLimitEngine"]
+
+logger = logging.getLogger("sergas_guard.web")
+
+_POLICIES = ("fail_open", "fail_closed", "fallback")
+
+
+class Action(enum.Enum):
+    """What the edge does with a request after the engine decided."""
+
+    PASS = "pass"  # let it through (headers, if any decision was taken)
+    REJECT = "reject"  # answer 429
+    UNAVAILABLE = "unavailable"  # storage down under fail_closed: answer 503
+
+
+@dataclass
+class EngineStats:
+    """Counters of one middleware's decisions (this process only)."""
+
+    admitted: int = 0
+    rejected: int = 0
+    shadow_rejected: int = 0
+    exempt: int = 0
+    storage_errors: int = 0
+    shadow_by_policy: dict[str, int] = field(default_factory=dict)
+
+
+def _storage(storage: RateLimitStorage | str | None, clock: Clock | None) -> RateLimitStorage:
+    if storage is None:
+        return MemoryStorage(clock=clock or SYSTEM_CLOCK)
+    if isinstance(storage, str):
+        from sergas_guard.storage.url import storage_from_url
+
+        built: RateLimitStorage = storage_from_url(storage)
+        return built
+    return storage
+
+
+class RateLimitEngine:
+    """Rules, limiters and identity resolution of one middleware. See the middlewares."""
+
+    def __init__(
+        self,
+        *,
+        default_limits: Limits | None,
+        rules: Iterable[Rule],
+        storage: RateLimitStorage | str | None,
+        trusted_proxies: Collection[str],
+        proxy_header: ProxyHeader,
+        ipv6_prefix: int,
+        shadow: bool,
+        headers: HeaderMode | str,
+        key_func: Callable[[RequestInfo], str] | None,
+        on_storage_error: StorageErrorPolicy,
+        strategy: RateLimitStrategy | str | None,
+        problem: ProblemText | None,
+        clock: Clock | None,
+    ) -> None:
+        if on_storage_error not in _POLICIES:
+            raise ConfigurationError(
+                f"on_storage_error must be one of {', '.join(_POLICIES)}, not {on_storage_error!r}",
+                field="on_storage_error",
+            )
+        self.mode = header_mode(headers)
+        self.clock = clock or SYSTEM_CLOCK
+        self.problem = problem or ProblemText()
+        self.on_storage_error = on_storage_error
+        self.resolver = ClientAddressResolver(
+            trusted_proxies, proxy_header=proxy_header, ipv6_prefix=ipv6_prefix
+        )
+        self.rules = RuleSet(
+            list(rules),
+            default_limits,
+            storage=_storage(storage, clock),
+            key=key_func or client_ip,
+            strategy=strategy,
+            shadow=shadow,
+            on_storage_error=on_storage_error,
+            clock=clock,
+        )
+        self.stats = EngineStats()
+
+    def plan(self, method: str, path: str) -> Plan:
+        """The plan of the first rule matching the request (or the default plan)."""
+        return self.rules.match(method, path)
+
+    def _exempt(self, plan: Plan, info: RequestInfo) -> bool:
+        if plan.limiter is None or (plan.exempt is not None and plan.exempt(info)):
+            self.stats.exempt += 1
+            return True
+        return False
+
+    def _key_and_cost(self, plan: Plan, info: RequestInfo) -> tuple[str, int]:
+        cost = plan.cost if isinstance(plan.cost, int) else plan.cost(info)
+        return plan.key(info), cost
+
+    async def decide(self, plan: Plan, context: RequestContext) -> Action:
+        """Decide the request in ``context`` under ``plan``, recording the decision on it."""
+        info = context.info
+        if self._exempt(plan, info):
+            return Action.PASS
+        key, cost = self._key_and_cost(plan, info)
+        assert plan.limiter is not None
+        try:
+            decision = await plan.limiter.decide(key, cost)
+        except ConfigurationError:
+            raise
+        except Exception as exc:  # a store outage must never become a 500
+            return self._storage_failed(plan, exc)
+        return self._settle(plan, key, decision, context)
+
+    def decide_sync(self, plan: Plan, context: RequestContext) -> Action:
+        """Sync face of :meth:`decide` (WSGI): the storage's sync client, no event loop."""
+        info = context.info
+        if self._exempt(plan, info):
+            return Action.PASS
+        key, cost = self._key_and_cost(plan, info)
+        assert plan.limiter is not None
+        try:
+            decision = plan.limiter.decide_sync(key, cost)
+        except ConfigurationError:
+            raise
+        except Exception as exc:  # a store outage must never become a 500
+            return self._storage_failed(plan, exc)
+        return self._settle(plan, key, decision, context)
+
+    def _settle(
+        self, plan: Plan, key: str, decision: RateLimitDecision, context: RequestContext
+    ) -> Action:
+        assert plan.policies is not None
+        context.record(plan.policies, decision)
+        if decision.allowed:
+            self.stats.admitted += 1
+            return Action.PASS
+        if plan.shadow:
+            self.stats.shadow_rejected += 1
+            by_policy = self.stats.shadow_by_policy
+            by_policy[plan.name] = by_policy.get(plan.name, 0) + 1
+            logger.info(
+                "shadow mode: would have rejected %s %s for %s under %r (retry after %.3fs)",
+                context.info.method,
+                context.info.path,
+                key,
+                plan.name,
+                decision.result.retry_after,
+            )
+            return Action.PASS
+        self.stats.rejected += 1
+        return Action.REJECT
+
+    def _storage_failed(self, plan: Plan, exc: Exception) -> Action:
+        self.stats.storage_errors += 1
+        logger.warning(
+            "rate limit %r not applied, storage failed (%s): %s",
+            plan.name,
+            self.on_storage_error,
+            scrub(f"{type(exc).__name__}: {exc}"),
+        )
+        return Action.UNAVAILABLE if self.on_storage_error == "fail_closed" else Action.PASS
+
+    def rejection(self, context: RequestContext) -> Rejection:
+        """The 429 for a rejected request, carrying every recorded decision's headers."""
+        return rejection_for(context.recorded, self.problem, context.take_headers())
+
+    def context(self, info: RequestInfo) -> RequestContext:
+        return RequestContext(info, self.mode, self.clock)
+
+    def metrics(self) -> dict[str, Any]:
+        """Decision counters and each limiter's own metrics."""
+        stats = self.stats
+        return {
+            "admitted": stats.admitted,
+            "rejected": stats.rejected,
+            "shadow_rejected": stats.shadow_rejected,
+            "shadow_by_policy": dict(stats.shadow_by_policy),
+            "exempt": stats.exempt,
+            "storage_errors": stats.storage_errors,
+            "limiters": [limiter.get_metrics() for limiter in self.rules.limiters],
+        }
+
+    async def aclose(self) -> None:
+        """Close every storage the limiters use (async clients first, then sync)."""
+        for storage in self.rules.storages():
+            await storage.aclose()
+
+    def close(self) -> None:
+        for storage in self.rules.storages():
+            storage.close_sync()

@@ -1,0 +1,114 @@
+"""RequestInfo: the framework-free view of a request that key, cost and exempt functions get.
+
+The ASGI and WSGI edges each wrap their native request (``scope`` / ``environ``) in one
+of these, so one key function serves both. Everything is read lazily: a key function
+that only wants the client address never makes the headers get parsed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sergas_guard.types import Environ, Scope
+from sergas_guard.web.identity import ClientAddressResolver
+
+__all__ = ["AsgiRequestInfo", "RequestInfo", "WsgiRequestInfo"]
+
+_DEFAULT_RESOLVER = ClientAddressResolver()
+
+
+class RequestInfo:
+    """Method, path, headers, client address and user of one request.
+
+    ``raw`` is the native object (the ASGI scope or the WSGI environ) for anything else.
+    """
+
+    __slots__ = ("_client_ip", "_resolver", "method", "path", "peer", "raw")
+
+    def __init__(
+        self,
+        raw: Any,
+        method: str,
+        path: str,
+        peer: str | None,
+        resolver: ClientAddressResolver | None,
+    ) -> None:
+        self.raw = raw
+        self.method = method
+        self.path = path
+        self.peer = peer
+        self._resolver = resolver or _DEFAULT_RESOLVER
+        self._client_ip: str | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.method} {self.path} from {self.peer})"
+
+    def header_values(self, name: str) -> list[str]:
+        """Every line of header ``name`` (case-insensitive), in order."""
+        raise NotImplementedError
+
+    def header(self, name: str) -> str | None:
+        """Header ``name`` (case-insensitive), several lines joined by ``", "``; None if absent."""
+        values = self.header_values(name)
+        return ", ".join(values) if values else None
+
+    @property
+    def client_ip(self) -> str:
+        """The client's address (grouped by network prefix for IPv6), proxies resolved."""
+        if self._client_ip is None:
+            self._client_ip = self._resolver.resolve(self.peer, self.header_values)
+        return self._client_ip
+
+    @property
+    def user(self) -> Any:
+        """The authenticated user the framework attached, or None."""
+        raise NotImplementedError
+
+
+class AsgiRequestInfo(RequestInfo):
+    """A RequestInfo over an ASGI HTTP or WebSocket scope."""
+
+    __slots__ = ()
+
+    def __init__(self, scope: Scope, resolver: ClientAddressResolver | None = None) -> None:
+        client = scope.get("client")
+        super().__init__(
+            scope, scope.get("method", "GET"), scope["path"], client[0] if client else None, resolver
+        )
+
+    def header_values(self, name: str) -> list[str]:
+        wanted = name.lower().encode("latin-1")
+        return [v.decode("latin-1") for k, v in self.raw.get("headers", ()) if k.lower() == wanted]
+
+    @property
+    def user(self) -> Any:
+        # Starlette's AuthenticationMiddleware sets scope["user"]; reading a missing key
+        # through Request.user would assert, so look at the scope itself.
+        return self.raw.get("user")
+
+
+class WsgiRequestInfo(RequestInfo):
+    """A RequestInfo over a WSGI environ."""
+
+    __slots__ = ()
+
+    def __init__(self, environ: Environ, resolver: ClientAddressResolver | None = None) -> None:
+        super().__init__(
+            environ,
+            environ.get("REQUEST_METHOD", "GET"),
+            environ.get("PATH_INFO", "") or "/",
+            environ.get("REMOTE_ADDR") or None,
+            resolver,
+        )
+
+    def header_values(self, name: str) -> list[str]:
+        key = name.upper().replace("-", "_")
+        if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            key = "HTTP_" + key
+        # WSGI servers fold repeated header lines into one comma-joined value.
+        value = self.raw.get(key)
+        return [value] if value else []
+
+    @property
+    def user(self) -> Any:
+        return self.raw.get("sergas_guard.user") or self.raw.get("REMOTE_USER")

@@ -1,0 +1,242 @@
+"""Rules: which limits apply to which requests, compiled once into plans.
+
+A :class:`Rule` names a path pattern (``/items/{id}``, ``/files/{p:path}``, or a prefix
+``/api/*``) and optionally methods; the first rule that matches a request decides its
+limits, key, cost and exemptions. Requests that match no rule get the default limits.
+Each rule counts in a namespace of its own (a limiter named after the rule), so two
+routes never share a budget unless they name the same ``group``.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+
+from sergas_guard.clock import Clock
+from sergas_guard.errors import ConfigurationError
+from sergas_guard.ratelimit.config import RateLimitConfig
+from sergas_guard.ratelimit.limiter import RateLimiter, StorageErrorPolicy
+from sergas_guard.ratelimit.result import RateLimitStrategy
+from sergas_guard.storage.base import RateLimitStorage
+from sergas_guard.storage.memory import MemoryStorage
+from sergas_guard.web.headers import PolicySet
+from sergas_guard.web.keys import client_ip
+from sergas_guard.web.request import RequestInfo
+
+__all__ = ["Plan", "Rule", "RuleSet", "compile_path"]
+
+RequestKey = Callable[[RequestInfo], str]
+CostFunc = Callable[[RequestInfo], int]
+Exempt = Callable[[RequestInfo], bool]
+Limits = str | RateLimitConfig | RateLimiter
+
+_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::([A-Za-z_]+))?\}")
+
+
+def compile_path(pattern: str) -> Callable[[str], bool]:
+    """A matcher for ``/items/{id}`` (one segment), ``{name:path}`` (the rest) or ``/x/*``.
+
+    Raises ConfigurationError for a pattern not starting with ``/`` or an unknown convertor.
+    """
+    if not pattern.startswith("/"):
+        raise ConfigurationError(f"path pattern {pattern!r} must start with '/'", field="path")
+    prefix = pattern.endswith("*")
+    body = pattern[:-1].rstrip("/") if prefix else pattern
+    if not prefix and "{" not in body:
+        return body.__eq__
+    parts, last = [], 0
+    for match in _PARAM.finditer(body):
+        convertor = match.group(2) or "str"
+        if convertor not in ("str", "path", "int"):
+            raise ConfigurationError(
+                f"unknown convertor {convertor!r} in {pattern!r} (str, int or path)", field="path"
+            )
+        parts.append(re.escape(body[last : match.start()]))
+        parts.append({"str": "[^/]+", "path": ".+", "int": "[0-9]+"}[convertor])
+        last = match.end()
+    parts.append(re.escape(body[last:]))
+    regex = "".join(parts) + ("(?:/.*)?" if prefix else "")
+    return re.compile(regex + r"\Z").match  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Limits for the requests whose path matches ``path`` (and method, if given).
+
+    ``limits``: a rate string, a RateLimitConfig or a ready RateLimiter; None means the
+    middleware's default limits, counted for this rule alone. ``key`` and ``cost``
+    (an int, or a function of the RequestInfo) default to the middleware's. ``exempt``
+    (True, or a predicate of the RequestInfo) lets requests through unlimited and
+    without headers. Rules with the same ``group`` share one budget. ``shadow``
+    overrides the middleware's shadow mode. ``name`` names the policy in headers.
+    """
+
+    path: str
+    limits: Limits | None = None
+    methods: Collection[str] | str | None = None
+    key: RequestKey | None = None
+    cost: int | CostFunc = 1
+    exempt: bool | Exempt = False
+    group: str | None = None
+    shadow: bool | None = None
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        compile_path(self.path)  # validate early
+        if isinstance(self.cost, bool) or (isinstance(self.cost, int) and self.cost < 0):
+            raise ConfigurationError(f"cost must be >= 0, not {self.cost!r}", field="cost")
+        if not isinstance(self.cost, int) and not callable(self.cost):
+            raise ConfigurationError("cost must be an int or a function", field="cost")
+        if self.key is not None and not callable(self.key):
+            raise ConfigurationError("key must be a function of the request", field="key")
+        if not isinstance(self.exempt, bool) and not callable(self.exempt):
+            raise ConfigurationError("exempt must be a bool or a predicate", field="exempt")
+
+    def method_set(self) -> frozenset[str] | None:
+        if self.methods is None:
+            return None
+        methods = {self.methods} if isinstance(self.methods, str) else set(self.methods)
+        upper = {method.upper() for method in methods}
+        if "GET" in upper:
+            upper.add("HEAD")  # servers answer HEAD with the GET route
+        return frozenset(upper)
+
+    def display_name(self) -> str:
+        if self.name:
+            return self.name
+        methods = self.method_set()
+        if methods is None:
+            return self.path
+        return ",".join(sorted(methods - {"HEAD"} or methods)) + " " + self.path
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What to do with a matched request; ``limiter`` None means let it through untouched."""
+
+    name: str
+    limiter: RateLimiter | None
+    key: RequestKey
+    cost: int | CostFunc
+    exempt: Exempt | None
+    shadow: bool
+    policies: PolicySet | None
+
+
+EXEMPT = Plan("exempt", None, client_ip, 0, None, False, None)
+
+
+class RuleSet:
+    """The compiled rules of one middleware, and the limiters they count with."""
+
+    def __init__(
+        self,
+        rules: Collection[Rule],
+        default_limits: Limits | None,
+        *,
+        storage: RateLimitStorage,
+        key: RequestKey,
+        strategy: RateLimitStrategy | str | None,
+        shadow: bool,
+        on_storage_error: StorageErrorPolicy | None,
+        clock: Clock | None,
+    ) -> None:
+        self.storage = storage
+        self._strategy = strategy
+        self._policy = None if isinstance(storage, MemoryStorage) else on_storage_error
+        self._clock = clock
+        self._default_limits = default_limits
+        self._groups: dict[str, tuple[Limits | None, RateLimiter]] = {}
+        self.limiters: list[RateLimiter] = []
+        self.default: Plan = EXEMPT
+        if default_limits is not None:
+            limiter = self._limiter(default_limits, "default")
+            self.default = Plan(
+                "default", limiter, key, 1, None, shadow, PolicySet.build("default", limiter.specs)
+            )
+        self._rules: list[tuple[Callable[[str], object], frozenset[str] | None, Plan]] = []
+        for rule in rules:
+            if not isinstance(rule, Rule):
+                raise ConfigurationError(
+                    f"rules must be Rule objects, not {type(rule).__name__}", field="rules"
+                )
+            plan = self._plan(rule, key, shadow)
+            self._rules.append((compile_path(rule.path), rule.method_set(), plan))
+        self.match = functools.lru_cache(maxsize=2048)(self._match)
+
+    def _plan(self, rule: Rule, key: RequestKey, shadow: bool) -> Plan:
+        name = rule.group or rule.display_name()
+        exempt = None if isinstance(rule.exempt, bool) else rule.exempt
+        if rule.exempt is True:
+            return Plan(name, None, key, 0, None, False, None)
+        limits = rule.limits if rule.limits is not None else self._default_limits
+        if limits is None:
+            raise ConfigurationError(
+                f"rule {name!r} has no limits and there are no default limits", field="limits"
+            )
+        if rule.group is None:
+            limiter = self._limiter(limits, "rule:" + name)
+        else:
+            limiter = self._group_limiter(rule.group, rule.limits)
+        shadowed = shadow if rule.shadow is None else rule.shadow
+        policies = PolicySet.build(name, limiter.specs)
+        return Plan(name, limiter, rule.key or key, rule.cost, exempt, shadowed, policies)
+
+    def _group_limiter(self, group: str, limits: Limits | None) -> RateLimiter:
+        known = self._groups.get(group)
+        if known is None:
+            chosen = limits if limits is not None else self._default_limits
+            assert chosen is not None
+            limiter = self._limiter(chosen, "group:" + group)
+            self._groups[group] = (limits, limiter)
+            return limiter
+        if limits is not None and known[0] is not None and limits != known[0]:
+            raise ConfigurationError(
+                f"rules of group {group!r} give different limits ({known[0]!r}, {limits!r}); "
+                "give them on one rule only",
+                field="group",
+            )
+        return known[1]
+
+    def _limiter(self, limits: Limits, scope: str) -> RateLimiter:
+        # Braces would become a Redis Cluster hash tag inside the storage key.
+        name = "web:" + scope.replace("{", "<").replace("}", ">")
+        if isinstance(limits, RateLimiter):
+            limiter = limits
+        elif isinstance(limits, RateLimitConfig):
+            config = limits if limits.name != "default" else limits.model_copy(update={"name": name})
+            limiter = RateLimiter(
+                config, self.storage, clock=self._clock, on_storage_error=self._policy
+            )
+        elif isinstance(limits, str):
+            limiter = RateLimiter(
+                limits,
+                self.storage,
+                name=name,
+                strategy=self._strategy,
+                clock=self._clock,
+                on_storage_error=self._policy,
+            )
+        else:
+            raise ConfigurationError(
+                f"limits must be a rate string, RateLimitConfig or RateLimiter, "
+                f"not {type(limits).__name__}",
+                field="limits",
+            )
+        self.limiters.append(limiter)
+        return limiter
+
+    def _match(self, method: str, path: str) -> Plan:
+        for matches, methods, plan in self._rules:
+            if (methods is None or method in methods) and matches(path):
+                return plan
+        return self.default
+
+    def storages(self) -> list[RateLimitStorage]:
+        """Each distinct storage the limiters use, once."""
+        seen: dict[int, RateLimitStorage] = {}
+        for limiter in self.limiters:
+            seen.setdefault(id(limiter.storage), limiter.storage)
+        return list(seen.values())
