@@ -11,10 +11,15 @@ from hypothesis import strategies as st
 
 from sergas_guard.ratelimit.result import LimitSpec, RateLimitResult, RateLimitStrategy
 from sergas_guard.ratelimit.strategies import decide
+from sergas_guard.ratelimit.strategies.leaky_bucket import emission_interval
 from tests.ratelimit.strategies_support import arrivals, limit_specs, run
 
 ALL = list(RateLimitStrategy)
-EXACT_WAIT = {RateLimitStrategy.FIXED_WINDOW, RateLimitStrategy.SLIDING_LOG}
+EXACT_WAIT = {
+    RateLimitStrategy.FIXED_WINDOW,
+    RateLimitStrategy.SLIDING_LOG,
+    RateLimitStrategy.LEAKY_BUCKET,
+}
 
 
 def spec_and_traffic(
@@ -142,6 +147,8 @@ def test_buckets_admit_at_most_burst_plus_rate_times_interval(
     spec, sequence = data.draw(spec_and_traffic(strategy))
     granted = admitted(run(spec, sequence))
     rate = Fraction(spec.limit, spec.window_us)
+    if strategy is RateLimitStrategy.LEAKY_BUCKET:
+        rate = Fraction(1, emission_interval(spec))  # whole microseconds, rounded up
     for i, (a, _) in enumerate(granted):
         total = 0
         for b, cost in granted[i:]:
@@ -174,6 +181,17 @@ def test_leaky_bucket_spaces_admissions_evenly_by_default() -> None:
     assert round(too_soon.retry_after * 1_000_000) == 1
     _, on_time = decide(state, now + 100_000, 1, spec)
     assert on_time.allowed
+
+
+def test_leaky_bucket_bursts_are_exact_for_fractional_intervals() -> None:
+    spec = LimitSpec(RateLimitStrategy.LEAKY_BUCKET, 7, 1_000_000, 3)  # 142,857.14 µs
+    state = None
+    now = 1_700_000_000_000_001
+    outcomes = []
+    for _ in range(4):
+        state, result = decide(state, now, 1, spec)
+        outcomes.append(result.allowed)
+    assert outcomes == [True, True, True, False]
 
 
 def test_sliding_window_weights_the_previous_window() -> None:

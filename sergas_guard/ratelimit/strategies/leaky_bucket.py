@@ -2,31 +2,34 @@
 
 State: ``(theoretical_arrival_us,)``, one number. Requests are admitted at one per
 emission interval ``window / limit``, with ``burst`` of them allowed back to back
-(default 1: evenly spaced, no bursts at all). A request of cost ``c`` advances the
-theoretical arrival time by ``c`` intervals.
+(default 1: evenly spaced, no bursts at all). A request of cost ``c`` moves the
+theoretical arrival time ``c`` intervals ahead.
+
+All arithmetic is in whole microseconds, so bursts are exact and the state is one
+integer. The interval is rounded up to a whole microsecond, which errs towards
+admitting fewer, never more: 7 per second admits one per 142,858 µs, and no key
+is admitted more than once per microsecond.
 """
 
 from __future__ import annotations
 
-import math
-
 from sergas_guard.ratelimit.result import US_PER_SECOND, LimitSpec, RateLimitResult
-from sergas_guard.ratelimit.strategies._exact import exact_wait_us
 
-State = tuple[float]
+State = tuple[int]
 
 
-def _backlog(state: State | None, t: int) -> float:
-    """How far the theoretical arrival time is ahead of ``t`` (never negative)."""
-    return max(0.0, state[0] - t) if state is not None else 0.0
+def emission_interval(spec: LimitSpec) -> int:
+    """``window / limit`` in whole microseconds, rounded up (at least 1)."""
+    return -(-spec.window_us // spec.limit)
 
 
 def decide(
     state: State | None, now: int, cost: int, spec: LimitSpec
 ) -> tuple[State | None, RateLimitResult]:
-    interval = spec.window_us / spec.limit
+    interval = emission_interval(spec)
     tolerance = spec.burst * interval
-    backlog = _backlog(state, now)
+    # How far the theoretical arrival time runs ahead of now.
+    backlog = max(0, state[0] - now) if state is not None else 0
     need = cost or 1
     if backlog + need * interval <= tolerance:
         if cost:
@@ -35,19 +38,14 @@ def decide(
         return state, RateLimitResult(
             True,
             spec.burst,
-            max(0, math.floor((tolerance - backlog) / interval)),
+            (tolerance - backlog) // interval,
             0.0,
-            math.ceil(backlog) / US_PER_SECOND,
+            backlog / US_PER_SECOND,
         )
-    wait = exact_wait_us(
-        lambda t: _backlog(state, t) + need * interval <= tolerance,
-        now,
-        backlog + need * interval - tolerance,
-    )
     return state, RateLimitResult(
         False,
         spec.burst,
-        max(0, math.floor((tolerance - backlog) / interval)),
-        wait / US_PER_SECOND,
-        math.ceil(backlog) / US_PER_SECOND,
+        (tolerance - backlog) // interval,
+        (backlog + need * interval - tolerance) / US_PER_SECOND,
+        backlog / US_PER_SECOND,
     )
