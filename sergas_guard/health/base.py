@@ -7,6 +7,7 @@ import logging
 import math
 from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from sergas_guard.clock import SYSTEM_CLOCK, Clock
 from sergas_guard.errors import HealthCheckError
@@ -20,6 +21,7 @@ __all__ = [
     "ProbeOutcome",
     "describe_error",
     "to_observation",
+    "url_secrets",
 ]
 
 logger = logging.getLogger("sergas_guard.health")
@@ -38,6 +40,15 @@ def describe_error(exc: BaseException, *secrets: str) -> str:
         return "timed out"
     text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     return _clip(scrub(" ".join(text.split()), *secrets))
+
+
+def url_secrets(url: str) -> tuple[str, ...]:
+    """The password of a URL as written and percent-decoded, for :func:`scrub`."""
+    try:
+        raw = urlsplit(url).password or ""
+    except ValueError:  # a malformed port: the password may still be there
+        raw = ""
+    return tuple(dict.fromkeys(p for p in (raw, unquote(raw)) if p))
 
 
 def _clip(text: str) -> str:

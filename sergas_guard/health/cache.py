@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -12,7 +11,7 @@ from redis.backoff import NoBackoff
 
 from sergas_guard.clock import SYSTEM_CLOCK, Clock
 from sergas_guard.errors import HealthCheckError
-from sergas_guard.health.base import DEFAULT_TIMEOUT, HealthCheck
+from sergas_guard.health.base import DEFAULT_TIMEOUT, HealthCheck, url_secrets
 from sergas_guard.health.result import Observation
 from sergas_guard.health.thresholds import degrade, latency_observation, ratio_in_range
 from sergas_guard.secrets import scrub
@@ -58,7 +57,7 @@ class CacheHealthCheck(HealthCheck):
         if not ratio_in_range(memory_threshold):
             raise HealthCheckError(f"{name!r}: memory_threshold must be in (0, 1]")
         self._redis_url = redis_url
-        self._password = unquote(urlsplit(redis_url).password or "")
+        self._secrets = url_secrets(redis_url)
         self.degraded_latency = degraded_latency
         self.memory_threshold = memory_threshold
 
@@ -68,7 +67,7 @@ class CacheHealthCheck(HealthCheck):
         return scrub(self._redis_url, *self.secrets())
 
     def secrets(self) -> tuple[str, ...]:
-        return (self._password,) if self._password else ()
+        return self._secrets
 
     async def probe(self) -> Observation:
         client = aioredis.Redis.from_url(

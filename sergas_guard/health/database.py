@@ -12,12 +12,12 @@ import importlib
 import sqlite3
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote
 
 from sergas_guard.clock import SYSTEM_CLOCK, Clock
 from sergas_guard.errors import HealthCheckError
 from sergas_guard.health._threads import SyncRunner
-from sergas_guard.health.base import DEFAULT_TIMEOUT, HealthCheck
+from sergas_guard.health.base import DEFAULT_TIMEOUT, HealthCheck, url_secrets
 from sergas_guard.health.result import Observation
 from sergas_guard.health.thresholds import degrade, latency_observation, ratio_in_range
 from sergas_guard.secrets import scrub
@@ -105,9 +105,7 @@ class DatabaseHealthCheck(HealthCheck):
             raise HealthCheckError(f"{name!r}: connection_usage_threshold must be in (0, 1]")
         self.is_postgres = scheme in _POSTGRES_SCHEMES
         self._connection_string = connection_string
-        self._password = (
-            unquote(urlsplit(connection_string).password or "") if self.is_postgres else ""
-        )
+        self._secrets = url_secrets(connection_string) if self.is_postgres else ()
         self.max_connections = max_connections
         self.query = query
         self.degraded_latency = degraded_latency
@@ -124,7 +122,7 @@ class DatabaseHealthCheck(HealthCheck):
         return scrub(self._connection_string, *self.secrets())
 
     def secrets(self) -> tuple[str, ...]:
-        return (self._password,) if self._password else ()
+        return self._secrets
 
     async def probe(self) -> Observation:
         if not self.is_postgres:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from sergas_guard.clock import SYSTEM_CLOCK, Clock
 from sergas_guard.errors import HealthCheckError
-from sergas_guard.health.base import DEFAULT_TIMEOUT, HealthCheck
+from sergas_guard.health.base import DEFAULT_TIMEOUT, HealthCheck, url_secrets
 from sergas_guard.health.result import HealthStatus, Observation
 from sergas_guard.health.thresholds import latency_observation
 from sergas_guard.secrets import scrub
@@ -78,7 +78,7 @@ class HttpHealthCheck(HealthCheck):
             value
             for key, value in self._headers.items()
             if any(word in key.lower() for word in _SENSITIVE_HEADER_WORDS) and value
-        ) + ((unquote(parts.password),) if parts.password else ())
+        ) + url_secrets(url)
 
     @property
     def url(self) -> str:
