@@ -1,10 +1,12 @@
--- Twin of ratelimit/strategies/leaky_bucket.py (GCRA). State: "theoretical_arrival",
--- whole microseconds (the backlog is rounded up when it grows).
-local function lb_backlog(state, t)
-  if not state then
-    return 0
+-- Twin of ratelimit/strategies/leaky_bucket.py (GCRA), all in whole microseconds.
+-- State: "theoretical_arrival". Integer division is floor(a / b): exact for integers
+-- below 2^53, which script.py guarantees.
+local function lb_interval(window, limit)
+  local interval = math.floor(window / limit)
+  if interval * limit < window then
+    interval = interval + 1
   end
-  return math.max(0, state[1] - t)
+  return interval
 end
 
 strategies['lb'] = {
@@ -13,9 +15,13 @@ strategies['lb'] = {
     return fmt_int(state[1])
   end,
   decide = function(state, now, cost, limit, window, burst)
-    local interval = window / limit
+    local interval = lb_interval(window, limit)
     local tolerance = burst * interval
-    local backlog = lb_backlog(state, now)
+    -- How far the theoretical arrival time runs ahead of now.
+    local backlog = 0
+    if state then
+      backlog = math.max(0, state[1] - now)
+    end
     local need = cost
     if need == 0 then
       need = 1
@@ -23,16 +29,13 @@ strategies['lb'] = {
     if backlog + need * interval <= tolerance then
       local new_state = nil
       if cost > 0 then
-        backlog = math.ceil(backlog + cost * interval)
+        backlog = backlog + cost * interval
         new_state = {now + backlog}
       end
-      return new_state, true, burst, math.max(0, math.floor((tolerance - backlog) / interval)),
-        0.0, backlog / US
+      return new_state, true, burst, math.floor((tolerance - backlog) / interval), 0.0,
+        backlog / US
     end
-    local wait = exact_wait_us(function(t)
-      return lb_backlog(state, t) + need * interval <= tolerance
-    end, now, backlog + need * interval - tolerance)
-    return nil, false, burst, math.max(0, math.floor((tolerance - backlog) / interval)),
-      wait / US, backlog / US
+    return nil, false, burst, math.floor((tolerance - backlog) / interval),
+      (backlog + need * interval - tolerance) / US, backlog / US
   end,
 }

@@ -3,14 +3,19 @@ local function tb_tokens(state, t, rate, burst)
   if not state then
     return burst
   end
+  -- A clock that went backwards (another server's) refills nothing rather than draining.
   return math.min(burst, state[1] + math.max(0, t - state[2]) * rate)
 end
 
-local function tb_reset(tokens, rate, burst)
-  if tokens < burst then
-    return math.ceil((burst - tokens) / rate) / US
+-- Seconds until the bucket is exactly full again (so the key may be forgotten then).
+local function tb_reset(state, now, tokens, rate, burst)
+  if tokens >= burst then
+    return 0.0
   end
-  return 0.0
+  local wait = exact_wait_us(function(t)
+    return tb_tokens(state, t, rate, burst) >= burst
+  end, now, (burst - tokens) / rate)
+  return wait / US
 end
 
 strategies['tb'] = {
@@ -30,12 +35,15 @@ strategies['tb'] = {
       if cost > 0 then
         tokens = tokens - cost
         new_state = {tokens, now}
+        state = new_state
       end
-      return new_state, true, limit, math.floor(tokens), 0.0, tb_reset(tokens, rate, burst)
+      return new_state, true, burst, math.floor(tokens), 0.0,
+        tb_reset(state, now, tokens, rate, burst)
     end
     local wait = exact_wait_us(function(t)
       return tb_tokens(state, t, rate, burst) >= need
     end, now, (need - tokens) / rate)
-    return nil, false, limit, math.floor(tokens), wait / US, tb_reset(tokens, rate, burst)
+    return nil, false, burst, math.floor(tokens), wait / US,
+      tb_reset(state, now, tokens, rate, burst)
   end,
 }

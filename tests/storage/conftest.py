@@ -1,0 +1,84 @@
+"""Storage fixtures: one suite, every backend (memory and a real redis-server)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+
+import pytest
+
+from sergas_guard.storage.memory import MemoryStorage
+from sergas_guard.storage.redis import RedisStorage
+from tests.servers import RedisServer
+
+# Redis keys expire by the server's wall clock at `now + horizon`; tests that pass an
+# explicit `now` start a day ahead of it so no key expires under them.
+DAY_US = 86_400 * 1_000_000
+
+# Generous timeouts for tests that are not about failure: two busy cores can stall a
+# reply past the production default of 50 ms.
+PATIENT = {"connect_timeout": 2.0, "socket_timeout": 2.0}
+
+
+@pytest.fixture
+def t0() -> int:
+    """A start time (µs) for tests that drive the clock themselves."""
+    return time.time_ns() // 1000 + DAY_US
+
+
+BACKENDS = [
+    pytest.param("memory", id="memory"),
+    pytest.param("redis", id="redis", marks=pytest.mark.redis),
+]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def make_storage(
+    backend: str, request: pytest.FixtureRequest
+) -> Iterator[Callable[[], MemoryStorage | RedisStorage]]:
+    """Build storages of the parametrised backend; all of one test share its state."""
+    made: list[RedisStorage] = []
+    memory = MemoryStorage()
+
+    def make() -> MemoryStorage | RedisStorage:
+        if backend == "memory":
+            return memory
+        storage = RedisStorage(request.getfixturevalue("redis_url"), **PATIENT)
+        made.append(storage)
+        return storage
+
+    yield make
+    for storage in made:
+        storage.close_sync()
+
+
+@pytest.fixture
+async def storage(
+    make_storage: Callable[[], MemoryStorage | RedisStorage],
+) -> AsyncIterator[MemoryStorage | RedisStorage]:
+    made = make_storage()
+    yield made
+    await made.aclose()
+
+
+@pytest.fixture
+def redis_storage(redis_url: str) -> Iterator[RedisStorage]:
+    storage = RedisStorage(redis_url, **PATIENT)
+    yield storage
+    storage.close_sync()
+
+
+@pytest.fixture(scope="module")
+def module_redis(redis_session: RedisServer) -> Iterator[RedisStorage]:
+    """One storage for a module's hypothesis tests (function fixtures would reset per example)."""
+    if redis_session.process is None or redis_session.process.poll() is not None:
+        redis_session.start()
+    storage = RedisStorage(redis_session.url, **PATIENT)
+    storage.sync_client.flushall()
+    yield storage
+    storage.close_sync()
