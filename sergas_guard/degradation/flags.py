@@ -344,10 +344,11 @@ class FeatureFlags:
             deny_users=tuple(deny_users),
         )
         self._refresh_sync(force=self._redis is not None)
-        existing = self._flags.get(name)
-        if existing is not None and not overwrite:
-            return existing
-        self._commit_sync({name: definition})
+        with self._lock:  # check and write as one step against other threads
+            existing = self._flags.get(name)
+            if existing is not None and not overwrite:
+                return existing
+            self._commit_sync({name: definition})
         return definition
 
     def _changed(self, name: str, changes: Mapping[str, Any], create: bool) -> FlagDefinition:
@@ -366,8 +367,9 @@ class FeatureFlags:
         StorageUnavailable when shared flags cannot be written.
         """
         self._refresh_sync(force=self._redis is not None)
-        definition = self._changed(name, changes, create)
-        self._commit_sync({name: definition})
+        with self._lock:  # read-modify-write as one step against other threads
+            definition = self._changed(name, changes, create)
+            self._commit_sync({name: definition})
         return definition
 
     async def update_async(
@@ -447,7 +449,7 @@ class FeatureFlags:
             merged = {**self._flags, **changed}
             if self._file is not None:
                 self._file.save(merged)  # raises before the change takes effect
-        self._replace(merged)
+            self._replace(merged)
 
     def _after_redis_write(self, version: int, changed: dict[str, FlagDefinition]) -> None:
         with self._lock:
@@ -456,12 +458,12 @@ class FeatureFlags:
                 self._redis_version = version  # nobody else wrote in between
             else:
                 self._next_check = 0.0  # re-read everything at the next call
-        self._replace(merged)
-        if self._file is not None:
-            try:
-                self._file.save(merged)
-            except ConfigurationError as exc:
-                self._note_error(f"{exc}; the change is in Redis but not in the file copy")
+            self._replace(merged)
+            if self._file is not None:
+                try:
+                    self._file.save(merged)
+                except ConfigurationError as exc:
+                    self._note_error(f"{exc}; the change is in Redis but not in the file copy")
 
     # -- listeners -----------------------------------------------------------------
     def add_listener(self, listener: FlagsListener) -> None:

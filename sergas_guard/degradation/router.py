@@ -119,9 +119,9 @@ def degradation_router(
         return {key: status[key] for key in ("level", "manual_level", "auto_level", "signals")}
 
     async def overview(request: Request, principal: Any) -> Response:
-        return JSONResponse(
-            {**manager.status(), "flags": [s.as_json() for s in flags.list_flags()]}
-        )
+        await flags.refresh()
+        listed = [state.as_json() for state in flags.list_flags()]
+        return JSONResponse({**manager.status(), "flags": listed})
 
     async def get_level(request: Request, principal: Any) -> Response:
         return JSONResponse(level_view())
