@@ -17,7 +17,8 @@ DAY_US = 86_400 * 1_000_000
 
 # Generous timeouts for tests that are not about failure: two busy cores can stall a
 # reply past the production default of 50 ms.
-PATIENT = {"connect_timeout": 2.0, "socket_timeout": 2.0}
+def patient(url: str) -> RedisStorage:
+    return RedisStorage(url, connect_timeout=2.0, socket_timeout=2.0)
 
 
 @pytest.fixture
@@ -48,7 +49,7 @@ def make_storage(
     def make() -> MemoryStorage | RedisStorage:
         if backend == "memory":
             return memory
-        storage = RedisStorage(request.getfixturevalue("redis_url"), **PATIENT)
+        storage = patient(request.getfixturevalue("redis_url"))
         made.append(storage)
         return storage
 
@@ -68,7 +69,7 @@ async def storage(
 
 @pytest.fixture
 def redis_storage(redis_url: str) -> Iterator[RedisStorage]:
-    storage = RedisStorage(redis_url, **PATIENT)
+    storage = patient(redis_url)
     yield storage
     storage.close_sync()
 
@@ -78,7 +79,7 @@ def module_redis(redis_session: RedisServer) -> Iterator[RedisStorage]:
     """One storage for a module's hypothesis tests (function fixtures would reset per example)."""
     if redis_session.process is None or redis_session.process.poll() is not None:
         redis_session.start()
-    storage = RedisStorage(redis_session.url, **PATIENT)
+    storage = patient(redis_session.url)
     storage.sync_client.flushall()
     yield storage
     storage.close_sync()

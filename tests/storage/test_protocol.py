@@ -17,7 +17,9 @@ S = RateLimitStrategy
 SECOND = 1_000_000
 
 
-def spec_for(strategy: RateLimitStrategy, limit: int = 5, window_us: int = 60 * SECOND) -> LimitSpec:
+def spec_for(
+    strategy: RateLimitStrategy, limit: int = 5, window_us: int = 60 * SECOND
+) -> LimitSpec:
     return LimitSpec(strategy, limit, window_us, limit)
 
 
@@ -59,7 +61,9 @@ async def test_results_equal_the_pure_strategy(
 
 
 @ALL
-async def test_a_peek_changes_nothing(storage: Storage, strategy: RateLimitStrategy, t0: int) -> None:
+async def test_a_peek_changes_nothing(
+    storage: Storage, strategy: RateLimitStrategy, t0: int
+) -> None:
     spec = spec_for(strategy, limit=2)
     check = [LimitCheck("k", spec)]
     first = [(await storage.decide(check, 0, t0))[0] for _ in range(5)]
@@ -71,7 +75,10 @@ async def test_a_peek_changes_nothing(storage: Storage, strategy: RateLimitStrat
 async def test_several_limits_are_all_or_nothing(
     storage: Storage, strategy: RateLimitStrategy, t0: int
 ) -> None:
-    tight, loose = spec_for(strategy, limit=2), spec_for(strategy, limit=10, window_us=3600 * SECOND)
+    tight, loose = (
+        spec_for(strategy, limit=2),
+        spec_for(strategy, limit=10, window_us=3600 * SECOND),
+    )
     checks = [LimitCheck("sg:t:{bob}:" + s.slug, s) for s in (tight, loose)]
     for _ in range(2):
         assert all(r.allowed for r in await storage.decide(checks, 1, t0))
@@ -130,7 +137,10 @@ def test_the_sync_face_shares_state_with_the_async_face(
     assert [storage.decide_sync(check, 1, t0)[0].allowed for _ in range(4)] == [True] * 3 + [False]
     storage.reset_sync("k")
     assert storage.decide_sync(check, 3, t0)[0] == RateLimitResult(
-        True, spec.limit if strategy is not S.LEAKY_BUCKET else spec.burst, 0, 0.0,
+        True,
+        spec.limit if strategy is not S.LEAKY_BUCKET else spec.burst,
+        0,
+        0.0,
         storage.decide_sync(check, 0, t0)[0].reset_after,
     )
     assert storage.clear_sync("k") == 1
