@@ -10,17 +10,20 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Collection, Iterable
+from typing import Unpack
 
-from sergas_guard.clock import Clock
-from sergas_guard.ratelimit.limiter import RateLimitDecision, StorageErrorPolicy
-from sergas_guard.ratelimit.result import RateLimitStrategy
-from sergas_guard.storage.base import RateLimitStorage
+from sergas_guard.ratelimit.limiter import RateLimitDecision
 from sergas_guard.types import ASGIApp, Message, Receive, Scope, Send
-from sergas_guard.web.context import RequestContext, enter_context, leave_context
-from sergas_guard.web.engine import Action, RateLimitEngine
+from sergas_guard.web.context import (
+    RequestContext,
+    current_context,
+    enter_context,
+    leave_context,
+)
+from sergas_guard.web.engine import Action, EngineOptions, RateLimitEngine
 from sergas_guard.web.headers import HeaderMode, header_mode
 from sergas_guard.web.identity import ClientAddressResolver, ProxyHeader
-from sergas_guard.web.rejection import ProblemText, Rejection, unavailable_rejection
+from sergas_guard.web.rejection import Rejection, unavailable_rejection
 from sergas_guard.web.request import AsgiRequestInfo, RequestInfo
 from sergas_guard.web.rules import Limits, Rule
 
@@ -29,7 +32,7 @@ __all__ = ["RateLimitMiddleware", "RequestContextMiddleware", "send_rejection"]
 logger = logging.getLogger("sergas_guard.web")
 
 RejectCallback = Callable[
-    [RequestInfo, RateLimitDecision], "ASGIApp | None | Awaitable[ASGIApp | None]"
+    [RequestInfo, RateLimitDecision], "ASGIApp | Awaitable[ASGIApp | None] | None"
 ]
 
 
@@ -78,7 +81,7 @@ class RequestContextMiddleware:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or current_context() is not None:
             await self.app(scope, receive, send)
             return
         context = RequestContext(AsgiRequestInfo(scope, self.resolver), self.mode)
@@ -95,17 +98,19 @@ class RateLimitMiddleware:
     ``default_limits`` (a rate string such as ``"100/minute"``, a RateLimitConfig or a
     RateLimiter; None for no limit) apply to requests no rule matches, one budget per
     client; ``rules`` (:class:`~sergas_guard.web.Rule`) give routes their own limits.
-    ``storage`` is a storage object or URL (default: in memory). The client is
-    ``key_func(request_info)`` (default: its address; ``trusted_proxies`` CIDRs,
-    ``proxy_header`` and ``ipv6_prefix`` say how to find it behind proxies).
-    ``shadow=True`` counts but never rejects. ``headers`` is ``"ietf"``, ``"legacy"``,
-    ``"both"`` or ``"none"``. ``problem`` words the 429 body; ``on_reject`` may return
-    an ASGI app (e.g. a Starlette Response) to send instead. ``on_storage_error``
-    (``fail_open``, ``fail_closed`` = 503, ``fallback`` = local limits) governs store
-    outages. ``websockets=True`` also limits WebSocket handshakes (rejected with close
-    code 1008). Storages are closed when the app's lifespan ends.
+    Options (see :class:`~sergas_guard.web.engine.EngineOptions`): ``storage`` is a
+    storage object or URL (default: in memory). The client is ``key_func(request_info)``
+    (default: its address; ``trusted_proxies`` CIDRs, ``proxy_header`` and
+    ``ipv6_prefix`` say how to find it behind proxies). ``shadow=True`` counts but
+    never rejects. ``headers`` is ``"ietf"``, ``"legacy"``, ``"both"`` or ``"none"``.
+    ``problem`` words the 429 body. ``on_storage_error`` (``fail_open``,
+    ``fail_closed`` = 503, ``fallback`` = local limits) governs store outages.
+    ``strategy`` and ``clock`` go to the limiters built from rate strings.
 
-    Raises ConfigurationError for invalid options, at construction.
+    ``on_reject(request_info, decision)`` may return an ASGI app (e.g. a Starlette
+    Response) to send instead of the 429. ``websockets=True`` also limits WebSocket
+    handshakes (a rejected one is closed with code 1008). Storages are closed when the
+    app's lifespan ends. Raises ConfigurationError for invalid options.
     """
 
     def __init__(
@@ -114,36 +119,12 @@ class RateLimitMiddleware:
         default_limits: Limits | None = "100/minute",
         rules: Iterable[Rule] = (),
         *,
-        storage: RateLimitStorage | str | None = None,
-        trusted_proxies: Collection[str] = (),
-        proxy_header: ProxyHeader = "x-forwarded-for",
-        ipv6_prefix: int = 64,
-        shadow: bool = False,
-        headers: HeaderMode | str = HeaderMode.IETF,
-        key_func: Callable[[RequestInfo], str] | None = None,
-        on_storage_error: StorageErrorPolicy = "fail_open",
-        strategy: RateLimitStrategy | str | None = None,
-        problem: ProblemText | None = None,
         on_reject: RejectCallback | None = None,
         websockets: bool = False,
-        clock: Clock | None = None,
+        **options: Unpack[EngineOptions],
     ) -> None:
         self.app = app
-        self.engine = RateLimitEngine(
-            default_limits=default_limits,
-            rules=rules,
-            storage=storage,
-            trusted_proxies=trusted_proxies,
-            proxy_header=proxy_header,
-            ipv6_prefix=ipv6_prefix,
-            shadow=shadow,
-            headers=headers,
-            key_func=key_func,
-            on_storage_error=on_storage_error,
-            strategy=strategy,
-            problem=problem,
-            clock=clock,
-        )
+        self.engine = RateLimitEngine(default_limits, rules, **options)
         self.on_reject = on_reject
         self.websockets = websockets
 
@@ -162,12 +143,14 @@ class RateLimitMiddleware:
 
     async def _limit(self, scope: Scope, receive: Receive, send: Send) -> None:
         engine = self.engine
-        context = engine.context(AsgiRequestInfo(scope, engine.resolver))
-        tokens = enter_context(context)
+        outer = current_context()  # a context middleware further out already collects
+        context = outer or engine.context(AsgiRequestInfo(scope, engine.resolver))
+        tokens = None if outer else enter_context(context)
         try:
-            action = await engine.decide(engine.plan(scope.get("method", "GET"), scope["path"]), context)
+            plan = engine.plan(scope.get("method", "GET"), scope["path"])
+            action = await engine.decide(plan, context)
             if action is Action.PASS:
-                await self.app(scope, receive, _with_headers(send, context))
+                await self.app(scope, receive, send if outer else _with_headers(send, context))
             elif scope["type"] == "websocket":
                 await receive()  # the websocket.connect message
                 await send({"type": "websocket.close", "code": 1008, "reason": "rate limited"})
@@ -176,7 +159,8 @@ class RateLimitMiddleware:
             else:
                 await send_rejection(send, unavailable_rejection())
         finally:
-            leave_context(tokens)
+            if tokens is not None:
+                leave_context(tokens)
 
     async def _reject(
         self, scope: Scope, receive: Receive, send: Send, context: RequestContext

@@ -11,7 +11,7 @@ import enum
 import logging
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from sergas_guard.clock import SYSTEM_CLOCK, Clock
 from sergas_guard.errors import ConfigurationError
@@ -19,16 +19,15 @@ from sergas_guard.ratelimit.limiter import RateLimitDecision, StorageErrorPolicy
 from sergas_guard.ratelimit.result import RateLimitStrategy
 from sergas_guard.secrets import scrub
 from sergas_guard.storage.base import RateLimitStorage
-from sergas_guard.storage.memory import MemoryStorage
 from sergas_guard.web.context import RequestContext
 from sergas_guard.web.headers import HeaderMode, header_mode
 from sergas_guard.web.identity import ClientAddressResolver, ProxyHeader
 from sergas_guard.web.keys import client_ip
 from sergas_guard.web.rejection import ProblemText, Rejection, rejection_for
 from sergas_guard.web.request import RequestInfo
-from sergas_guard.web.rules import Limits, Plan, Rule, RuleSet
+from sergas_guard.web.rules import Limits, Plan, Rule, RuleSet, resolve_storage
 
-__all__ = ["Action", "EngineStats", "RateLimitEngine"]
+__all__ = ["Action", "EngineOptions", "EngineStats", "RateLimitEngine"]
 
 logger = logging.getLogger("sergas_guard.web")
 
@@ -43,6 +42,26 @@ class Action(enum.Enum):
     UNAVAILABLE = "unavailable"  # storage down under fail_closed: answer 503
 
 
+class EngineOptions(TypedDict, total=False):
+    """The options both middlewares take (see :class:`sergas_guard.asgi.RateLimitMiddleware`).
+
+    ``name`` names the default limits' policy in headers and their storage namespace.
+    """
+
+    storage: RateLimitStorage | str | None
+    trusted_proxies: Collection[str]
+    proxy_header: ProxyHeader
+    ipv6_prefix: int
+    shadow: bool
+    headers: HeaderMode | str
+    key_func: Callable[[RequestInfo], str] | None
+    on_storage_error: StorageErrorPolicy
+    strategy: RateLimitStrategy | str | None
+    problem: ProblemText | None
+    clock: Clock | None
+    name: str
+
+
 @dataclass
 class EngineStats:
     """Counters of one middleware's decisions (this process only)."""
@@ -55,58 +74,41 @@ class EngineStats:
     shadow_by_policy: dict[str, int] = field(default_factory=dict)
 
 
-def _storage(storage: RateLimitStorage | str | None, clock: Clock | None) -> RateLimitStorage:
-    if storage is None:
-        return MemoryStorage(clock=clock or SYSTEM_CLOCK)
-    if isinstance(storage, str):
-        from sergas_guard.storage.url import storage_from_url
-
-        built: RateLimitStorage = storage_from_url(storage)
-        return built
-    return storage
-
-
 class RateLimitEngine:
     """Rules, limiters and identity resolution of one middleware. See the middlewares."""
 
     def __init__(
         self,
-        *,
-        default_limits: Limits | None,
-        rules: Iterable[Rule],
-        storage: RateLimitStorage | str | None,
-        trusted_proxies: Collection[str],
-        proxy_header: ProxyHeader,
-        ipv6_prefix: int,
-        shadow: bool,
-        headers: HeaderMode | str,
-        key_func: Callable[[RequestInfo], str] | None,
-        on_storage_error: StorageErrorPolicy,
-        strategy: RateLimitStrategy | str | None,
-        problem: ProblemText | None,
-        clock: Clock | None,
+        default_limits: Limits | None = "100/minute",
+        rules: Iterable[Rule] = (),
+        **options: Unpack[EngineOptions],
     ) -> None:
+        on_storage_error = options.get("on_storage_error", "fail_open")
         if on_storage_error not in _POLICIES:
             raise ConfigurationError(
                 f"on_storage_error must be one of {', '.join(_POLICIES)}, not {on_storage_error!r}",
                 field="on_storage_error",
             )
-        self.mode = header_mode(headers)
+        clock = options.get("clock")
+        self.mode = header_mode(options.get("headers", HeaderMode.IETF))
         self.clock = clock or SYSTEM_CLOCK
-        self.problem = problem or ProblemText()
-        self.on_storage_error = on_storage_error
+        self.problem = options.get("problem") or ProblemText()
+        self.on_storage_error: StorageErrorPolicy = on_storage_error
         self.resolver = ClientAddressResolver(
-            trusted_proxies, proxy_header=proxy_header, ipv6_prefix=ipv6_prefix
+            options.get("trusted_proxies", ()),
+            proxy_header=options.get("proxy_header", "x-forwarded-for"),
+            ipv6_prefix=options.get("ipv6_prefix", 64),
         )
         self.rules = RuleSet(
             list(rules),
             default_limits,
-            storage=_storage(storage, clock),
-            key=key_func or client_ip,
-            strategy=strategy,
-            shadow=shadow,
+            storage=resolve_storage(options.get("storage"), clock),
+            key=options.get("key_func") or client_ip,
+            strategy=options.get("strategy"),
+            shadow=options.get("shadow", False),
             on_storage_error=on_storage_error,
             clock=clock,
+            default_name=options.get("name", "default"),
         )
         self.stats = EngineStats()
 

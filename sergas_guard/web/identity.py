@@ -72,7 +72,9 @@ def parse_forwarded(values: Iterable[str]) -> list[Hop]:
 
 
 def _split_outside_quotes(text: str, separator: str) -> list[str]:
-    parts, current, quoted = [], [], False
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = False
     for char in text:
         if char == '"':
             quoted = not quoted
@@ -110,9 +112,7 @@ class ClientAddressResolver:
                 ipaddress.ip_network(cidr, strict=False) for cidr in trusted_proxies
             )
         except ValueError as exc:
-            raise ConfigurationError(
-                f"trusted_proxies: {exc}", field="trusted_proxies"
-            ) from None
+            raise ConfigurationError(f"trusted_proxies: {exc}", field="trusted_proxies") from None
         if proxy_header not in ("x-forwarded-for", "forwarded"):
             raise ConfigurationError(
                 f"proxy_header must be 'x-forwarded-for' or 'forwarded', not {proxy_header!r}",

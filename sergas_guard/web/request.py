@@ -73,7 +73,11 @@ class AsgiRequestInfo(RequestInfo):
     def __init__(self, scope: Scope, resolver: ClientAddressResolver | None = None) -> None:
         client = scope.get("client")
         super().__init__(
-            scope, scope.get("method", "GET"), scope["path"], client[0] if client else None, resolver
+            scope,
+            scope.get("method", "GET"),
+            scope["path"],
+            client[0] if client else None,
+            resolver,
         )
 
     def header_values(self, name: str) -> list[str]:

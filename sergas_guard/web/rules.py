@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
-from sergas_guard.clock import Clock
+from sergas_guard.clock import SYSTEM_CLOCK, Clock
 from sergas_guard.errors import ConfigurationError
 from sergas_guard.ratelimit.config import RateLimitConfig
 from sergas_guard.ratelimit.limiter import RateLimiter, StorageErrorPolicy
@@ -25,7 +25,7 @@ from sergas_guard.web.headers import PolicySet
 from sergas_guard.web.keys import client_ip
 from sergas_guard.web.request import RequestInfo
 
-__all__ = ["Plan", "Rule", "RuleSet", "compile_path"]
+__all__ = ["Plan", "Rule", "RuleSet", "build_limiter", "compile_path", "resolve_storage"]
 
 RequestKey = Callable[[RequestInfo], str]
 CostFunc = Callable[[RequestInfo], int]
@@ -125,6 +125,61 @@ class Plan:
     policies: PolicySet | None
 
 
+def resolve_storage(
+    storage: RateLimitStorage | str | None, clock: Clock | None = None
+) -> RateLimitStorage:
+    """A storage object from a storage, a URL, or None (a private MemoryStorage)."""
+    if storage is None:
+        return MemoryStorage(clock=clock or SYSTEM_CLOCK)
+    if isinstance(storage, str):
+        from sergas_guard.storage.url import storage_from_url
+
+        built: RateLimitStorage = storage_from_url(storage)
+        return built
+    return storage
+
+
+def build_limiter(
+    limits: Limits,
+    scope: str,
+    storage: RateLimitStorage,
+    *,
+    strategy: RateLimitStrategy | str | None = None,
+    clock: Clock | None = None,
+    on_storage_error: StorageErrorPolicy | None = None,
+) -> RateLimiter:
+    """The limiter enforcing ``limits``, counting in the namespace ``web:<scope>``.
+
+    A ready RateLimiter is used as is (with its own storage and name); a config keeps
+    its name unless it is the default one. Raises ConfigurationError for bad limits.
+    """
+    if isinstance(storage, MemoryStorage):
+        on_storage_error = None  # memory cannot fail
+    # Braces would become a Redis Cluster hash tag inside the storage key.
+    name = "web:" + scope.replace("{", "<").replace("}", ">")
+    if isinstance(limits, RateLimiter):
+        return limits
+    if isinstance(limits, RateLimitConfig):
+        config = limits
+        if limits.name == "default":
+            config = limits.model_copy(update={"name": name})
+        return RateLimiter(config, storage, clock=clock, on_storage_error=on_storage_error)
+    if isinstance(limits, str):
+        return RateLimiter(
+            limits,
+            storage,
+            name=name,
+            strategy=strategy,
+            clock=clock,
+            on_storage_error=on_storage_error,
+        )
+    raise ConfigurationError(
+        f"limits must be a rate string, RateLimitConfig or RateLimiter, "
+        f"not {type(limits).__name__}",
+        field="limits",
+    )
+
+
 EXEMPT = Plan("exempt", None, client_ip, 0, None, False, None)
 
 
@@ -142,20 +197,20 @@ class RuleSet:
         shadow: bool,
         on_storage_error: StorageErrorPolicy | None,
         clock: Clock | None,
+        default_name: str = "default",
     ) -> None:
         self.storage = storage
         self._strategy = strategy
-        self._policy = None if isinstance(storage, MemoryStorage) else on_storage_error
+        self._policy = on_storage_error
         self._clock = clock
         self._default_limits = default_limits
         self._groups: dict[str, tuple[Limits | None, RateLimiter]] = {}
         self.limiters: list[RateLimiter] = []
         self.default: Plan = EXEMPT
         if default_limits is not None:
-            limiter = self._limiter(default_limits, "default")
-            self.default = Plan(
-                "default", limiter, key, 1, None, shadow, PolicySet.build("default", limiter.specs)
-            )
+            limiter = self._limiter(default_limits, default_name)
+            policies = PolicySet.build(default_name, limiter.specs)
+            self.default = Plan(default_name, limiter, key, 1, None, shadow, policies)
         self._rules: list[tuple[Callable[[str], object], frozenset[str] | None, Plan]] = []
         for rule in rules:
             if not isinstance(rule, Rule):
@@ -201,30 +256,14 @@ class RuleSet:
         return known[1]
 
     def _limiter(self, limits: Limits, scope: str) -> RateLimiter:
-        # Braces would become a Redis Cluster hash tag inside the storage key.
-        name = "web:" + scope.replace("{", "<").replace("}", ">")
-        if isinstance(limits, RateLimiter):
-            limiter = limits
-        elif isinstance(limits, RateLimitConfig):
-            config = limits if limits.name != "default" else limits.model_copy(update={"name": name})
-            limiter = RateLimiter(
-                config, self.storage, clock=self._clock, on_storage_error=self._policy
-            )
-        elif isinstance(limits, str):
-            limiter = RateLimiter(
-                limits,
-                self.storage,
-                name=name,
-                strategy=self._strategy,
-                clock=self._clock,
-                on_storage_error=self._policy,
-            )
-        else:
-            raise ConfigurationError(
-                f"limits must be a rate string, RateLimitConfig or RateLimiter, "
-                f"not {type(limits).__name__}",
-                field="limits",
-            )
+        limiter = build_limiter(
+            limits,
+            scope,
+            self.storage,
+            strategy=self._strategy,
+            clock=self._clock,
+            on_storage_error=self._policy,
+        )
         self.limiters.append(limiter)
         return limiter
 

@@ -1,0 +1,238 @@
+"""FastAPI (and Starlette) integration: a rate-limit dependency and exception handlers.
+
+    app = FastAPI()
+    install_exception_handlers(app)
+
+    @app.get("/search", dependencies=[Depends(RateLimit("10/minute"))])
+    async def search(q: str) -> list[str]: ...
+
+``RateLimit`` answers with the middleware's headers and 429; ``install_exception_handlers``
+turns a ``RateLimitExceeded`` raised anywhere (``@rate_limited`` endpoints, your own
+code) into that 429, and adds the request context that lets ``@rate_limited`` key by
+client on endpoints that declare no ``request`` parameter.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Collection
+from typing import Any, Unpack
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from sergas_guard.asgi import RateLimitMiddleware, RequestContextMiddleware
+from sergas_guard.errors import RateLimitExceeded
+from sergas_guard.ratelimit.limiter import RateLimitDecision
+from sergas_guard.web.context import current_context
+from sergas_guard.web.engine import Action, EngineOptions, RateLimitEngine
+from sergas_guard.web.headers import HeaderMode
+from sergas_guard.web.identity import ProxyHeader
+from sergas_guard.web.keys import api_key, authenticated_user, client_ip, request_key
+from sergas_guard.web.rejection import (
+    ProblemText,
+    Rejection,
+    exceeded_rejection,
+    rejection_for,
+    unavailable_rejection,
+)
+from sergas_guard.web.request import AsgiRequestInfo, RequestInfo
+from sergas_guard.web.rules import Limits, Rule
+
+__all__ = [
+    "RateLimit",
+    "RateLimitHTTPException",
+    "RateLimitMiddleware",
+    "RejectionHTTPException",
+    "Rule",
+    "api_key",
+    "authenticated_user",
+    "client_ip",
+    "install_exception_handlers",
+    "rejection_response",
+    "request_key",
+]
+
+# Other capabilities' error → response converters, registered by
+# install_exception_handlers when their module is present:
+# (module, function of the exception returning a Response, exception class path).
+_PLUGGED_HANDLERS: tuple[tuple[str, str, str, str], ...] = (
+    ("sergas_guard.circuit_breaker.http", "circuit_open_response", "sergas_guard.errors",
+     "CircuitOpenError"),
+)  # fmt: skip
+
+_BODYLESS_HEADERS = (b"content-type", b"content-length")
+
+
+def rejection_response(rejection: Rejection) -> Response:
+    """A Starlette Response sending a rejection (429 or 503 problem document)."""
+    return Response(rejection.body, status_code=rejection.status, headers=rejection.header_dict())
+
+
+class RejectionHTTPException(HTTPException):
+    """An HTTPException that carries a complete problem response.
+
+    With :func:`install_exception_handlers`, the problem document is sent as is;
+    without, the framework's HTTPException handler still sends its status and headers
+    (``Retry-After``, rate-limit headers) with its own JSON body.
+    """
+
+    def __init__(self, rejection: Rejection) -> None:
+        headers = {
+            name.decode(): value.decode()
+            for name, value in rejection.headers
+            if name not in _BODYLESS_HEADERS
+        }
+        HTTPException.__init__(self, rejection.status, headers=headers)
+        self.rejection = rejection
+
+
+class RateLimitHTTPException(RejectionHTTPException, RateLimitExceeded):
+    """The 429 of a :class:`RateLimit` dependency: a RateLimitExceeded and an HTTPException."""
+
+    def __init__(self, rejection: Rejection, decision: RateLimitDecision) -> None:
+        RejectionHTTPException.__init__(self, rejection)
+        exc = decision.exception()
+        RateLimitExceeded.__init__(
+            self,
+            key=exc.key,
+            limit=exc.limit,
+            retry_after=exc.retry_after,
+            remaining=exc.remaining,
+            reset_after=exc.reset_after,
+        )
+        self.decision = decision
+
+    def __str__(self) -> str:
+        return RateLimitExceeded.__str__(self)
+
+
+class RateLimit:
+    """A FastAPI dependency that rate-limits the routes using it.
+
+    ``limits`` is a rate string, a RateLimitConfig or a RateLimiter. ``key`` (a function
+    of the RequestInfo; default: the client address) and ``cost`` (an int or function)
+    say who pays how much. Each route using the dependency has its own budget unless
+    ``shared=True``. ``exempt`` (a predicate of the RequestInfo) lets requests through.
+    The other options are the middleware's (``storage``, ``shadow``, ``headers``,
+    ``problem``, ``on_storage_error``, ``trusted_proxies``, ``name``, ...); inside a
+    request context (the middleware or :func:`install_exception_handlers`) the
+    context's proxy settings and header mode apply.
+    Raises ConfigurationError for invalid options.
+    """
+
+    def __init__(
+        self,
+        limits: Limits,
+        *,
+        key: Callable[[RequestInfo], str] | None = None,
+        cost: int | Callable[[RequestInfo], int] = 1,
+        shared: bool = False,
+        exempt: Callable[[RequestInfo], bool] | None = None,
+        **options: Unpack[EngineOptions],
+    ) -> None:
+        options.setdefault("name", "dependency")
+        identity = key or client_ip
+        route_key = identity if shared else _per_route(identity)
+        self._engine = RateLimitEngine(
+            None, [Rule("/*", limits, key=route_key, cost=cost, exempt=exempt or False,
+                        name=options["name"])], **options
+        )  # fmt: skip
+        self._plan = self._engine.plan("GET", "/")
+        assert self._plan.limiter is not None
+        self.limiter = self._plan.limiter
+
+    def __repr__(self) -> str:
+        return f"RateLimit({self.limiter!r})"
+
+    async def __call__(self, request: Request, response: Response) -> None:
+        engine = self._engine
+        outer = current_context()
+        context = outer or engine.context(AsgiRequestInfo(request.scope, engine.resolver))
+        action = await engine.decide(self._plan, context)
+        if action is Action.UNAVAILABLE:
+            raise RejectionHTTPException(unavailable_rejection())
+        if action is Action.REJECT:
+            decision = context.recorded[-1].decision
+            raise RateLimitHTTPException(engine.rejection(context), decision)
+        if outer is None:  # no response wrapper: hand the headers to FastAPI's response
+            for name, value in context.take_headers():
+                response.headers.append(name.decode(), value.decode())
+
+
+def _per_route(identity: Callable[[RequestInfo], str]) -> Callable[[RequestInfo], str]:
+    def per_route(request: RequestInfo) -> str:
+        route = request.raw.get("route")
+        path = getattr(route, "path", None) or request.path
+        return f"{request.method} {path}|{identity(request)}"
+
+    return per_route
+
+
+def install_exception_handlers(
+    app: Any,
+    *,
+    problem: ProblemText | None = None,
+    headers: HeaderMode | str = HeaderMode.IETF,
+    trusted_proxies: Collection[str] = (),
+    proxy_header: ProxyHeader = "x-forwarded-for",
+    ipv6_prefix: int = 64,
+    request_context: bool = True,
+) -> None:
+    """Answer sergas_guard's errors raised in requests with problem+json responses.
+
+    Registers handlers on a FastAPI or Starlette ``app`` for ``RateLimitExceeded``
+    (429 with ``Retry-After`` and rate-limit headers) and for the errors of other
+    installed capabilities (``CircuitOpenError`` → 503, when the circuit breaker's
+    HTTP module is present). With ``request_context`` it also adds
+    :class:`~sergas_guard.asgi.RequestContextMiddleware`, which key functions of
+    ``@rate_limited`` endpoints need; the proxy options configure its client address.
+    Call before the app starts serving (Starlette refuses middleware after that).
+    """
+    text = problem or ProblemText()
+
+    async def on_rejection(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, RejectionHTTPException):
+            return rejection_response(exc.rejection)
+        assert isinstance(exc, RateLimitExceeded)
+        context = current_context()
+        if context is not None and any(not e.decision.allowed for e in context.recorded):
+            rejection = rejection_for(context.recorded, text, context.take_headers())
+        else:
+            rejection = exceeded_rejection(exc, text, [])
+        return rejection_response(rejection)
+
+    app.add_exception_handler(RejectionHTTPException, on_rejection)
+    app.add_exception_handler(RateLimitExceeded, on_rejection)
+    for module_name, function_name, error_module, error_name in _PLUGGED_HANDLERS:
+        converter = _optional(module_name, function_name)
+        if converter is not None:
+            error = getattr(importlib.import_module(error_module), error_name)
+            app.add_exception_handler(error, _adapt(converter))
+    if request_context:
+        app.add_middleware(
+            RequestContextMiddleware,
+            headers=headers,
+            trusted_proxies=trusted_proxies,
+            proxy_header=proxy_header,
+            ipv6_prefix=ipv6_prefix,
+        )
+
+
+def _optional(module_name: str, function_name: str) -> Callable[..., Any] | None:
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:  # that capability is not installed / built
+            return None
+        raise
+    converter: Callable[..., Any] | None = getattr(module, function_name, None)
+    return converter
+
+
+def _adapt(converter: Callable[..., Any]) -> Callable[[Request, Exception], Any]:
+    async def handler(request: Request, exc: Exception) -> Any:
+        return converter(exc)
+
+    return handler

@@ -1,0 +1,91 @@
+"""WSGI middleware: the ASGI middleware's rules, identities, headers and 429, for Flask,
+Django and any WSGI app, on the storages' sync face (no event loop involved).
+
+    app.wsgi_app = RateLimitMiddleware(app.wsgi_app, "100/minute", rules=[...])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, Unpack
+
+from sergas_guard.ratelimit.limiter import RateLimitDecision
+from sergas_guard.types import Environ, StartResponse, WSGIApp
+from sergas_guard.web.context import RequestContext, enter_context, leave_context
+from sergas_guard.web.engine import Action, EngineOptions, RateLimitEngine
+from sergas_guard.web.rejection import Rejection, unavailable_rejection
+from sergas_guard.web.request import RequestInfo, WsgiRequestInfo
+from sergas_guard.web.rules import Limits, Rule
+
+__all__ = ["RateLimitMiddleware"]
+
+RejectCallback = Callable[[RequestInfo, RateLimitDecision], WSGIApp | None]
+
+
+def _start_with_headers(start_response: StartResponse, context: RequestContext) -> StartResponse:
+    def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        extra = [(name.decode(), value.decode()) for name, value in context.take_headers()]
+        return start_response(status, [*headers, *extra], exc_info)
+
+    return start
+
+
+def _send(start_response: StartResponse, rejection: Rejection) -> list[bytes]:
+    headers = [(name.decode(), value.decode()) for name, value in rejection.headers]
+    start_response(rejection.status_line, headers)
+    return [rejection.body]
+
+
+class RateLimitMiddleware:
+    """Rate limits for a WSGI app; the options are those of
+    :class:`sergas_guard.asgi.RateLimitMiddleware` (``on_reject`` returns a WSGI app).
+
+    Raises ConfigurationError for invalid options, at construction. Call
+    :meth:`close` at shutdown to release storage connections.
+    """
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        default_limits: Limits | None = "100/minute",
+        rules: Iterable[Rule] = (),
+        *,
+        on_reject: RejectCallback | None = None,
+        **options: Unpack[EngineOptions],
+    ) -> None:
+        self.app = app
+        self.engine = RateLimitEngine(default_limits, rules, **options)
+        self.on_reject = on_reject
+
+    def metrics(self) -> dict[str, object]:
+        """Decision counters (admitted, rejected, shadow_rejected, ...) of this middleware."""
+        return self.engine.metrics()
+
+    def close(self) -> None:
+        """Release the storages' connections."""
+        self.engine.close()
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        engine = self.engine
+        info = WsgiRequestInfo(environ, engine.resolver)
+        context = engine.context(info)
+        tokens = enter_context(context)
+        try:
+            action = engine.decide_sync(engine.plan(info.method, info.path), context)
+            if action is Action.REJECT:
+                return self._reject(environ, start_response, context)
+            if action is Action.UNAVAILABLE:
+                return _send(start_response, unavailable_rejection())
+            return self.app(environ, _start_with_headers(start_response, context))
+        finally:
+            leave_context(tokens)
+
+    def _reject(
+        self, environ: Environ, start_response: StartResponse, context: RequestContext
+    ) -> Iterable[bytes]:
+        if self.on_reject is not None:
+            rejected = next(e.decision for e in context.recorded if not e.decision.allowed)
+            replacement = self.on_reject(context.info, rejected)
+            if replacement is not None:
+                return replacement(environ, _start_with_headers(start_response, context))
+        return _send(start_response, self.engine.rejection(context))
