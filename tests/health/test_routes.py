@@ -35,7 +35,7 @@ def _registry(**statuses: HealthStatus | bool) -> HealthCheckRegistry:
     registry = HealthCheckRegistry()
     for name, status in statuses.items():
         tags = ["ready"] if not name.startswith("ext") else ["external"]
-        registry.register(ServiceHealthCheck(name, lambda s=status: s, tags=tags))  # type: ignore[misc]
+        registry.register(ServiceHealthCheck(name, lambda s=status: s, tags=tags))
     return registry
 
 
