@@ -168,7 +168,7 @@ class CircuitBreaker:
     def remove_listener(self, listener: Listener) -> None:
         """Stop calling ``listener`` (no error when it was not registered)."""
         with self._lock:
-            self._listeners = [known for known in self._listeners if known is not listener]
+            self._listeners = [known for known in self._listeners if known != listener]
 
     def _publish(self, events: Events) -> None:
         for event in events:
