@@ -108,7 +108,7 @@ class RateLimiter:
         strategy: RateLimitStrategy | str | None = None,
         burst: int | None = None,
         clock: Clock | None = None,
-        on_storage_error: StorageErrorPolicy | None = None,
+        on_storage_error: StorageErrorPolicy | None = "fallback",
         **storage_error_options: Any,
     ) -> None:
         if isinstance(config, str):
@@ -280,13 +280,14 @@ class RateLimiter:
 def _guard_storage(
     storage: RateLimitStorage, policy: StorageErrorPolicy, options: dict[str, Any]
 ) -> RateLimitStorage:
+    """Wrap a remote storage in a FailoverStorage applying ``policy`` (see docs/storage.md)."""
     if policy not in ("fail_open", "fail_closed", "fallback"):
         raise ConfigurationError(
             f"on_storage_error must be fail_open, fail_closed or fallback, not {policy!r}",
             field="on_storage_error",
         )
-    if isinstance(storage, MemoryStorage):
-        return storage  # memory cannot fail; nothing to guard
-    from sergas_guard.storage import failover  # type: ignore[attr-defined,unused-ignore]
+    from sergas_guard.storage.failover import FailoverStorage
 
-    return cast(RateLimitStorage, failover.FailoverStorage(storage, policy=policy, **options))
+    if isinstance(storage, MemoryStorage | FailoverStorage):
+        return storage  # memory cannot fail; a FailoverStorage already has its policy
+    return FailoverStorage(storage, policy=policy, **options)
