@@ -182,10 +182,17 @@ class FeatureFlags:
         self.last_error = None
         self._replace(flags)
 
-    def _apply_redis(self, version: int, flags: dict[str, FlagDefinition] | None) -> None:
-        if flags is not None:
-            self._redis_version = version
-            self._replace(flags)
+    def _lost_by_redis(self, version: int, flags: dict[str, FlagDefinition]) -> bool:
+        """Whether Redis forgot every flag (restarted without persistence, or flushed).
+
+        The version only ever grows, so a version of 0 after a known one means the keys
+        vanished, not that an operator removed the flags.
+        """
+        return version == 0 and not flags and self._redis_version > 0 and bool(self._flags)
+
+    def _apply_redis(self, version: int, flags: dict[str, FlagDefinition]) -> None:
+        self._redis_version = version
+        self._replace(flags)
         self.last_error = None
 
     def _refresh_sync(self, force: bool = False) -> None:
@@ -196,7 +203,11 @@ class FeatureFlags:
             return
         try:
             if force or self._redis.version_sync() != self._redis_version:
-                self._apply_redis(*self._redis.load_sync())
+                version, flags = self._redis.load_sync()
+                if self._lost_by_redis(version, flags):
+                    logger.warning("feature flags: Redis lost the flags; restoring them")
+                    version, flags = self._redis.put_sync(self._flags.values()), self._flags
+                self._apply_redis(version, flags)
             else:
                 self.last_error = None
         except (StorageUnavailable, ConfigurationError) as exc:
@@ -210,7 +221,11 @@ class FeatureFlags:
             return
         try:
             if force or await self._redis.version() != self._redis_version:
-                self._apply_redis(*await self._redis.load())
+                version, flags = await self._redis.load()
+                if self._lost_by_redis(version, flags):
+                    logger.warning("feature flags: Redis lost the flags; restoring them")
+                    version, flags = await self._redis.put(self._flags.values()), self._flags
+                self._apply_redis(version, flags)
             else:
                 self.last_error = None
         except (StorageUnavailable, ConfigurationError) as exc:

@@ -1,0 +1,176 @@
+"""Flags shared through a real redis-server: every worker sees a change within a second."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sergas_guard.clock import ManualClock
+from sergas_guard.degradation import FeatureFlags
+from sergas_guard.errors import StorageUnavailable
+from sergas_guard.storage.memory import MemoryStorage
+from sergas_guard.storage.redis import RedisStorage
+from tests.servers import RedisServer
+
+pytestmark = pytest.mark.redis
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def storage(redis_url: str) -> Iterator[RedisStorage]:
+    store = RedisStorage(redis_url)
+    yield store
+    store.close_sync()
+
+
+def start_workers(url: str, flag: str, count: int) -> list[subprocess.Popen[str]]:
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.degradation.flag_worker", url, flag],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(count)
+    ]
+
+
+def test_a_change_is_seen_by_every_worker_process_within_a_second(
+    storage: RedisStorage, redis_url: str
+) -> None:
+    flags = FeatureFlags(storage=storage)
+    flags.register("recommendations", enabled=True)
+    workers = start_workers(redis_url, "recommendations", 3)
+    try:
+        for worker in workers:
+            assert worker.stdout is not None
+            assert worker.stdout.readline().strip() == "ready"
+        flags.disable("recommendations")
+        changed_at = time.monotonic()  # CLOCK_MONOTONIC is shared by all processes
+        lags = []
+        for worker in workers:
+            assert worker.stdout is not None
+            word, _, when = worker.stdout.readline().partition(" ")
+            assert word == "seen"
+            lags.append(float(when) - changed_at)
+    finally:
+        for worker in workers:
+            worker.kill()
+            worker.wait()
+            if worker.stdout is not None:
+                worker.stdout.close()
+    assert max(lags) < 1.0, lags
+
+
+def test_a_change_made_in_another_process_is_seen_here(
+    storage: RedisStorage, redis_url: str, clock: ManualClock
+) -> None:
+    flags = FeatureFlags(storage=storage, refresh_interval=0.5, clock=clock)
+    flags.register("search")
+    assert flags.is_enabled("search")
+    subprocess.run(
+        [sys.executable, "-m", "tests.degradation.flag_worker", redis_url, "search", "--set"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    assert flags.is_enabled("search")  # the next check is not due yet
+    clock.advance(0.5)
+    assert not flags.is_enabled("search")
+
+
+async def test_async_readers_see_changes_through_the_asyncio_client(
+    redis_url: str, clock: ManualClock
+) -> None:
+    writer = FeatureFlags(storage=RedisStorage(redis_url))
+    reader_store = RedisStorage(redis_url)
+    reader = FeatureFlags(storage=reader_store, refresh_interval=0.5, clock=clock)
+    writer.register("chat", rollout_percentage=100)
+    clock.advance(1)
+    assert await reader.is_enabled_async("chat")
+    await writer.update_async("chat", rollout_percentage=0)
+    clock.advance(1)
+    assert not await reader.is_enabled_async("chat", user_id="u1")
+    assert reader.get("chat") is not None
+    assert reader.get("chat").rollout_percentage == 0  # type: ignore[union-attr]
+    await reader_store.aclose()
+
+
+def test_registration_defaults_do_not_override_shared_state(storage: RedisStorage) -> None:
+    first = FeatureFlags(storage=storage)
+    first.register("search", enabled=True)
+    first.disable("search")
+    # A worker starting later registers the same default: the operator's "off" stays.
+    second = FeatureFlags(storage=storage)
+    assert second.register("search", enabled=True).enabled is False
+    assert not second.is_enabled("search")
+
+
+def test_a_file_seeds_an_empty_redis_and_keeps_a_copy(storage: RedisStorage, tmp_path: Path) -> None:
+    path = tmp_path / "flags.json"
+    path.write_text(json.dumps({"flags": {"search": {"rollout_percentage": 40}}}))
+    flags = FeatureFlags(path=path, storage=storage)
+    assert flags.get("search") is not None
+    other = FeatureFlags(storage=storage)  # no file: reads what the first one seeded
+    assert other.get("search") == flags.get("search")
+    flags.disable("search")
+    assert json.loads(path.read_text())["flags"]["search"]["enabled"] is False
+
+
+def test_an_outage_keeps_the_last_flags_and_recovers(own_redis: RedisServer, clock: ManualClock) -> None:
+    store = RedisStorage(own_redis.url)
+    flags = FeatureFlags(storage=store, refresh_interval=0.5, clock=clock)
+    flags.register("search")
+    own_redis.stop()
+    clock.advance(1)
+    assert flags.is_enabled("search")  # served from the last snapshot, no exception
+    assert flags.last_error is not None
+    assert "unavailable" in flags.last_error
+    with pytest.raises(StorageUnavailable):
+        flags.disable("search")
+    own_redis.start()  # without persistence: the server comes back empty
+    clock.advance(1)
+    assert flags.is_enabled("search")
+    assert flags.last_error is None
+    # The worker noticed Redis had lost the flags and restored its snapshot for all.
+    fresh = RedisStorage(own_redis.url)
+    assert FeatureFlags(storage=fresh).is_enabled("search")
+    fresh.close_sync()
+    store.close_sync()
+
+
+def test_start_up_with_redis_down_uses_no_flags_then_catches_up(
+    own_redis: RedisServer, clock: ManualClock
+) -> None:
+    own_redis.stop()
+    flags = FeatureFlags(storage=RedisStorage(own_redis.url), refresh_interval=0.5, clock=clock)
+    assert not flags.is_enabled("search")
+    own_redis.start()
+    FeatureFlags(storage=RedisStorage(own_redis.url)).register("search")
+    clock.advance(1)
+    assert flags.is_enabled("search")
+
+
+def test_memory_storage_keeps_flags_local() -> None:
+    one = FeatureFlags(storage=MemoryStorage())
+    two = FeatureFlags(storage=MemoryStorage())
+    one.register("x")
+    assert not one.shared
+    assert two.get("x") is None
+
+
+@pytest.mark.cluster
+def test_flags_work_on_a_redis_cluster(redis_cluster_session: object, clock: ManualClock) -> None:
+    url = redis_cluster_session.url  # type: ignore[attr-defined]
+    writer = FeatureFlags(storage=RedisStorage(url))
+    reader = FeatureFlags(storage=RedisStorage(url), clock=clock)
+    writer.register("search", rollout_percentage=10)
+    clock.advance(1)
+    assert reader.get("search") == writer.get("search")
