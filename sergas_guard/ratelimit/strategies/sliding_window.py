@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 
 from sergas_guard.ratelimit.result import US_PER_SECOND, LimitSpec, RateLimitResult
-from sergas_guard.ratelimit.strategies._exact import exact_wait_us
 
 State = tuple[int, int, int]
 
@@ -63,7 +62,11 @@ def decide(
     else:
         # Only in the next window, where this window's count becomes the weighted one.
         target = start + 2 * window - (limit - need) * window / current
-    wait = exact_wait_us(lambda t: estimate(state, t, window) + need <= limit, now, target - now)
+    # Confirm the closed form with the admitting arithmetic itself (float rounding
+    # must never make the promised wait come up short); the Lua twin does the same.
+    wait = max(1, math.ceil(target - now))
+    while estimate(state, now + wait, window) + need > limit:
+        wait += 1
     return state, RateLimitResult(
         False,
         limit,

@@ -10,16 +10,33 @@ from __future__ import annotations
 import math
 
 from sergas_guard.ratelimit.result import US_PER_SECOND, LimitSpec, RateLimitResult
-from sergas_guard.ratelimit.strategies._exact import exact_wait_us
 
 State = tuple[float, int]
 
 
-def _tokens(state: State | None, t: int, rate: float, burst: int) -> float:
-    if state is None:
-        return float(burst)
+def _tokens_at(tokens: float, updated_at: int, t: int, rate: float, burst: int) -> float:
     # A clock that went backwards (another server's) refills nothing rather than draining.
-    return min(float(burst), state[0] + max(0, t - state[1]) * rate)
+    elapsed = t - updated_at
+    level = tokens + elapsed * rate if elapsed > 0 else tokens
+    return level if level < burst else float(burst)
+
+
+def _wait_for(
+    tokens: float, updated_at: int, now: int, level: float, rate: float, burst: int
+) -> int:
+    """Whole microseconds (at least 1) until a bucket at ``tokens`` holds ``level``.
+
+    The closed form is confirmed with the same arithmetic that admits requests, so
+    float rounding can never make a promised wait come up short; the Lua twin runs
+    the same loop, which moves the estimate by a microsecond at most.
+    """
+    current = _tokens_at(tokens, updated_at, now, rate, burst)
+    wait = math.ceil((level - current) / rate)
+    if wait < 1:
+        wait = 1
+    while _tokens_at(tokens, updated_at, now + wait, rate, burst) < level:
+        wait += 1
+    return wait
 
 
 def decide(
@@ -27,32 +44,23 @@ def decide(
 ) -> tuple[State | None, RateLimitResult]:
     burst = spec.burst
     rate = spec.limit / spec.window_us
-    tokens = _tokens(state, now, rate, burst)
+    if state is None:
+        # A fresh bucket is full: admitting anything it can hold needs no arithmetic.
+        if not cost:
+            return None, RateLimitResult(True, burst, burst, 0.0, 0.0)
+        tokens = float(burst - cost)
+        wait = _wait_for(tokens, now, now, burst, rate, burst)
+        return (tokens, now), RateLimitResult(True, burst, burst - cost, 0.0, wait / US_PER_SECOND)
+    tokens = _tokens_at(state[0], state[1], now, rate, burst)
     need = cost or 1
     if tokens >= need:
         if cost:
             tokens -= cost
             state = (tokens, now)
-        return state, RateLimitResult(
-            True, burst, math.floor(tokens), 0.0, _reset(state, now, tokens, rate, burst)
-        )
-    wait = exact_wait_us(
-        lambda t: _tokens(state, t, rate, burst) >= need, now, (need - tokens) / rate
-    )
+        reset = _wait_for(state[0], state[1], now, burst, rate, burst) if tokens < burst else 0
+        return state, RateLimitResult(True, burst, math.floor(tokens), 0.0, reset / US_PER_SECOND)
+    wait = _wait_for(state[0], state[1], now, need, rate, burst)
+    reset = _wait_for(state[0], state[1], now, burst, rate, burst)
     return state, RateLimitResult(
-        False,
-        burst,
-        math.floor(tokens),
-        wait / US_PER_SECOND,
-        _reset(state, now, tokens, rate, burst),
+        False, burst, math.floor(tokens), wait / US_PER_SECOND, reset / US_PER_SECOND
     )
-
-
-def _reset(state: State | None, now: int, tokens: float, rate: float, burst: int) -> float:
-    """Seconds until the bucket is exactly full again (so the key may be forgotten then)."""
-    if tokens >= burst:
-        return 0.0
-    wait = exact_wait_us(
-        lambda t: _tokens(state, t, rate, burst) >= burst, now, (burst - tokens) / rate
-    )
-    return wait / US_PER_SECOND
