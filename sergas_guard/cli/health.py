@@ -54,6 +54,14 @@ def _config_path(option: str | None) -> Path:
     )
 
 
+def _require_checks(registry: HealthCheckRegistry, tags: tuple[str, ...]) -> None:
+    # A run that checks nothing would report "healthy" about nothing: a setup mistake.
+    if not len(registry):
+        raise ConfigurationError("the configuration enables no health checks", field="checks")
+    if tags and not any(check.tags & set(tags) for check in registry):
+        raise ConfigurationError(f"no health check has any of the tags {list(tags)}", field="tag")
+
+
 async def _run(registry: HealthCheckRegistry, tags: tuple[str, ...]) -> dict[str, CheckResult]:
     try:
         return await registry.check_all(tags=tags or None, use_cache=False)
@@ -106,11 +114,11 @@ def command(config_file: str | None, verbose: bool, as_json: bool, tags: tuple[s
 
     Exit code 0 healthy, 1 degraded, 2 unhealthy, 3 configuration error.
     """
-    console = Console(stderr=True)
     try:
         registry = load_health_config(_config_path(config_file)).build_registry()
+        _require_checks(registry, tags)
     except (ConfigurationError, HealthCheckError) as exc:
-        console.print(f"[red]configuration error:[/] {exc}", highlight=False)
+        click.echo(f"configuration error: {exc}", err=True)
         click.get_current_context().exit(EXIT_CONFIG_ERROR)
     results = asyncio.run(_run(registry, tags))
     status = overall_status(results.values())
