@@ -199,8 +199,7 @@ class BreakerCore:
                 # Leases that ran out belong to callers that died without reporting.
                 for probe in [p for p, ends in self.probes.items() if ends <= now]:
                     del self.probes[probe]
-        else:
-            self.window.refresh(now)
+        self.window.refresh(now)
 
     def _judge(self, calls: int, failures: int, slow: int) -> bool:
         """True (and an event per rate) when a rate reaches its threshold."""

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
-from sergas_guard.circuit_breaker import CircuitBreaker, CircuitBreakerConfig, CircuitOpenError
+from sergas_guard.circuit_breaker import (
+    CircuitBreaker,
+    CircuitBreakerConfig,
+    CircuitOpenError,
+    CircuitState,
+)
 from sergas_guard.clock import ManualClock
 
 
@@ -39,10 +45,8 @@ def breaker(clock: ManualClock | None = None, **overrides: Any) -> CircuitBreake
 
 def fail_times(target: CircuitBreaker, times: int) -> None:
     for _ in range(times):
-        try:
+        with contextlib.suppress(Boom):
             target.call_sync(fail)
-        except Boom:
-            pass
 
 
 def is_refused(target: CircuitBreaker) -> bool:
@@ -51,3 +55,8 @@ def is_refused(target: CircuitBreaker) -> bool:
     except CircuitOpenError:
         return True
     return False
+
+
+def state(target: CircuitBreaker) -> CircuitState:
+    """The breaker's state, read afresh (a function, so type checkers do not pin it)."""
+    return target.state

@@ -192,9 +192,8 @@ local function refresh()
       end
       for _, probe in ipairs(expired) do S.pr[probe] = nil end
     end
-  else
-    window_refresh(S)
   end
+  window_refresh(S)
 end
 
 local function retry_after()
