@@ -201,7 +201,7 @@ class FailoverStorage:
                     self.config.cooldown_seconds,
                 )
             elif event.to_state is CircuitState.HALF_OPEN:
-                logger.info("rate-limit storage %r: probing whether it is back", self.primary)
+                logger.info("rate-limit storage %r: cool-down over, probing it", self.primary)
             elif event.to_state is CircuitState.CLOSED:
                 logger.warning(
                     "rate-limit storage %r is back; decisions are shared again", self.primary

@@ -15,6 +15,7 @@ from tests.servers import RedisServer
 # explicit `now` start a day ahead of it so no key expires under them.
 DAY_US = 86_400 * 1_000_000
 
+
 # Generous timeouts for tests that are not about failure: two busy cores can stall a
 # reply past the production default of 50 ms.
 def patient(url: str) -> RedisStorage:

@@ -1,0 +1,236 @@
+"""When Redis fails: a real redis-server is killed, paused and restarted under load.
+
+The circuit's cool-down runs on a ManualClock, so no test sleeps through it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from sergas_guard.clock import ManualClock
+from sergas_guard.errors import ConfigurationError, StorageUnavailable
+from sergas_guard.ratelimit import RateLimitConfig, RateLimiter, RateLimitStrategy
+from sergas_guard.storage.failover import (
+    FailoverStorage,
+    FallbackResult,
+    Policy,
+    StorageFailClosed,
+    UncheckedResult,
+)
+from sergas_guard.storage.redis import RedisStorage
+from tests.servers import RedisServer
+
+pytestmark = pytest.mark.redis
+
+POLICIES: list[Policy] = ["fail_open", "fail_closed", "fallback"]
+CONFIG = RateLimitConfig(
+    name="api", max_requests=5, window_seconds=3600, strategy=RateLimitStrategy.SLIDING_LOG
+)
+
+
+def limiter_for(
+    server: RedisServer, policy: Policy, clock: ManualClock, **options: Any
+) -> RateLimiter:
+    redis_storage = RedisStorage(server.url, connect_timeout=0.5, socket_timeout=0.5)
+    failover = FailoverStorage(
+        redis_storage,
+        policy,
+        clock=clock,
+        cooldown_seconds=5.0,
+        **options,
+    )
+    return RateLimiter(CONFIG, failover)
+
+
+async def flow(limiter: RateLimiter, stop: asyncio.Event, outcomes: Counter[str]) -> None:
+    """One client sending requests until told to stop; counts what each came back as."""
+    while not stop.is_set():
+        try:
+            result = await limiter.hit("alice")
+            outcomes[type(result).__name__ + (":allowed" if result.allowed else ":rejected")] += 1
+        except StorageFailClosed:
+            outcomes["StorageFailClosed"] += 1
+        await asyncio.sleep(0)
+
+
+async def wait_until(predicate: Callable[[], bool], within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+async def test_killing_redis_under_load_follows_the_policy_then_recovers(
+    own_redis: RedisServer, policy: Policy, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = ManualClock()
+    limiter = limiter_for(own_redis, policy, clock)
+    failover = limiter.storage
+    assert isinstance(failover, FailoverStorage)
+    assert (await limiter.hit("alice")).remaining == 4
+
+    outcomes: Counter[str] = Counter()
+    stop = asyncio.Event()
+    caplog.set_level(logging.INFO, logger="sergas_guard.storage.failover")
+    # Any exception other than the policy's own would end a flow task and fail the gather.
+    flows = [asyncio.create_task(flow(limiter, stop, outcomes)) for _ in range(10)]
+    await asyncio.sleep(0.05)
+    own_redis.stop()
+    await wait_until(lambda: failover.state == "open")
+    before = sum(outcomes.values())
+    await wait_until(lambda: sum(outcomes.values()) > before + 200)
+
+    metrics = limiter.get_metrics(detailed=True)["storage"]
+    assert metrics["state"] == "open"
+    assert metrics["policy"] == policy
+    assert 3 <= metrics["errors"] <= 3 + 10  # the threshold, plus calls already in flight
+    assert metrics["skipped"] > 100  # later requests did not even try Redis
+    if policy == "fail_open":
+        assert outcomes["UncheckedResult:allowed"] > 100
+    elif policy == "fail_closed":
+        assert outcomes["StorageFailClosed"] > 100
+    else:
+        # The local share of 5 per hour: 5 admitted here, then rejections with a wait.
+        assert outcomes["FallbackResult:allowed"] == 5
+        assert outcomes["FallbackResult:rejected"] > 100
+
+    own_redis.start()
+    clock.advance(5.0)
+    await wait_until(lambda: failover.state == "closed")
+    stop.set()
+    await asyncio.gather(*flows)
+
+    transitions = [r.getMessage() for r in caplog.records]
+    assert sum("failing" in m for m in transitions) == 1
+    assert sum("is back" in m for m in transitions) == 1
+
+    # Decisions are shared again: a second limiter (another process) sees the same count.
+    other = limiter_for(own_redis, policy, ManualClock())
+    await limiter.reset("bob")
+    await limiter.hit("bob", cost=2)
+    assert (await other.peek("bob")).remaining == 3
+    assert type(await other.hit("bob")) is not FallbackResult
+    await limiter.aclose()
+    await other.aclose()
+
+
+def test_sync_face_probes_and_returns_by_itself(own_redis: RedisServer) -> None:
+    clock = ManualClock()
+    limiter = limiter_for(own_redis, "fallback", clock, failure_threshold=2)
+    failover = limiter.storage
+    assert isinstance(failover, FailoverStorage)
+    own_redis.stop()
+    results = [limiter.hit_sync("carol") for _ in range(8)]
+    assert all(type(r) is FallbackResult for r in results)
+    assert [r.allowed for r in results] == [True] * 5 + [False] * 3
+    assert failover.errors == 2
+    assert failover.skipped == 6
+    clock.advance(4.9)
+    limiter.hit_sync("carol")
+    assert failover.errors == 2  # still cooling down: Redis not tried
+    clock.advance(0.2)
+    limiter.hit_sync("carol")  # the probe: Redis is still down
+    assert failover.errors == 3
+    assert failover.state == "open"
+    own_redis.start()
+    clock.advance(5.1)
+    assert type(limiter.hit_sync("carol")) is not FallbackResult
+    assert failover.state == "closed"
+    limiter.close()
+
+
+def test_fallback_enforces_the_configured_share(own_redis: RedisServer) -> None:
+    limiter = limiter_for(own_redis, "fallback", ManualClock(), fallback_share=0.4)
+    own_redis.stop()
+    assert sum(limiter.hit_sync("dave").allowed for _ in range(10)) == 2
+    assert limiter.hit_sync("erin").limit == 2
+    limiter.close()
+
+
+def test_fail_open_reports_unchecked_admissions(own_redis: RedisServer) -> None:
+    limiter = limiter_for(own_redis, "fail_open", ManualClock())
+    own_redis.stop()
+    result = limiter.hit_sync("frank", cost=2)
+    assert isinstance(result, UncheckedResult)
+    assert result.allowed
+    assert result.remaining == 3
+    limiter.close()
+
+
+def test_fail_closed_raises_a_storage_unavailable_with_retry_after(
+    own_redis: RedisServer,
+) -> None:
+    clock = ManualClock()
+    limiter = limiter_for(own_redis, "fail_closed", clock, failure_threshold=1)
+    own_redis.stop()
+    with pytest.raises(StorageFailClosed) as first:
+        limiter.hit_sync("gina")
+    assert isinstance(first.value, StorageUnavailable)
+    clock.advance(2.0)
+    with pytest.raises(StorageFailClosed) as later:
+        limiter.hit_sync("gina")
+    assert later.value.retry_after == pytest.approx(3.0)
+    assert "fail_closed" in str(later.value)
+    limiter.close()
+
+
+def test_a_callers_mistake_is_not_a_storage_failure(own_redis: RedisServer) -> None:
+    failover = FailoverStorage(RedisStorage(own_redis.url), "fail_open", clock=ManualClock())
+    limiter = RateLimiter(CONFIG, failover)
+    own_redis.stop()
+    with pytest.raises(ConfigurationError):
+        failover.decide_sync(limiter.checks("x"), 6)
+    assert failover.errors == 0
+    limiter.close()
+
+
+def test_reset_on_a_skipped_storage_raises_storage_unavailable(own_redis: RedisServer) -> None:
+    limiter = limiter_for(own_redis, "fallback", ManualClock(), failure_threshold=1)
+    own_redis.stop()
+    limiter.hit_sync("hal")
+    with pytest.raises(StorageUnavailable):
+        limiter.reset_sync("hal")
+    # The local fallback was reset all the same.
+    assert limiter.peek_sync("hal").remaining == 5
+    limiter.close()
+
+
+async def test_a_paused_server_hits_the_timeout_not_a_hang(own_redis: RedisServer) -> None:
+    storage = RedisStorage(own_redis.url, socket_timeout=0.2, connect_timeout=0.2)
+    limiter = RateLimiter(CONFIG, storage, on_storage_error=None)
+    assert limiter.hit_sync("ivy").allowed
+    await limiter.hit("ivy")
+    own_redis.pause()
+    try:
+        started = time.monotonic()
+        with pytest.raises(StorageUnavailable, match="Timeout"):
+            limiter.hit_sync("ivy")
+        with pytest.raises(StorageUnavailable, match="Timeout"):
+            await limiter.hit("ivy")
+        # Generous bound: two timeouts of 0.2 s, one retry-free attempt each.
+        assert time.monotonic() - started < 5.0
+    finally:
+        own_redis.resume()
+    # Back to normal. The timed-out scripts sat in the frozen server's socket buffers and
+    # ran when it resumed: a request that timed out may still have been counted.
+    after = limiter.hit_sync("ivy")
+    assert after.allowed
+    assert 0 <= after.remaining <= 2
+    await limiter.aclose()
+
+
+def test_invalid_failover_options_name_the_field(own_redis: RedisServer) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        RateLimiter(CONFIG, RedisStorage(own_redis.url), cooldown_seconds=0)
+    assert caught.value.field == "cooldown_seconds"
+    with pytest.raises(ConfigurationError) as policy:
+        RateLimiter(CONFIG, RedisStorage(own_redis.url), on_storage_error="ignore")  # type: ignore[arg-type]
+    assert policy.value.field == "on_storage_error"
