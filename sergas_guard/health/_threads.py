@@ -40,12 +40,14 @@ class SyncRunner:
 
     def __init__(self, name: str) -> None:
         self._name = name
-        self._thread: threading.Thread | None = None
+        # Cleared by the worker before it reports back, so the next run never sees a
+        # thread that has finished its work but not yet exited.
+        self._busy = threading.Event()
 
     @property
     def busy(self) -> bool:
         """True while a previous call is still running in its thread."""
-        return self._thread is not None and self._thread.is_alive()
+        return self._busy.is_set()
 
     async def run(self, func: Callable[..., T], *args: Any) -> T:
         """Call ``func(*args)`` in a daemon thread; raises StillRunningError if one still runs."""
@@ -61,10 +63,11 @@ class SyncRunner:
                 value = func(*args)
             except BaseException as exc:  # handed to the awaiting coroutine, not lost
                 error = exc
+            self._busy.clear()
             # RuntimeError: the loop closed while we were blocked, so nobody waits.
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_settle, future, value, error)
 
-        self._thread = threading.Thread(target=target, name=f"health:{self._name}", daemon=True)
-        self._thread.start()
+        self._busy.set()
+        threading.Thread(target=target, name=f"health:{self._name}", daemon=True).start()
         return await future

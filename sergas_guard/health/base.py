@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -23,8 +22,6 @@ __all__ = [
     "to_observation",
     "url_secrets",
 ]
-
-logger = logging.getLogger("sergas_guard.health")
 
 DEFAULT_TIMEOUT = 5.0
 # Dependency checks decide readiness unless told otherwise (see docs/health.md).
@@ -162,8 +159,6 @@ class HealthCheck:
         """Date and scrub an observation into this check's :class:`CheckResult`."""
         secrets = self.secrets()
         message = _clip(scrub(observation.message, *secrets))
-        if observation.status is not HealthStatus.HEALTHY:
-            logger.warning("health check %s is %s: %s", self.name, observation.status, message)
         return CheckResult(
             name=self.name,
             status=observation.status,

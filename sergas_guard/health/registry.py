@@ -42,6 +42,19 @@ def _grace(timeout: float) -> float:
     return timeout * 1.1 + 0.05
 
 
+def _log_transition(before: CheckResult | None, after: CheckResult) -> None:
+    # Once per change, not once per run: a background runner would flood the log.
+    previous = HealthStatus.HEALTHY if before is None else before.status
+    if after.status is previous:
+        return
+    if after.status is HealthStatus.HEALTHY:
+        logger.info("health check %s recovered (was %s)", after.name, previous.value)
+    else:
+        logger.warning(
+            "health check %s is %s: %s", after.name, after.status.value, after.message or "-"
+        )
+
+
 class HealthCheckRegistry:
     """A named set of health checks, run together.
 
@@ -175,9 +188,11 @@ class HealthCheckRegistry:
         """Stop the background runner (if any) and cancel checks still running."""
         task, self._background = self._background, None
         self._policy = CachePolicy(self._policy.ttl, self._policy.failure_ttl)
-        tasks = [slot.task for slot in self._slots.values() if slot.task is not None]
+        tasks: list[asyncio.Task[Any]] = [
+            slot.task for slot in self._slots.values() if slot.task is not None
+        ]
         if task is not None:
-            tasks.append(task)  # type: ignore[arg-type]
+            tasks.append(task)
         for pending in tasks:
             pending.cancel()
         for pending in tasks:
@@ -235,6 +250,7 @@ class HealthCheckRegistry:
             if slot.task is done:
                 slot.task = None
             if not done.cancelled():
+                _log_transition(slot.result, done.result())
                 slot.result = done.result()
                 slot.finished_at = self.clock.monotonic()
 
