@@ -132,6 +132,10 @@ class RateLimitMiddleware:
         """Decision counters (admitted, rejected, shadow_rejected, ...) of this middleware."""
         return self.engine.metrics()
 
+    async def aclose(self) -> None:
+        """Close the storages' connections (done by the lifespan's shutdown when served)."""
+        await self.engine.aclose()
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http" or (kind == "websocket" and self.websockets):

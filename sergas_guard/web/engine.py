@@ -19,6 +19,7 @@ from sergas_guard.ratelimit.limiter import RateLimitDecision, StorageErrorPolicy
 from sergas_guard.ratelimit.result import RateLimitStrategy
 from sergas_guard.secrets import scrub
 from sergas_guard.storage.base import RateLimitStorage
+from sergas_guard.storage.failover import StorageFailClosed, UncheckedResult
 from sergas_guard.web.context import RequestContext
 from sergas_guard.web.headers import HeaderMode, header_mode
 from sergas_guard.web.identity import ClientAddressResolver, ProxyHeader
@@ -71,6 +72,7 @@ class EngineStats:
     shadow_rejected: int = 0
     exempt: int = 0
     storage_errors: int = 0
+    unchecked: int = 0
     shadow_by_policy: dict[str, int] = field(default_factory=dict)
 
 
@@ -160,6 +162,10 @@ class RateLimitEngine:
         self, plan: Plan, key: str, decision: RateLimitDecision, context: RequestContext
     ) -> Action:
         assert plan.policies is not None
+        if isinstance(decision.result, UncheckedResult):
+            # fail_open admitted without asking the storage: no state to report.
+            self.stats.unchecked += 1
+            return Action.PASS
         context.record(plan.policies, decision)
         if decision.allowed:
             self.stats.admitted += 1
@@ -182,6 +188,8 @@ class RateLimitEngine:
 
     def _storage_failed(self, plan: Plan, exc: Exception) -> Action:
         self.stats.storage_errors += 1
+        if isinstance(exc, StorageFailClosed):
+            return Action.UNAVAILABLE  # the failover storage refused on purpose, logged there
         logger.warning(
             "rate limit %r not applied, storage failed (%s): %s",
             plan.name,
@@ -207,6 +215,7 @@ class RateLimitEngine:
             "shadow_by_policy": dict(stats.shadow_by_policy),
             "exempt": stats.exempt,
             "storage_errors": stats.storage_errors,
+            "unchecked": stats.unchecked,
             "limiters": [limiter.get_metrics() for limiter in self.rules.limiters],
         }
 

@@ -10,7 +10,6 @@ routes never share a budget unless they name the same ``group``.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import re
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -32,8 +31,6 @@ RequestKey = Callable[[RequestInfo], str]
 CostFunc = Callable[[RequestInfo], int]
 Exempt = Callable[[RequestInfo], bool]
 Limits = str | RateLimitConfig | RateLimiter
-
-_HAS_FAILOVER = importlib.util.find_spec("sergas_guard.storage.failover") is not None
 
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::([A-Za-z_]+))?\}")
 
@@ -156,10 +153,8 @@ def build_limiter(
     A ready RateLimiter is used as is (with its own storage and name); a config keeps
     its name unless it is the default one. Raises ConfigurationError for bad limits.
     """
-    if isinstance(storage, MemoryStorage) or not _HAS_FAILOVER:
-        # Memory cannot fail; without the failover storage the engine applies the
-        # policy itself when a decision raises.
-        on_storage_error = None
+    if isinstance(storage, MemoryStorage):
+        on_storage_error = None  # memory cannot fail
     # Braces would become a Redis Cluster hash tag inside the storage key.
     name = "web:" + scope.replace("{", "<").replace("}", ">")
     if isinstance(limits, RateLimiter):

@@ -13,7 +13,7 @@ import uvicorn
 
 from tests.servers import free_port
 
-Serve = Callable[[Any], contextlib.AbstractContextManager[str]]
+Serve = Callable[..., contextlib.AbstractContextManager[str]]
 
 
 @contextlib.asynccontextmanager

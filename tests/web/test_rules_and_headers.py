@@ -86,12 +86,15 @@ async def test_routes_never_share_a_budget_unless_grouped() -> None:
         ]
     )
     a, b, c, d = (rules.match("GET", path) for path in ("/a", "/b", "/c", "/d"))
-    assert a.limiter is not None and b.limiter is not None
+    assert a.limiter is not None
+    assert b.limiter is not None
     assert (await a.limiter.decide("ip:1")).allowed
     assert (await b.limiter.decide("ip:1")).allowed  # same limits, other route: own budget
-    assert c.limiter is d.limiter is not None
-    assert (await c.limiter.decide("ip:1")).allowed
-    assert not (await d.limiter.decide("ip:1")).allowed  # the group's one unit is spent
+    group_limiter = c.limiter
+    assert group_limiter is not None
+    assert d.limiter is group_limiter
+    assert (await group_limiter.decide("ip:1")).allowed
+    assert not (await group_limiter.decide("ip:1")).allowed  # the group's one unit is spent
     keys = {check.key for plan in (a, b, c) if plan.limiter for check in plan.limiter.checks("k")}
     assert len(keys) == 3
     assert not any("{a}" in key or "{/" in key for key in keys)  # braces only around the id
@@ -173,7 +176,8 @@ def test_rejected_state_uses_retry_after_rounded_up_and_legacy_uses_epoch() -> N
     assert both[b"x-ratelimit-remaining"] == b"0"
     assert both[b"x-ratelimit-reset"] == b"1004"
     legacy = dict(rate_limit_headers([entry], HeaderMode.LEGACY, clock))
-    assert b"ratelimit" not in legacy and b"x-ratelimit-limit" in legacy
+    assert b"ratelimit" not in legacy
+    assert b"x-ratelimit-limit" in legacy
     assert rate_limit_headers([entry], HeaderMode.NONE, clock) == []
 
 
