@@ -127,13 +127,14 @@ class HealthCheck:
         self.critical = bool(critical)
         self.tags = DEFAULT_TAGS if tags is None else frozenset(tags)
         self.clock = clock
+        self._secrets: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, critical={self.critical})"
 
     def secrets(self) -> tuple[str, ...]:
         """Literal secrets (passwords, tokens) to scrub from this check's output."""
-        return ()
+        return self._secrets
 
     async def probe(self) -> ProbeOutcome:
         """Look at the dependency once; raise on failure. Subclasses implement this."""

@@ -67,9 +67,6 @@ class CacheHealthCheck(HealthCheck):
         """The URL with its password replaced by ``***``."""
         return scrub(self._redis_url, *self.secrets())
 
-    def secrets(self) -> tuple[str, ...]:
-        return self._secrets
-
     async def probe(self) -> Observation:
         client = aioredis.Redis.from_url(
             self._redis_url,

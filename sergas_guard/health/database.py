@@ -122,9 +122,6 @@ class DatabaseHealthCheck(HealthCheck):
         """The connection string with its password replaced by ``***``."""
         return scrub(self._connection_string, *self.secrets())
 
-    def secrets(self) -> tuple[str, ...]:
-        return self._secrets
-
     async def probe(self) -> Observation:
         if not self.is_postgres:
             elapsed = await self._runner.run(

@@ -11,7 +11,7 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from sergas_guard.errors import HealthCheckError
 from sergas_guard.health.aggregate import overall_status
@@ -25,6 +25,7 @@ __all__ = [
     "DEFAULT_STATUS_CODES",
     "Authorizer",
     "DetailsPolicy",
+    "EndpointOptions",
     "HealthEndpoint",
     "HealthRequest",
     "HealthResponse",
@@ -72,6 +73,20 @@ class View:
 
 Authorizer = Callable[[HealthRequest], bool | Awaitable[bool]]
 DetailsPolicy = Literal["never", "always"] | Authorizer
+
+
+class EndpointOptions(TypedDict, total=False):
+    """The options of :class:`HealthEndpoint`, shared by the ASGI and WSGI edges."""
+
+    details: DetailsPolicy
+    status_codes: Mapping[HealthStatus, int] | None
+    ready_tags: Iterable[str]
+    live_tags: Iterable[str]
+    groups: Mapping[str, Iterable[str]] | None
+    service: Mapping[str, str] | None
+    live_path: str
+    ready_path: str
+    health_path: str
 
 
 class HealthEndpoint:

@@ -85,9 +85,6 @@ class HttpHealthCheck(HealthCheck):
         """The URL with credentials replaced by ``***``."""
         return scrub(self._url, *self._secrets)
 
-    def secrets(self) -> tuple[str, ...]:
-        return self._secrets
-
     async def probe(self) -> Observation:
         async with self._httpx.AsyncClient(
             timeout=self.timeout, verify=self.verify, follow_redirects=self.follow_redirects

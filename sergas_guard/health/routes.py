@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable
+from typing import Unpack
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, Router
 
-from sergas_guard.health.endpoint import DetailsPolicy, HealthEndpoint, HealthRequest, View
+from sergas_guard.health.endpoint import EndpointOptions, HealthEndpoint, HealthRequest, View
 from sergas_guard.health.registry import HealthCheckRegistry
-from sergas_guard.health.result import HealthStatus
 
 __all__ = ["health_router"]
 
@@ -25,40 +25,19 @@ def _health_request(request: Request) -> HealthRequest:
     )
 
 
-def health_router(
-    registry: HealthCheckRegistry,
-    *,
-    details: DetailsPolicy = "never",
-    status_codes: Mapping[HealthStatus, int] | None = None,
-    ready_tags: Iterable[str] = ("ready",),
-    live_tags: Iterable[str] = (),
-    groups: Mapping[str, Iterable[str]] | None = None,
-    service: Mapping[str, str] | None = None,
-    live_path: str = "/livez",
-    ready_path: str = "/readyz",
-    health_path: str = "/health",
-) -> Router:
+def health_router(registry: HealthCheckRegistry, **options: Unpack[EndpointOptions]) -> Router:
     """A Starlette ``Router`` serving ``/livez``, ``/readyz``, ``/health`` and
     ``/health/<check or group>`` for ``registry``.
 
     Mount it (``app.mount("/ops", router)``) or add its routes at the root
-    (``app.routes.extend(router.routes)``), in Starlette or FastAPI alike. Options are
-    those of :class:`~sergas_guard.health.endpoint.HealthEndpoint`; the authorisation
-    callable of ``details`` receives a HealthRequest whose ``raw`` is the Starlette
-    ``Request``. Raises HealthCheckError for a bad option.
+    (``app.routes.extend(router.routes)``), in Starlette or FastAPI alike. Options
+    (``details``, ``status_codes``, ``ready_tags``, ``live_tags``, ``groups``,
+    ``service``, ``live_path``, ``ready_path``, ``health_path``) are those of
+    :class:`~sergas_guard.health.endpoint.HealthEndpoint`; the authorisation callable
+    of ``details`` receives a HealthRequest whose ``raw`` is the Starlette ``Request``.
+    Raises HealthCheckError for a bad option.
     """
-    endpoint = HealthEndpoint(
-        registry,
-        details=details,
-        status_codes=status_codes,
-        ready_tags=ready_tags,
-        live_tags=live_tags,
-        groups=groups,
-        service=service,
-        live_path=live_path,
-        ready_path=ready_path,
-        health_path=health_path,
-    )
+    endpoint = HealthEndpoint(registry, **options)
 
     def route_for(view: View | None) -> Callable[[Request], Awaitable[Response]]:
         async def handle(request: Request) -> Response:
@@ -71,6 +50,7 @@ def health_router(
 
         return handle
 
+    live_path, ready_path, health_path = (endpoint.paths[k] for k in ("live", "ready", "all"))
     health_item = health_path.rstrip("/") + "/{name}"
     return Router(
         routes=[

@@ -16,10 +16,15 @@ import asyncio
 import threading
 from collections.abc import Callable, Coroutine, Iterable
 from http import HTTPStatus
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 from urllib.parse import parse_qsl
 
-from sergas_guard.health.endpoint import HealthEndpoint, HealthRequest, problem_response
+from sergas_guard.health.endpoint import (
+    EndpointOptions,
+    HealthEndpoint,
+    HealthRequest,
+    problem_response,
+)
 from sergas_guard.health.registry import HealthCheckRegistry
 
 __all__ = ["HealthWSGIApp"]
@@ -95,7 +100,7 @@ class HealthWSGIApp:
     :meth:`close` stops its background loop.
     """
 
-    def __init__(self, registry: HealthCheckRegistry, **options: Any) -> None:
+    def __init__(self, registry: HealthCheckRegistry, **options: Unpack[EndpointOptions]) -> None:
         self.endpoint = HealthEndpoint(registry, **options)
         self._loop = _LoopThread()
 
