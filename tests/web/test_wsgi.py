@@ -110,8 +110,8 @@ def test_flask_shadow_legacy_headers_and_decorated_views() -> None:
     assert middleware.metrics()["shadow_rejected"] == 2
     # @rate_limited(key=client_ip) in a view reads the request from the middleware.
     assert client.get("/decorated").status_code == 200
+    app.testing = True  # let Flask propagate the view's RateLimitExceeded
     with pytest.raises(RateLimitExceeded):
-        app.testing = True  # let Flask propagate the view's RateLimitExceeded
         client.get("/decorated")
 
 
