@@ -28,7 +28,7 @@ DEFAULT_TIMEOUT = 5.0
 DEFAULT_TAGS = frozenset({"ready"})
 _MAX_MESSAGE = 500
 
-ProbeOutcome = Observation | CheckResult | HealthStatus | bool | str | None
+ProbeOutcome = Observation | CheckResult | HealthStatus | bool | str | Mapping[str, Any] | None
 
 
 def describe_error(exc: BaseException, *secrets: str) -> str:
@@ -56,7 +56,9 @@ def to_observation(outcome: ProbeOutcome) -> Observation:
     """Read what a probe or a user's check function returned.
 
     ``True``/``None`` mean healthy, ``False`` unhealthy; a :class:`HealthStatus` (or its
-    string value), an :class:`Observation` or a :class:`CheckResult` are taken as they are.
+    string value), an :class:`Observation` or a :class:`CheckResult` are taken as they are;
+    a mapping with a ``status`` (and optionally ``message``, ``observed_value``,
+    ``observed_unit``, ``details``; other keys become details) is read as an observation.
     Raises HealthCheckError for anything else.
     """
     if outcome is None or outcome is True:
@@ -77,10 +79,29 @@ def to_observation(outcome: ProbeOutcome) -> Observation:
         )
     if isinstance(outcome, str) and outcome in HealthStatus._value2member_map_:
         return Observation(HealthStatus(outcome))
+    if isinstance(outcome, Mapping) and "status" in outcome:
+        return _mapping_observation(outcome)
     raise HealthCheckError(
         f"a check returned {type(outcome).__name__}; expected bool, HealthStatus, "
-        "Observation or CheckResult"
+        "Observation, CheckResult or a mapping with a status"
     )
+
+
+def _mapping_observation(outcome: Mapping[str, Any]) -> Observation:
+    # {"status": "degraded", "message": ..., "observed_value": ..., ...}, as many
+    # hand-written health functions return.
+    status = to_observation(outcome["status"]).status
+    extra = {k: v for k, v in outcome.items() if k not in _MAPPING_FIELDS}
+    return Observation(
+        status,
+        str(outcome.get("message", "")),
+        outcome.get("observed_value"),
+        outcome.get("observed_unit"),
+        {**outcome.get("details", {}), **extra},
+    )
+
+
+_MAPPING_FIELDS = frozenset({"status", "message", "observed_value", "observed_unit", "details"})
 
 
 def _validate(name: str, timeout: float) -> None:

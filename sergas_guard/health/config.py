@@ -29,7 +29,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, model_validator
 
-from sergas_guard.config import GuardModel, load_toml
+from sergas_guard.config import GuardModel, env_overrides, load_toml
 from sergas_guard.errors import ConfigurationError
 from sergas_guard.health.base import HealthCheck
 from sergas_guard.health.cache import CacheHealthCheck
@@ -245,10 +245,12 @@ def _import_callable(name: str, target: str) -> Any:
 def load_health_config(path: str | os.PathLike[str]) -> HealthConfig:
     """Read and validate a TOML file: its ``[health]`` table, or the whole file.
 
-    Raises ConfigurationError naming the bad field (or the unreadable file).
+    ``SERGAS_GUARD_HEALTH__<FIELD>`` environment variables override top-level fields
+    (e.g. ``SERGAS_GUARD_HEALTH__TIMEOUT_SECONDS=3``). Raises ConfigurationError naming
+    the bad field (or the unreadable file).
     """
     data = load_toml(Path(path))
     section = data.get("health", data)
     if not isinstance(section, dict):
         raise ConfigurationError("the [health] section must be a table", field="health")
-    return HealthConfig.validate_mapping(section)
+    return HealthConfig.validate_mapping({**section, **env_overrides("health")})

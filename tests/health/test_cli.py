@@ -137,6 +137,20 @@ def test_configuration_errors_exit_3(tmp_path: Path, text: str, expected: str) -
     assert "pw1" not in result.stderr
 
 
+def test_environment_overrides_top_level_fields(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = _write(tmp_path, "[checks.disk]\npath = '.'\n")
+    monkeypatch.setenv("SERGAS_GUARD_HEALTH__TIMEOUT_SECONDS", "-5")
+    result = CliRunner().invoke(command, ["--config", str(config)])
+    assert result.exit_code == 3
+    assert "timeout_seconds" in result.stderr
+    monkeypatch.setenv("SERGAS_GUARD_HEALTH__TIMEOUT_SECONDS", "2.5")
+    from sergas_guard.health.config import load_health_config
+
+    assert load_health_config(config).build_checks()[0].timeout == 2.5
+
+
 def test_missing_config_exits_3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("SERGAS_GUARD_HEALTH_CONFIG", raising=False)

@@ -78,6 +78,7 @@ async def test_function_outcomes_are_read_as_statuses() -> None:
         ("observation", with_value),
         ("result", lambda: CheckResult("x", HealthStatus.UNHEALTHY, message="queue stuck")),
         ("nonsense", lambda: 42),
+        ("mapping", lambda: {"status": "degraded", "message": "lagging", "lag_s": 12}),
     ]:
         registry.register(ServiceHealthCheck(name, func))  # type: ignore[arg-type]
     results = await registry.check_all()
@@ -91,7 +92,10 @@ async def test_function_outcomes_are_read_as_statuses() -> None:
         "observation": "healthy",
         "result": "unhealthy",
         "nonsense": "unhealthy",
+        "mapping": "degraded",
     }
+    assert results["mapping"].message == "lagging"
+    assert results["mapping"].details == {"lag_s": 12}
     assert results["observation"].observed_value == 12
     assert results["result"].message == "queue stuck"
     assert "int" in results["nonsense"].message
