@@ -2,8 +2,8 @@
 
 PostgreSQL goes through asyncpg (the ``postgres`` extra, imported only when such a
 check is built); SQLite through the standard library, in a thread of its own. The
-check never writes: PostgreSQL sessions are opened with
-``default_transaction_read_only=on`` and SQLite files with ``mode=ro``.
+check never writes: on PostgreSQL it works inside a ``READ ONLY`` transaction, and
+SQLite files are opened with ``mode=ro``.
 """
 
 from __future__ import annotations
@@ -135,18 +135,19 @@ class DatabaseHealthCheck(HealthCheck):
         connection = await self._asyncpg.connect(
             self._connection_string,
             timeout=self.timeout,
-            server_settings={
-                "application_name": "sergas-guard-health",
-                "default_transaction_read_only": "on",
-            },
+            server_settings={"application_name": "sergas-guard-health"},
         )
         try:
-            await connection.fetchval(self.query)
-            elapsed = self.clock.monotonic() - started
-            if self.max_connections is not None:
-                used, limit = await connection.fetchval(_USAGE_OF_ROLE), self.max_connections
-            else:
-                used, limit = await connection.fetchrow(_USAGE_OF_SERVER)
+            # BEGIN READ ONLY rather than a default_transaction_read_only startup
+            # parameter, which PgBouncer refuses.
+            async with connection.transaction(readonly=True):
+                await connection.fetchval(self.query)
+                elapsed = self.clock.monotonic() - started
+                if self.max_connections is not None:
+                    used = await connection.fetchval(_USAGE_OF_ROLE)
+                    limit = self.max_connections
+                else:
+                    used, limit = await connection.fetchrow(_USAGE_OF_SERVER)
             await connection.close(timeout=self.timeout)
         except BaseException:
             # close() waits for the server's goodbye, which a hung server never sends.
