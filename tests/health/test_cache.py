@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 
@@ -103,3 +104,21 @@ def test_bad_urls_and_thresholds_are_refused() -> None:
     assert "s3cr3t" not in str(info.value)
     with pytest.raises(HealthCheckError, match="memory_threshold"):
         CacheHealthCheck("cache", "redis://localhost", memory_threshold=1.5)
+
+
+async def test_server_killed_while_a_check_waits_fails_at_once(own_redis: RedisServer) -> None:
+    # Frozen first so the check is surely mid-run, then killed: the closed connection
+    # must end the check, not its 5 s timeout.
+    check = CacheHealthCheck("cache", own_redis.url, timeout=5)
+    own_redis.pause()
+    running = asyncio.create_task(check.check())
+    await asyncio.sleep(0.2)
+    assert not running.done()
+    assert own_redis.process is not None
+    own_redis.process.kill()
+    own_redis.process.wait()
+    own_redis.process = None
+    result = await running
+    assert result.status is HealthStatus.UNHEALTHY
+    assert "timed out" not in result.message
+    assert result.duration < 4

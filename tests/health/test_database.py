@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -177,3 +178,24 @@ async def test_sqlite_missing_or_corrupt_file_is_unhealthy(tmp_path: Path) -> No
 
 async def test_sqlite_memory_database() -> None:
     assert (await DatabaseHealthCheck("mem", "sqlite:///:memory:").check()).is_healthy
+
+
+async def test_server_stopped_while_a_query_runs_fails_at_once(postgres: PostgresServer) -> None:
+    check = DatabaseHealthCheck("db", postgres.dsn(), query="SELECT pg_sleep(5)", timeout=8)
+    running = asyncio.create_task(check.check())
+    watcher = await asyncpg.connect(postgres.dsn())
+    try:
+        for _ in range(500):  # until the probe's query is on the server
+            active = await watcher.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(5)'"
+            )
+            if active:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await watcher.close()
+    await asyncio.to_thread(postgres.stop)
+    result = await running
+    assert result.status is HealthStatus.UNHEALTHY
+    assert "timed out" not in result.message
+    assert result.duration < 5
