@@ -9,6 +9,7 @@ Redis) or :class:`~sergas_guard.errors.StorageError` (Redis answered with an err
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -114,6 +115,8 @@ class RedisStorage:
         )
         self._client = client
         self._sync_client = sync_client
+        self._cluster_ready = False
+        self._cluster_lock: asyncio.Lock | None = None
         self._password = urlsplit(url).password or "" if url else ""
 
     def __repr__(self) -> str:
@@ -201,7 +204,7 @@ class RedisStorage:
                 # The script cache is empty (first use, SCRIPT FLUSH, a failover to a
                 # replica): EVAL runs the script and caches it again.
                 reply = client.eval(DECIDE_SCRIPT, len(keys), *keys, *args)
-        except (RedisError, RedisClusterException, OSError) as exc:
+        except Exception as exc:  # the driver's errors, and its bugs, are storage errors
             raise self._error(exc, "decision") from exc
         return parse_reply(reply, checks)
 
@@ -210,15 +213,33 @@ class RedisStorage:
     ) -> list[RateLimitResult]:
         """Async face of :meth:`decide_sync`."""
         keys, args = self._prepare(checks, cost, now_us)
-        client = self.client
         try:
+            client = await self._ready_client()
             try:
                 reply = await client.evalsha(DECIDE_SHA, len(keys), *keys, *args)
             except NoScriptError:
                 reply = await client.eval(DECIDE_SCRIPT, len(keys), *keys, *args)
-        except (RedisError, RedisClusterException, OSError) as exc:
+        except ConfigurationError:
+            raise
+        except Exception as exc:  # the driver's errors, and its bugs, are storage errors
             raise self._error(exc, "decision") from exc
         return parse_reply(reply, checks)
+
+    async def _ready_client(self) -> Any:
+        """The async client; a cluster client learns its slot map once, before any command.
+
+        redis-py's asyncio cluster client, when first used by many tasks at once, sends
+        commands before it knows the slots and corrupts connections on the MOVED replies.
+        """
+        client = self.client
+        if self.is_cluster and not self._cluster_ready:
+            if self._cluster_lock is None:
+                self._cluster_lock = asyncio.Lock()
+            async with self._cluster_lock:
+                if not self._cluster_ready:
+                    await client.initialize()
+                    self._cluster_ready = True
+        return client
 
     # -- reset and clear: SCAN, never KEYS (on a cluster, every primary) -----------
 
@@ -266,7 +287,7 @@ class RedisStorage:
     async def reset(self, key: str) -> None:
         """Async face of :meth:`reset_sync`."""
         try:
-            await self.client.unlink(key)
+            await (await self._ready_client()).unlink(key)
             await self._delete(
                 self.client.scan_iter(match=_glob_escape(key) + "*", count=_SCAN_COUNT)
             )
@@ -276,6 +297,7 @@ class RedisStorage:
     async def clear(self, prefix: str = "") -> int:
         """Async face of :meth:`clear_sync`."""
         try:
+            await self._ready_client()
             return await self._delete(
                 self.client.scan_iter(match=self._scan_pattern(prefix), count=_SCAN_COUNT)
             )
@@ -293,6 +315,7 @@ class RedisStorage:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+            self._cluster_ready = False
         self.close_sync()
 
 

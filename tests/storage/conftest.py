@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 
@@ -9,7 +11,8 @@ import pytest
 
 from sergas_guard.storage.memory import MemoryStorage
 from sergas_guard.storage.redis import RedisStorage
-from tests.servers import RedisServer
+from tests import servers
+from tests.servers import RedisCluster, RedisServer
 
 # Redis keys expire by the server's wall clock at `now + horizon`; tests that pass an
 # explicit `now` start a day ahead of it so no key expires under them.
@@ -84,3 +87,57 @@ def module_redis(redis_session: RedisServer) -> Iterator[RedisStorage]:
     storage.sync_client.flushall()
     yield storage
     storage.close_sync()
+
+
+_free_port = servers.free_port
+
+
+def _cluster_safe_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is a valid port too."""
+    while True:
+        port = _free_port()
+        if port + 10000 <= 65535:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                if sock.connect_ex(("127.0.0.1", port + 10000)) != 0:
+                    return port
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_session() -> Iterator[RedisCluster]:
+    """The shared cluster fixture, with node ports whose bus port (port + 10000) exists.
+
+    Workaround: tests/servers.py may pick a port above 55535, whose cluster bus port
+    does not exist, and the node then never starts.
+    """
+    original = servers.free_port
+    servers.free_port = _cluster_safe_port
+    with contextlib.ExitStack() as stack:
+        try:
+            cluster = stack.enter_context(servers.redis_cluster())
+        finally:
+            servers.free_port = original
+        _wait_cluster_agrees(cluster)
+        yield cluster
+
+
+def _wait_cluster_agrees(cluster: RedisCluster, within: float = 30.0) -> None:
+    """Wait until every node is ok and sees the same slot map.
+
+    Right after ``--cluster create`` only the first node is known to be ok; the others
+    may still answer CLUSTERDOWN or MOVED for a moment, which clients then see as errors.
+    """
+    import redis
+
+    deadline = time.monotonic() + within
+    nodes = [redis.Redis(host=h, port=p) for h, p in cluster.startup_nodes]
+    try:
+        while time.monotonic() < deadline:
+            states = [n.cluster("INFO") for n in nodes]
+            maps = [sorted(map(repr, n.cluster("SLOTS"))) for n in nodes]
+            if all(s["cluster_state"] == "ok" for s in states) and all(m == maps[0] for m in maps):
+                return
+            time.sleep(0.1)
+        raise RuntimeError("the cluster's nodes did not agree on the slot map")
+    finally:
+        for node in nodes:
+            node.close()
