@@ -173,14 +173,14 @@ class HealthEndpoint:
         if view.kind == "live":
             if not self.live_tags:
                 return {}
-            return await self.registry.check_all(tags=self.live_tags)
+            return await self.registry.check_all(tags=self.live_tags, use_cache=True)
         if view.kind == "ready":
-            return await self.registry.check_all(tags=self.ready_tags)
+            return await self.registry.check_all(tags=self.ready_tags, use_cache=True)
         if view.kind == "group":
-            return await self.registry.check_all(tags=self.groups[view.name])
+            return await self.registry.check_all(tags=self.groups[view.name], use_cache=True)
         if view.kind == "check":
-            return await self.registry.check_all(names=[view.name])
-        return await self.registry.check_all()
+            return await self.registry.check_all(names=[view.name], use_cache=True)
+        return await self.registry.check_all(use_cache=True)
 
     async def _may_see_details(self, request: HealthRequest) -> bool:
         if self.details == "always":

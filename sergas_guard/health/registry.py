@@ -61,9 +61,9 @@ class HealthCheckRegistry:
     :meth:`check_all` runs the selected checks concurrently, each under its own timeout
     and all under ``timeout`` (the overall deadline, seconds); a timeout or an exception
     becomes that check's UNHEALTHY result, never an exception. Results are cached per
-    check (``cache_ttl`` for healthy results, ``failure_cache_ttl`` for others) and
-    concurrent callers share one run of each check, so a burst of requests costs one
-    probe per check per TTL. ``cache_ttl=0, failure_cache_ttl=0`` keeps only the sharing.
+    check (``cache_ttl`` for healthy results, ``failure_cache_ttl`` for others) for the
+    callers that ask for it (the HTTP routes do), and concurrent callers share one run of
+    each check, so a burst of requests costs one probe per check per TTL.
     """
 
     def __init__(
@@ -124,12 +124,15 @@ class HealthCheckRegistry:
         *,
         tags: Iterable[str] | None = None,
         names: Iterable[str] | None = None,
-        use_cache: bool = True,
+        use_cache: bool = False,
         deadline: float | None = None,
     ) -> dict[str, CheckResult]:
         """Run the selected checks (all; or those with any of ``tags``; or ``names``).
 
-        ``deadline`` (seconds) overrides the registry's ``timeout`` for this call.
+        Every call gets fresh results (joining runs already under way); with
+        ``use_cache=True``, as the HTTP routes call it, results still within their TTL
+        are reused instead. ``deadline`` (seconds) overrides the registry's ``timeout``
+        for this call.
         Returns ``{name: CheckResult}`` in registration order. Never raises for a failing
         check; raises HealthCheckError only for an unknown name in ``names``.
         """
@@ -152,8 +155,11 @@ class HealthCheckRegistry:
             results[name] = self._outcome(self._slots[name].check, task, deadline)
         return {slot.check.name: results[slot.check.name] for slot in slots}
 
-    async def check(self, name: str, *, use_cache: bool = True) -> CheckResult:
-        """Run (or reuse) the one check called ``name``; raises HealthCheckError if unknown."""
+    async def check(self, name: str, *, use_cache: bool = False) -> CheckResult:
+        """Run (or, with ``use_cache``, reuse) the check called ``name``.
+
+        Raises HealthCheckError if there is no such check.
+        """
         results = await self.check_all(names=[name], use_cache=use_cache)
         return results[name]
 

@@ -213,16 +213,16 @@ async def test_results_are_cached_with_separate_pass_and_fail_ttls() -> None:
     registry = HealthCheckRegistry(cache_ttl=10, failure_cache_ttl=2, clock=clock)
     registry.register(counted("ok", True))
     registry.register(counted("bad", False))
-    await registry.check_all()
-    await registry.check_all()
+    await registry.check_all(use_cache=True)
+    await registry.check_all(use_cache=True)
     assert calls == {"ok": 1, "bad": 1}
     clock.advance(2.5)  # past the failure TTL only
-    await registry.check_all()
+    await registry.check_all(use_cache=True)
     assert calls == {"ok": 1, "bad": 2}
     clock.advance(8)  # past the pass TTL too
-    await registry.check_all()
+    await registry.check_all(use_cache=True)
     assert calls == {"ok": 2, "bad": 3}
-    await registry.check_all(use_cache=False)
+    await registry.check_all()  # a direct call wants fresh results
     assert calls == {"ok": 3, "bad": 4}
     assert set(registry.last_results()) == {"ok", "bad"}
 
@@ -298,7 +298,7 @@ async def test_background_runner_refreshes_and_requests_read_its_results() -> No
         before = runs
         # TTL is 0, yet requests read the runner's results instead of probing.
         for _ in range(20):
-            assert (await registry.check_all())["bg"].is_healthy
+            assert (await registry.check_all(use_cache=True))["bg"].is_healthy
         assert runs - before <= 2  # only the runner's own refreshes, if any
     stopped_at = runs
     await asyncio.sleep(0.05)
