@@ -45,11 +45,15 @@ def level_for_utilization(fraction: float, threshold: float, critical: float) ->
     return NORMAL
 
 
-def level_for_breakers(open_count: int, total: int, threshold: float) -> DegradationLevel:
-    """Any open breaker degrades; ``threshold`` or more of them open is critical."""
+CRITICAL_BREAKER_SHARE = 0.5
+
+
+def level_for_breakers(open_count: int, total: int) -> DegradationLevel:
+    """Any open breaker degrades; half or more of them open is critical (so one watched
+    breaker that opens is critical: the one dependency it guards is down)."""
     if total <= 0 or open_count <= 0:
         return NORMAL
-    return CRITICAL if open_count / total >= threshold else DEGRADED
+    return CRITICAL if open_count / total >= CRITICAL_BREAKER_SHARE else DEGRADED
 
 
 _HEALTH = {
@@ -92,10 +96,11 @@ def step(state: AutoState, target: DegradationLevel, now: float, hold_seconds: f
     if target >= state.level:
         return AutoState(target)
     if state.calm_since is None:
-        return AutoState(state.level, now, target)
-    peak = max(state.calm_peak, target)
-    if now - state.calm_since < hold_seconds:
-        return AutoState(state.level, state.calm_since, peak)
+        calm_since, peak = now, target
+    else:
+        calm_since, peak = state.calm_since, max(state.calm_peak, target)
+    if now - calm_since < hold_seconds:
+        return AutoState(state.level, calm_since, peak)
     # Held long enough: step down to the highest level the calm period still asked for,
     # and if the signals are lower still, start timing the next step down from now.
     if target < peak:

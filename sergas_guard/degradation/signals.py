@@ -80,7 +80,7 @@ class Signal:
         if self.kind == "breakers":
             states = _breaker_states(self.source)
             opened = sorted(name for name, state in states.items() if _is_open(state))
-            level = level_for_breakers(len(opened), len(states), self.thresholds.critical)
+            level = level_for_breakers(len(opened), len(states))
             names = ", ".join(opened) or "none"
             return Reading(self.name, level, f"{len(opened)}/{len(states)} breakers open ({names})")
         return self._health(self._sync_health())

@@ -65,7 +65,7 @@ def with_fallback(
         catch = (*catch, CircuitOpenError)
 
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
-        service = name or getattr(func, "__qualname__", type(func).__qualname__)
+        service = name or str(getattr(func, "__qualname__", type(func).__qualname__))
         is_async = inspect.iscoroutinefunction(func)
         _check_breaker(circuit_breaker, is_async)
 

@@ -90,7 +90,7 @@ def test_user_id_comes_from_argument_then_context() -> None:
 )
 def test_invalid_definitions_are_rejected_naming_the_field(field: str, value: object) -> None:
     with pytest.raises(ConfigurationError) as info:
-        FlagDefinition(**{"name": "x", field: value})  # type: ignore[arg-type]
+        FlagDefinition(**{"name": "x", field: value})
     assert info.value.field == field
 
 

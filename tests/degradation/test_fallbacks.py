@@ -133,13 +133,15 @@ def test_static_fallback_value_and_factory() -> None:
         made.append(1)
         return []
 
-    broken = Flaky()
-    broken.down = True
+    def broken(item: str) -> object:
+        raise ConnectionError("down")
+
     assert with_fallback(StaticFallback("empty", ["cached"]))(broken)("x") == ["cached"]
     fresh = with_fallback(StaticFallback("fresh", factory=factory))(broken)
     first, second = fresh("x"), fresh("y")
     assert first == second == []
     assert first is not second  # a new object each time
+    assert made == [1, 1]
     with pytest.raises(ConfigurationError):
         StaticFallback("both", [], factory=list)
 

@@ -123,7 +123,7 @@ def test_context_reaches_the_evaluation() -> None:
         return "beta"
 
     assert handler({"x-user": "vip"}) == "beta"
-    with pytest.raises(FeatureDisabledError, match="no_user_id|not_in_rollout"):
+    with pytest.raises(FeatureDisabledError, match=r"no_user_id|not_in_rollout"):
         handler({"x-user": "other"})
 
 

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -24,10 +24,22 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def storage(redis_url: str) -> Iterator[RedisStorage]:
-    store = RedisStorage(redis_url)
-    yield store
-    store.close_sync()
+def new_storage() -> Iterator[Callable[[str], RedisStorage]]:
+    """Make RedisStorage objects whose sync clients are closed after the test."""
+    made: list[RedisStorage] = []
+
+    def make(url: str) -> RedisStorage:
+        made.append(RedisStorage(url))
+        return made[-1]
+
+    yield make
+    for store in made:
+        store.close_sync()
+
+
+@pytest.fixture
+def storage(redis_url: str, new_storage: Callable[[str], RedisStorage]) -> RedisStorage:
+    return new_storage(redis_url)
 
 
 def start_workers(url: str, flag: str, count: int) -> list[subprocess.Popen[str]]:
@@ -89,8 +101,8 @@ def test_a_change_made_in_another_process_is_seen_here(
 async def test_async_readers_see_changes_through_the_asyncio_client(
     redis_url: str, clock: ManualClock
 ) -> None:
-    writer = FeatureFlags(storage=RedisStorage(redis_url))
-    reader_store = RedisStorage(redis_url)
+    writer_store, reader_store = RedisStorage(redis_url), RedisStorage(redis_url)
+    writer = FeatureFlags(storage=writer_store)
     reader = FeatureFlags(storage=reader_store, refresh_interval=0.5, clock=clock)
     writer.register("chat", rollout_percentage=100)
     clock.advance(1)
@@ -100,7 +112,8 @@ async def test_async_readers_see_changes_through_the_asyncio_client(
     assert not await reader.is_enabled_async("chat", user_id="u1")
     assert reader.get("chat") is not None
     assert reader.get("chat").rollout_percentage == 0  # type: ignore[union-attr]
-    await reader_store.aclose()
+    for store in (writer_store, reader_store):
+        await store.aclose()
 
 
 def test_registration_defaults_do_not_override_shared_state(storage: RedisStorage) -> None:
@@ -113,7 +126,9 @@ def test_registration_defaults_do_not_override_shared_state(storage: RedisStorag
     assert not second.is_enabled("search")
 
 
-def test_a_file_seeds_an_empty_redis_and_keeps_a_copy(storage: RedisStorage, tmp_path: Path) -> None:
+def test_a_file_seeds_an_empty_redis_and_keeps_a_copy(
+    storage: RedisStorage, tmp_path: Path
+) -> None:
     path = tmp_path / "flags.json"
     path.write_text(json.dumps({"flags": {"search": {"rollout_percentage": 40}}}))
     flags = FeatureFlags(path=path, storage=storage)
@@ -124,8 +139,10 @@ def test_a_file_seeds_an_empty_redis_and_keeps_a_copy(storage: RedisStorage, tmp
     assert json.loads(path.read_text())["flags"]["search"]["enabled"] is False
 
 
-def test_an_outage_keeps_the_last_flags_and_recovers(own_redis: RedisServer, clock: ManualClock) -> None:
-    store = RedisStorage(own_redis.url)
+def test_an_outage_keeps_the_last_flags_and_recovers(
+    own_redis: RedisServer, clock: ManualClock, new_storage: Callable[[str], RedisStorage]
+) -> None:
+    store = new_storage(own_redis.url)
     flags = FeatureFlags(storage=store, refresh_interval=0.5, clock=clock)
     flags.register("search")
     own_redis.stop()
@@ -140,20 +157,17 @@ def test_an_outage_keeps_the_last_flags_and_recovers(own_redis: RedisServer, clo
     assert flags.is_enabled("search")
     assert flags.last_error is None
     # The worker noticed Redis had lost the flags and restored its snapshot for all.
-    fresh = RedisStorage(own_redis.url)
-    assert FeatureFlags(storage=fresh).is_enabled("search")
-    fresh.close_sync()
-    store.close_sync()
+    assert FeatureFlags(storage=new_storage(own_redis.url)).is_enabled("search")
 
 
 def test_start_up_with_redis_down_uses_no_flags_then_catches_up(
-    own_redis: RedisServer, clock: ManualClock
+    own_redis: RedisServer, clock: ManualClock, new_storage: Callable[[str], RedisStorage]
 ) -> None:
     own_redis.stop()
-    flags = FeatureFlags(storage=RedisStorage(own_redis.url), refresh_interval=0.5, clock=clock)
+    flags = FeatureFlags(storage=new_storage(own_redis.url), refresh_interval=0.5, clock=clock)
     assert not flags.is_enabled("search")
     own_redis.start()
-    FeatureFlags(storage=RedisStorage(own_redis.url)).register("search")
+    FeatureFlags(storage=new_storage(own_redis.url)).register("search")
     clock.advance(1)
     assert flags.is_enabled("search")
 
@@ -167,10 +181,14 @@ def test_memory_storage_keeps_flags_local() -> None:
 
 
 @pytest.mark.cluster
-def test_flags_work_on_a_redis_cluster(redis_cluster_session: object, clock: ManualClock) -> None:
-    url = redis_cluster_session.url  # type: ignore[attr-defined]
-    writer = FeatureFlags(storage=RedisStorage(url))
-    reader = FeatureFlags(storage=RedisStorage(url), clock=clock)
+def test_flags_work_on_a_redis_cluster(
+    cluster_url: str, clock: ManualClock, new_storage: Callable[[str], RedisStorage]
+) -> None:
+    writer = FeatureFlags(storage=new_storage(cluster_url))
+    reader = FeatureFlags(storage=new_storage(cluster_url), refresh_interval=0.5, clock=clock)
     writer.register("search", rollout_percentage=10)
     clock.advance(1)
     assert reader.get("search") == writer.get("search")
+    writer.disable("search")
+    clock.advance(1)
+    assert not reader.is_enabled("search", user_id="anyone")

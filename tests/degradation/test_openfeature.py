@@ -12,8 +12,12 @@ from openfeature.event import EventDetails, ProviderEvent
 from openfeature.exception import ErrorCode
 from openfeature.flag_evaluation import Reason
 
-from sergas_guard.degradation import DegradationLevel, DegradationManager, FeatureFlags
-from sergas_guard.degradation import OpenFeatureProvider
+from sergas_guard.degradation import (
+    DegradationLevel,
+    DegradationManager,
+    FeatureFlags,
+    OpenFeatureProvider,
+)
 
 
 @pytest.fixture
