@@ -7,14 +7,19 @@ import os
 import sqlite3
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 from click.testing import CliRunner
+from starlette.applications import Starlette
 
 from sergas_guard.cli import cli
 from sergas_guard.cli.health import command
-from sergas_guard.health import HealthStatus
+from sergas_guard.health import HealthStatus, health_router
+from sergas_guard.health.config import load_health_config
 from tests.servers import PostgresServer, free_port
 
 
@@ -146,8 +151,6 @@ def test_environment_overrides_top_level_fields(
     assert result.exit_code == 3
     assert "timeout_seconds" in result.stderr
     monkeypatch.setenv("SERGAS_GUARD_HEALTH__TIMEOUT_SECONDS", "2.5")
-    from sergas_guard.health.config import load_health_config
-
     assert load_health_config(config).build_checks()[0].timeout == 2.5
 
 
@@ -199,3 +202,40 @@ connection_string = "sqlite:///{tmp_path / "missing.db"}"
     summary = json.loads(done.stdout)
     assert summary["checks"]["cache"]["status"] == "healthy"
     assert summary["checks"]["db"]["status"] == "unhealthy"
+
+
+PROBES: list[int] = []
+
+
+def counted_probe() -> bool:
+    """Referenced by the lifespan test's config; counts its calls."""
+    PROBES.append(1)
+    return True
+
+
+async def test_a_config_driven_registry_refreshes_in_an_app_lifespan(tmp_path: Path) -> None:
+    config = load_health_config(
+        _write(
+            tmp_path,
+            "interval_seconds = 3600\ncache_ttl_seconds = 0\nfailure_cache_ttl_seconds = 0\n"
+            "[checks.probe]\ntype = 'service'\ncallable = 'tests.health.test_cli:counted_probe'\n",
+        )
+    )
+    registry = config.build_registry()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with registry.running(config.interval_seconds):
+            yield
+
+    app = Starlette(lifespan=lifespan)
+    app.routes.extend(health_router(registry).routes)
+    PROBES.clear()
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://test") as client,
+    ):
+        answers = [(await client.get("/health")).status_code for _ in range(20)]
+    assert answers == [200] * 20
+    assert len(PROBES) == 1  # the runner's first refresh; requests read its result
