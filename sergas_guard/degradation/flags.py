@@ -480,6 +480,26 @@ class FeatureFlags:
                 except ConfigurationError as exc:
                     self._note_error(f"{exc}; the change is in Redis but not in the file copy")
 
+    # -- settings shared beside the flags ---------------------------------------------
+    def shared_setting(self, field: str) -> str | None:
+        """A setting shared by every worker through Redis (None when not shared or unset).
+
+        Raises StorageUnavailable when Redis cannot be reached.
+        """
+        return self._redis.get_setting_sync(field) if self._redis is not None else None
+
+    async def shared_setting_async(self, field: str) -> str | None:
+        """Async face of :meth:`shared_setting`."""
+        return await self._redis.get_setting(field) if self._redis is not None else None
+
+    def set_shared_setting(self, field: str, value: str) -> None:
+        """Share a setting with every worker (a no-op when the flags are local).
+
+        Raises StorageUnavailable when Redis cannot be reached.
+        """
+        if self._redis is not None:
+            self._redis.set_setting_sync(field, value)
+
     # -- listeners -----------------------------------------------------------------
     def add_listener(self, listener: FlagsListener) -> None:
         """Call ``listener(names)`` whenever flags change here or are seen to change elsewhere."""

@@ -10,6 +10,7 @@ on a schedule by :meth:`DegradationManager.run_auto` on an event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -24,13 +25,16 @@ from sergas_guard.degradation.flags import DEFAULT_REFRESH_INTERVAL, FeatureFlag
 from sergas_guard.degradation.levels import DegradationLevel, LevelChange, parse_level
 from sergas_guard.degradation.service_call import ServiceCalls
 from sergas_guard.degradation.signals import Signal, SignalKind, Thresholds, signal_for
-from sergas_guard.errors import ConfigurationError
+from sergas_guard.errors import ConfigurationError, StorageUnavailable
 
 __all__ = ["DegradationConfig", "DegradationManager", "LevelListener"]
 
 logger = logging.getLogger("sergas_guard.degradation")
 
 LevelListener = Callable[[LevelChange], None]
+
+# The field under which the operator's level is shared beside the flags in Redis.
+LEVEL_SETTING = "degradation_level"
 
 
 class DegradationConfig(GuardModel):
@@ -99,6 +103,7 @@ class DegradationManager(ServiceCalls):
         self._signals: list[Signal] = []
         self._readings: list[Reading] = []
         self._next_evaluation = 0.0
+        self._next_level_sync = 0.0
         self._listeners: list[LevelListener] = []
         self._lock = threading.RLock()
 
@@ -138,9 +143,35 @@ class DegradationManager(ServiceCalls):
     def level(self) -> DegradationLevel:
         """The effective level: max(operator's level, automatic level). Reading it may
         re-evaluate synchronous signals (at most once per ``evaluation_interval``)."""
-        if self._signals and self.clock.monotonic() >= self._next_evaluation:
+        now = self.clock.monotonic()
+        if self.feature_flags.shared and now >= self._next_level_sync:
+            self._next_level_sync = now + self.feature_flags.refresh_interval
+            # On an outage (which the flags already log) keep the level we know.
+            with contextlib.suppress(StorageUnavailable):
+                self._adopt_shared(self.feature_flags.shared_setting(LEVEL_SETTING))
+        if self._signals and now >= self._next_evaluation:
             self.evaluate()
         return self._effective
+
+    def _adopt_shared(self, raw: str | None) -> None:
+        """Follow an operator's level set through another worker."""
+        if raw is None:
+            return
+        try:
+            level = parse_level(raw)
+        except ValueError:
+            logger.error("ignoring the shared degradation level %r: not a level", raw)
+            return
+        with self._lock:
+            if level == self._manual:
+                return
+            self._manual = level
+        self._settle("manual", "set by an operator through another worker")
+
+    async def refresh_shared_level(self) -> None:
+        """Re-read the operator's level shared through Redis now (async; never raises)."""
+        with contextlib.suppress(StorageUnavailable):
+            self._adopt_shared(await self.feature_flags.shared_setting_async(LEVEL_SETTING))
 
     @property
     def degradation_level(self) -> DegradationLevel:
@@ -166,7 +197,8 @@ class DegradationManager(ServiceCalls):
         self, level: DegradationLevel | str, reason: str = "set by operator"
     ) -> None:
         """Set the operator's level; the automatic mode can raise the effective level above it,
-        never below. Raises ConfigurationError for an unknown level."""
+        never below. With flags shared through Redis, every worker follows it within the
+        flags' refresh interval. Raises ConfigurationError for an unknown level."""
         try:
             parsed = parse_level(level)
         except ValueError as exc:
@@ -174,6 +206,10 @@ class DegradationManager(ServiceCalls):
         with self._lock:
             self._manual = parsed
         self._settle("manual", reason)
+        try:
+            self.feature_flags.set_shared_setting(LEVEL_SETTING, parsed.label)
+        except StorageUnavailable as exc:
+            logger.error("degradation level %s applies to this worker only: %s", parsed.label, exc)
 
     def _settle(self, source: str, reason: str) -> None:
         with self._lock:
@@ -245,6 +281,8 @@ class DegradationManager(ServiceCalls):
 
     async def evaluate_async(self) -> DegradationLevel:
         """Read every signal now, awaiting async ones (a health registry's checks)."""
+        if self.feature_flags.shared:
+            await self.refresh_shared_level()
         readings: list[Reading] = []
         for signal in list(self._signals):
             try:

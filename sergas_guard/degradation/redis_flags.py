@@ -62,6 +62,7 @@ class RedisFlagStore:
         tag = f"{{flags:{namespace}}}"
         self.defs_key = f"{storage.key_prefix}:{tag}:defs"
         self.version_key = f"{storage.key_prefix}:{tag}:version"
+        self.settings_key = f"{storage.key_prefix}:{tag}:settings"
 
     # -- sync face -----------------------------------------------------------------
     def version_sync(self) -> int:
@@ -92,6 +93,21 @@ class RedisFlagStore:
             if gone:
                 client.hdel(self.defs_key, *gone)
             return int(client.incr(self.version_key))
+        except Exception as exc:
+            raise _unavailable(exc) from exc
+
+    def get_setting_sync(self, field: str) -> str | None:
+        """A shared setting beside the flags (e.g. the operator's degradation level)."""
+        try:
+            value = self.storage.sync_client.hget(self.settings_key, field)
+        except Exception as exc:
+            raise _unavailable(exc) from exc
+        return value.decode() if isinstance(value, bytes) else value
+
+    def set_setting_sync(self, field: str, value: str) -> None:
+        """Store a shared setting; raises StorageUnavailable."""
+        try:
+            self.storage.sync_client.hset(self.settings_key, field, value)
         except Exception as exc:
             raise _unavailable(exc) from exc
 
@@ -126,3 +142,11 @@ class RedisFlagStore:
             return int(await client.incr(self.version_key))
         except Exception as exc:
             raise _unavailable(exc) from exc
+
+    async def get_setting(self, field: str) -> str | None:
+        """Async face of :meth:`get_setting_sync`."""
+        try:
+            value = await self.storage.client.hget(self.settings_key, field)
+        except Exception as exc:
+            raise _unavailable(exc) from exc
+        return value.decode() if isinstance(value, bytes) else value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 import time
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from sergas_guard.clock import ManualClock
-from sergas_guard.degradation import FeatureFlags
+from sergas_guard.degradation import DegradationLevel, DegradationManager, FeatureFlags, LevelChange
 from sergas_guard.errors import StorageUnavailable
 from sergas_guard.storage.memory import MemoryStorage
 from sergas_guard.storage.redis import RedisStorage
@@ -192,3 +193,53 @@ def test_flags_work_on_a_redis_cluster(
     writer.disable("search")
     clock.advance(1)
     assert not reader.is_enabled("search", user_id="anyone")
+
+
+def test_the_operator_level_is_shared_by_every_worker(
+    redis_url: str, clock: ManualClock, new_storage: Callable[[str], RedisStorage]
+) -> None:
+    workers = [
+        DegradationManager(
+            feature_flags=FeatureFlags(
+                storage=new_storage(redis_url), refresh_interval=0.5, clock=clock
+            ),
+            clock=clock,
+        )
+        for _ in range(2)
+    ]
+    for worker in workers:
+        worker.feature_flags.register("recommendations")
+    events: list[LevelChange] = []
+    workers[1].add_listener(events.append)
+    workers[0].set_degradation_level(DegradationLevel.MAINTENANCE)
+    clock.advance(0.5)
+    assert workers[1].level is DegradationLevel.MAINTENANCE
+    assert not workers[1].feature_flags.is_enabled("recommendations")
+    assert events[0].reason == "set by an operator through another worker"
+    workers[1].set_degradation_level("normal")
+    clock.advance(0.5)
+    assert workers[0].level is DegradationLevel.NORMAL
+
+
+async def test_the_shared_level_is_read_by_the_async_evaluation(
+    redis_url: str, clock: ManualClock, new_storage: Callable[[str], RedisStorage]
+) -> None:
+    writer = DegradationManager(feature_flags=FeatureFlags(storage=new_storage(redis_url)))
+    store = RedisStorage(redis_url)
+    reader = DegradationManager(feature_flags=FeatureFlags(storage=store), clock=clock)
+    writer.set_degradation_level("critical")
+    assert await reader.evaluate_async() is DegradationLevel.CRITICAL
+    await store.aclose()
+
+
+def test_a_level_set_while_redis_is_down_applies_locally(
+    own_redis: RedisServer,
+    new_storage: Callable[[str], RedisStorage],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    manager = DegradationManager(feature_flags=FeatureFlags(storage=new_storage(own_redis.url)))
+    own_redis.stop()
+    with caplog.at_level(logging.ERROR):
+        manager.set_degradation_level("degraded")
+    assert manager.level is DegradationLevel.DEGRADED
+    assert "applies to this worker only" in caplog.text
