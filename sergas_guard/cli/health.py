@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -114,6 +115,11 @@ def command(config_file: str | None, verbose: bool, as_json: bool, tags: tuple[s
 
     Exit code 0 healthy, 1 degraded, 2 unhealthy, 3 configuration error.
     """
+    # The table reports every failure; the library's own warnings would repeat them
+    # on stderr through logging's last-resort handler.
+    health_logger = logging.getLogger("sergas_guard.health")
+    if not any(isinstance(h, logging.NullHandler) for h in health_logger.handlers):
+        health_logger.addHandler(logging.NullHandler())
     try:
         registry = load_health_config(_config_path(config_file)).build_registry()
         _require_checks(registry, tags)
