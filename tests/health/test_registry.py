@@ -7,6 +7,8 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sergas_guard.clock import ManualClock
 from sergas_guard.errors import GuardError, HealthCheckError
@@ -320,3 +322,39 @@ async def test_status_changes_are_logged_once_each(caplog: pytest.LogCaptureFixt
         "health check flaky is unhealthy: check returned False",
         "health check flaky recovered (was unhealthy)",
     ]
+
+
+@given(
+    ttl=st.integers(0, 5),
+    failure_ttl=st.integers(0, 5),
+    steps=st.lists(st.tuples(st.integers(0, 6), st.booleans()), max_size=25),
+)
+@settings(max_examples=60, deadline=None)
+def test_cache_reruns_exactly_when_the_result_has_expired(
+    ttl: int, failure_ttl: int, steps: list[tuple[int, bool]]
+) -> None:
+    # Model: a cached result of age a is served iff a < its status's TTL.
+    clock = ManualClock()
+    state = {"healthy": True, "runs": 0}
+
+    async def probe() -> bool:
+        state["runs"] += 1
+        return bool(state["healthy"])
+
+    registry = HealthCheckRegistry(cache_ttl=ttl, failure_cache_ttl=failure_ttl, clock=clock)
+    registry.register(ServiceHealthCheck("c", probe))
+
+    async def scenario() -> None:
+        expected_runs, last_at, last_healthy = 0, None, True
+        for advance, healthy in steps:
+            clock.advance(advance)
+            state["healthy"] = healthy
+            now = clock.monotonic()
+            keep = ttl if last_healthy else failure_ttl
+            if last_at is None or now - last_at >= keep:
+                expected_runs, last_at, last_healthy = expected_runs + 1, now, healthy
+            result = await registry.check("c", use_cache=True)
+            assert result.is_healthy == last_healthy
+            assert state["runs"] == expected_runs
+
+    asyncio.run(scenario())
