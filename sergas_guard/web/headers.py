@@ -67,7 +67,9 @@ class PolicySet:
 
     names: tuple[str, ...]
     quoted: tuple[str, ...]
-    policy_header: str
+    policy_header: bytes
+    #: ``b'"name";r='`` per policy: the start of its RateLimit value, built once.
+    rate_prefixes: tuple[bytes, ...]
 
     @classmethod
     def build(cls, scope: str, specs: Sequence[LimitSpec]) -> PolicySet:
@@ -80,7 +82,8 @@ class PolicySet:
             f"{q};q={spec.limit};w={max(1, math.ceil(spec.window_seconds))}"
             for q, spec in zip(quoted, specs, strict=True)
         ]
-        return cls(names, quoted, ", ".join(items))
+        prefixes = tuple(f"{q};r=".encode() for q in quoted)
+        return cls(names, quoted, ", ".join(items).encode(), prefixes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,10 +109,8 @@ def seconds_until_retry(result: RateLimitResult) -> int:
     return max(0, math.ceil(seconds))
 
 
-def _governing(recorded: Sequence[RecordedDecision]) -> tuple[str, RateLimitResult]:
-    index = most_restrictive([entry.decision.result for entry in recorded])
-    entry = recorded[index]
-    return entry.policies.quoted[entry.decision.governing], entry.decision.result
+def _governing(recorded: Sequence[RecordedDecision]) -> RecordedDecision:
+    return recorded[most_restrictive([entry.decision.result for entry in recorded])]
 
 
 def rate_limit_headers(
@@ -120,16 +121,17 @@ def rate_limit_headers(
         return []
     if len(recorded) == 1:
         entry = recorded[0]
-        name, result = entry.policies.quoted[entry.decision.governing], entry.decision.result
         policy = entry.policies.policy_header
     else:
-        name, result = _governing(recorded)
-        policy = ", ".join(entry.policies.policy_header for entry in recorded)
+        entry = _governing(recorded)
+        policy = b", ".join(each.policies.policy_header for each in recorded)
+    result = entry.decision.result
     t = seconds_until_retry(result)
     headers: HeaderList = []
     if mode is not HeaderMode.LEGACY:
-        headers.append((b"ratelimit-policy", policy.encode()))
-        headers.append((b"ratelimit", f"{name};r={result.remaining};t={t}".encode()))
+        prefix = entry.policies.rate_prefixes[entry.decision.governing]
+        headers.append((b"ratelimit-policy", policy))
+        headers.append((b"ratelimit", prefix + b"%d;t=%d" % (result.remaining, t)))
     if mode is not HeaderMode.IETF:
         reset = math.ceil(clock.time()) + t
         headers.append((b"x-ratelimit-limit", str(result.limit).encode()))

@@ -1,6 +1,6 @@
 """An app for the multi-process test: ``uvicorn --factory tests.web.served_app:create_app``.
 
-Reads its storage URL and limit from ``SG_WEB_STORAGE`` and ``SG_WEB_LIMIT``.
+Reads its Redis URL and limit from ``SG_WEB_STORAGE`` and ``SG_WEB_LIMIT``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from sergas_guard.asgi import RateLimitMiddleware
+from sergas_guard.storage import storage_from_url
 
 
 async def pid(request: Request) -> Response:
@@ -21,9 +22,14 @@ async def pid(request: Request) -> Response:
 
 def create_app() -> RateLimitMiddleware:
     app = Starlette(routes=[Route("/", pid)])
+    # Generous timeouts: on a loaded test machine a 50 ms timeout would fail open and
+    # admit an uncounted request, which is the policy working, not what is tested here.
+    storage = storage_from_url(
+        os.environ["SG_WEB_STORAGE"], socket_timeout=5.0, connect_timeout=5.0
+    )
     return RateLimitMiddleware(
         app,
         os.environ.get("SG_WEB_LIMIT", "25/minute"),
-        storage=os.environ.get("SG_WEB_STORAGE", "memory://"),
-        strategy="fixed_window",
+        storage=storage,
+        strategy="sliding_log",
     )

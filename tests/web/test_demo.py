@@ -66,7 +66,7 @@ async def test_breaker_opens_after_failures_and_answers_503() -> None:
 
 @pytest.mark.redis
 async def test_demo_on_redis(redis_url: str) -> None:
-    storage = RedisStorage(redis_url)
+    storage = RedisStorage(redis_url, socket_timeout=5.0, connect_timeout=5.0)
     app = create_app(storage)
     async with asgi_client(app) as client:
         statuses = [(await client.get("/")).status_code for _ in range(12)]

@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from sergas_guard.asgi import RateLimitMiddleware
 from sergas_guard.ratelimit.limiter import StorageErrorPolicy
-from sergas_guard.storage import RedisStorage, storage_from_url
+from sergas_guard.storage import RedisStorage
 from tests.servers import RedisServer, free_port, wait_for_port
 from tests.web.conftest import Serve, asgi_client
 
@@ -40,7 +40,8 @@ async def burst(urls: list[str], total: int) -> Counter[int]:
 
 
 async def test_uvicorn_admits_exactly_the_limit_under_concurrency(uvicorn_app: Serve) -> None:
-    app = RateLimitMiddleware(hello_app(), "30/minute", strategy="fixed_window")
+    # A sliding log admits at most the limit in any window: exact even across a boundary.
+    app = RateLimitMiddleware(hello_app(), "30/minute", strategy="sliding_log")
     with uvicorn_app(app) as base:
         counts = await burst([base + "/"], 80)
     assert counts == Counter({200: 30, 429: 50})
@@ -50,10 +51,12 @@ async def test_uvicorn_admits_exactly_the_limit_under_concurrency(uvicorn_app: S
 async def test_uvicorn_on_redis_admits_exactly_the_limit(
     uvicorn_app: Serve, redis_url: str
 ) -> None:
-    app = RateLimitMiddleware(hello_app(), "40/minute", storage=storage_from_url(redis_url))
+    storage = RedisStorage(redis_url, socket_timeout=5.0, connect_timeout=5.0)
+    app = RateLimitMiddleware(hello_app(), "40/minute", storage=storage, strategy="sliding_log")
     with uvicorn_app(app) as base:
         counts = await burst([base + "/"], 100)
     assert counts == Counter({200: 40, 429: 60})
+    assert app.metrics()["unchecked"] == 0
 
 
 @pytest.fixture

@@ -131,7 +131,8 @@ def test_on_reject_returns_a_wsgi_app() -> None:
 @pytest.fixture
 def served_flask(redis_url: str) -> Iterator[str]:
     """The limited Flask app behind werkzeug's threaded WSGI server on loopback."""
-    app = limited(default_limits="15/minute", storage=storage_from_url(redis_url))
+    storage = storage_from_url(redis_url, socket_timeout=5.0, connect_timeout=5.0)
+    app = limited(default_limits="15/minute", storage=storage)
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -1,0 +1,115 @@
+"""Apps for benchmarks/bench_web.py, one factory per configuration.
+
+Served by ``uvicorn --app-dir benchmarks/apps --factory web_apps:<name>``. Redis
+configurations read ``BENCH_REDIS_URL``. Every limit is far above what the load
+reaches, so each request pays for a full admission (the common case), never a 429.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import PlainTextResponse as FastPlainText
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from sergas_guard.asgi import RateLimitMiddleware
+from sergas_guard.fastapi import RateLimit
+
+HIGH_LIMIT = "1000000/second"
+
+
+def _redis_url() -> str:
+    return os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+async def hello(request: Request) -> Response:
+    return PlainTextResponse("hello")
+
+
+def bare_starlette() -> Starlette:
+    return Starlette(routes=[Route("/", hello)])
+
+
+def ours_memory() -> RateLimitMiddleware:
+    return RateLimitMiddleware(bare_starlette(), HIGH_LIMIT)
+
+
+def ours_redis() -> RateLimitMiddleware:
+    return RateLimitMiddleware(bare_starlette(), HIGH_LIMIT, storage=_redis_url())
+
+
+def _slowapi(storage_uri: str) -> Starlette:
+    from slowapi import Limiter, _rate_limit_exceeded_handler
+    from slowapi.errors import RateLimitExceeded
+    from slowapi.middleware import SlowAPIASGIMiddleware
+    from slowapi.util import get_remote_address
+
+    app = bare_starlette()
+    app.state.limiter = Limiter(
+        key_func=get_remote_address, default_limits=[HIGH_LIMIT], storage_uri=storage_uri
+    )
+    app.add_exception_handler(RateLimitExceeded, _rate_limit_exceeded_handler)  # type: ignore[arg-type]
+    app.add_middleware(SlowAPIASGIMiddleware)
+    return app
+
+
+def slowapi_memory() -> Starlette:
+    return _slowapi("memory://")
+
+
+def slowapi_redis() -> Starlette:
+    return _slowapi(_redis_url())
+
+
+def bare_fastapi() -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/", response_class=FastPlainText)
+    async def index() -> str:
+        return "hello"
+
+    return app
+
+
+def ours_fastapi_dependency_redis() -> FastAPI:
+    app = FastAPI()
+    limit = RateLimit(HIGH_LIMIT, storage=_redis_url())
+
+    @app.get("/", response_class=FastPlainText, dependencies=[Depends(limit)])
+    async def index() -> str:
+        return "hello"
+
+    return app
+
+
+def fastapi_limiter_redis() -> FastAPI:
+    import redis.asyncio as aioredis
+    from fastapi_limiter.depends import RateLimiter
+    from pyrate_limiter import Duration, Limiter, Rate, RedisBucket
+
+    state: dict[str, Any] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        client = aioredis.Redis.from_url(_redis_url())
+        bucket = await RedisBucket.init([Rate(1_000_000, Duration.SECOND)], client, "bench")
+        state["dependency"] = RateLimiter(Limiter(bucket))
+        yield
+        await client.aclose()
+
+    async def limited(request: Request, response: Response) -> None:
+        await state["dependency"](request, response)
+
+    app = FastAPI(lifespan=lifespan)
+
+    @app.get("/", response_class=FastPlainText, dependencies=[Depends(limited)])
+    async def index() -> str:
+        return "hello"
+
+    return app
