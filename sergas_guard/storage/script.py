@@ -87,23 +87,21 @@ def script_args(
     return keys, args
 
 
-def parse_reply(reply: Sequence[object], checks: Sequence[LimitCheck]) -> list[RateLimitResult]:
-    """The script's flat reply (five values per limit) as results, in the order of ``checks``.
+def parse_reply(reply: object, checks: Sequence[LimitCheck]) -> list[RateLimitResult]:
+    """The script's reply (five values per limit in one string) as results, in order.
 
     Raises StorageError when the reply does not have the expected shape.
     """
-    if not isinstance(reply, list | tuple) or len(reply) != 5 * len(checks):
+    fields = reply.split() if isinstance(reply, bytes | str) else ()
+    if len(fields) != 5 * len(checks):
         raise StorageError(f"unexpected reply from the rate-limit script: {reply!r:.200}")
-    results = []
-    for index in range(0, len(reply), 5):
-        allowed, limit, remaining, retry_after, reset_after = reply[index : index + 5]
-        results.append(
-            RateLimitResult(
-                allowed == 1,
-                int(limit),
-                int(remaining),
-                float(retry_after),
-                float(reset_after),
-            )
+    return [
+        RateLimitResult(
+            int(fields[i]) == 1,
+            int(fields[i + 1]),
+            int(fields[i + 2]),
+            float(fields[i + 3]),
+            float(fields[i + 4]),
         )
-    return results
+        for i in range(0, len(fields), 5)
+    ]

@@ -32,17 +32,14 @@ local function exact_wait_us(admits_at, now, estimate)
   return wait
 end
 
--- A state stored as space-separated numbers, or nil for a fresh key.
+-- A state stored as up to three space-separated numbers, or nil for a fresh key.
 local function read_fields(key)
   local raw = redis.call('GET', key)
   if not raw then
     return nil
   end
-  local fields = {}
-  for word in string.gmatch(raw, '%S+') do
-    fields[#fields + 1] = tonumber(word)
-  end
-  return fields
+  local a, b, c = string.match(raw, '^(%S+) ?(%S*) ?(%S*)$')
+  return {tonumber(a), tonumber(b), tonumber(c)}
 end
 
 -- Store encoded state until the moment (ms, rounded up) its horizon ends.

@@ -1,8 +1,8 @@
 -- Decide one request of ARGV[2] units against every limit in KEYS, all or nothing.
 -- ARGV[1]: the time in microseconds, or '' for the server's clock (TIME).
 -- ARGV[2 + 4i + 1..4] for KEYS[i+1]: strategy code, limit, window (us), burst.
--- Reply: five values per key: allowed (1/0), limit, remaining, retry_after and
--- reset_after (seconds, as strings: Redis would truncate Lua floats to integers).
+-- Reply: one string holding five values per key: allowed (1/0), limit, remaining,
+-- retry_after and reset_after (seconds; Redis would truncate Lua floats in a table).
 local now
 if ARGV[1] == '' then
   local time = redis.call('TIME')
@@ -12,11 +12,17 @@ else
 end
 local cost = tonumber(ARGV[2])
 
+local built = {}
 local decided = {}
 local all_allowed = true
 for i = 1, #KEYS do
   local base = 2 + (i - 1) * 4
-  local strategy = strategies[ARGV[base + 1]]
+  local code = ARGV[base + 1]
+  local strategy = built[code]
+  if not strategy then
+    strategy = strategies[code]()
+    built[code] = strategy
+  end
   local limit, window, burst = tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3]),
     tonumber(ARGV[base + 4])
   local state = strategy.read(KEYS[i])
@@ -48,11 +54,8 @@ for i = 1, #KEYS do
     _, allowed, reported, remaining, retry_after, reset_after =
       strategy.decide(d[2], now, 0, d[9], d[10], d[11])
   end
-  local n = #reply
-  reply[n + 1] = allowed and 1 or 0
-  reply[n + 2] = reported
-  reply[n + 3] = remaining
-  reply[n + 4] = fmt_float(retry_after)
-  reply[n + 5] = fmt_float(reset_after)
+  -- limit and remaining are small integers, which Lua's own conversion writes exactly.
+  reply[i] = (allowed and '1 ' or '0 ') .. reported .. ' ' .. remaining .. ' ' ..
+    fmt_float(retry_after) .. ' ' .. fmt_float(reset_after)
 end
-return reply
+return table.concat(reply, ' ')

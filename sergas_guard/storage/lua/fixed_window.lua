@@ -1,33 +1,36 @@
 -- Twin of ratelimit/strategies/fixed_window.py. State: "window_start used".
-strategies['fw'] = {
-  read = read_fields,
-  encode = function(state)
-    return fmt_int(state[1]) .. ' ' .. fmt_int(state[2])
-  end,
-  decide = function(state, now, cost, limit, window, _)
-    local start = now - mod(now, window)
-    local used = 0
-    if state and state[1] == start then
-      used = state[2]
-    end
-    local until_next = start + window - now
-    local need = cost
-    if need == 0 then
-      need = 1
-    end
-    if used + need <= limit then
-      local new_state = nil
-      if cost > 0 then
-        used = used + cost
-        new_state = {start, used}
+-- Built on first use: a call pays only for the strategies it names.
+strategies['fw'] = function()
+  return {
+    read = read_fields,
+    encode = function(state)
+      return fmt_int(state[1]) .. ' ' .. fmt_int(state[2])
+    end,
+    decide = function(state, now, cost, limit, window, _)
+      local start = now - mod(now, window)
+      local used = 0
+      if state and state[1] == start then
+        used = state[2]
       end
-      local reset = 0.0
-      if used ~= 0 then
-        reset = until_next / US
+      local until_next = start + window - now
+      local need = cost
+      if need == 0 then
+        need = 1
       end
-      return new_state, true, limit, limit - used, 0.0, reset
-    end
-    local seconds = until_next / US
-    return nil, false, limit, limit - used, seconds, seconds
-  end,
-}
+      if used + need <= limit then
+        local new_state = nil
+        if cost > 0 then
+          used = used + cost
+          new_state = {start, used}
+        end
+        local reset = 0.0
+        if used ~= 0 then
+          reset = until_next / US
+        end
+        return new_state, true, limit, limit - used, 0.0, reset
+      end
+      local seconds = until_next / US
+      return nil, false, limit, limit - used, seconds, seconds
+    end,
+  }
+end

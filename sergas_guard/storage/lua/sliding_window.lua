@@ -1,66 +1,69 @@
 -- Twin of ratelimit/strategies/sliding_window.py. State: "window_start current previous".
-local function sw_counts(state, start, window)
-  if not state then
+-- Built on first use: a call pays only for the strategies it names.
+strategies['sw'] = function()
+  local function sw_counts(state, start, window)
+    if not state then
+      return 0, 0
+    end
+    if state[1] == start then
+      return state[2], state[3]
+    end
+    if state[1] == start - window then
+      return 0, state[2]
+    end
     return 0, 0
   end
-  if state[1] == start then
-    return state[2], state[3]
-  end
-  if state[1] == start - window then
-    return 0, state[2]
-  end
-  return 0, 0
-end
 
-local function sw_estimate(state, t, window)
-  local start = t - mod(t, window)
-  local current, previous = sw_counts(state, start, window)
-  return previous * ((window - (t - start)) / window) + current
-end
-
-local function sw_reset(current, previous, start, now, window)
-  if current ~= 0 then
-    return (start + 2 * window - now) / US
-  end
-  if previous ~= 0 then
-    return (start + window - now) / US
-  end
-  return 0.0
-end
-
-strategies['sw'] = {
-  read = read_fields,
-  encode = function(state)
-    return fmt_int(state[1]) .. ' ' .. fmt_int(state[2]) .. ' ' .. fmt_int(state[3])
-  end,
-  decide = function(state, now, cost, limit, window, _)
-    local start = now - mod(now, window)
+  local function sw_estimate(state, t, window)
+    local start = t - mod(t, window)
     local current, previous = sw_counts(state, start, window)
-    local used = previous * ((window - (now - start)) / window) + current
-    local need = cost
-    if need == 0 then
-      need = 1
+    return previous * ((window - (t - start)) / window) + current
+  end
+
+  local function sw_reset(current, previous, start, now, window)
+    if current ~= 0 then
+      return (start + 2 * window - now) / US
     end
-    if used + need <= limit then
-      local new_state = nil
-      if cost > 0 then
-        current = current + cost
-        used = used + cost
-        new_state = {start, current, previous}
+    if previous ~= 0 then
+      return (start + window - now) / US
+    end
+    return 0.0
+  end
+
+  return {
+    read = read_fields,
+    encode = function(state)
+      return fmt_int(state[1]) .. ' ' .. fmt_int(state[2]) .. ' ' .. fmt_int(state[3])
+    end,
+    decide = function(state, now, cost, limit, window, _)
+      local start = now - mod(now, window)
+      local current, previous = sw_counts(state, start, window)
+      local used = previous * ((window - (now - start)) / window) + current
+      local need = cost
+      if need == 0 then
+        need = 1
       end
-      return new_state, true, limit, math.max(0, math.floor(limit - used)), 0.0,
+      if used + need <= limit then
+        local new_state = nil
+        if cost > 0 then
+          current = current + cost
+          used = used + cost
+          new_state = {start, current, previous}
+        end
+        return new_state, true, limit, math.max(0, math.floor(limit - used)), 0.0,
+          sw_reset(current, previous, start, now, window)
+      end
+      local target
+      if current + need <= limit then
+        target = start + window - (limit - current - need) * window / previous
+      else
+        target = start + 2 * window - (limit - need) * window / current
+      end
+      local wait = exact_wait_us(function(t)
+        return sw_estimate(state, t, window) + need <= limit
+      end, now, target - now)
+      return nil, false, limit, math.max(0, math.floor(limit - used)), wait / US,
         sw_reset(current, previous, start, now, window)
-    end
-    local target
-    if current + need <= limit then
-      target = start + window - (limit - current - need) * window / previous
-    else
-      target = start + 2 * window - (limit - need) * window / current
-    end
-    local wait = exact_wait_us(function(t)
-      return sw_estimate(state, t, window) + need <= limit
-    end, now, target - now)
-    return nil, false, limit, math.max(0, math.floor(limit - used)), wait / US,
-      sw_reset(current, previous, start, now, window)
-  end,
-}
+    end,
+  }
+end
