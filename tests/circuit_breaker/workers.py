@@ -1,0 +1,67 @@
+"""Functions the multi-process tests run in spawned worker processes (hence importable)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Event
+from typing import Any
+
+from sergas_guard.circuit_breaker import CircuitBreaker, CircuitOpenError
+from sergas_guard.circuit_breaker.redis_store import RedisBreakerStore
+from sergas_guard.clock import ManualClock
+from sergas_guard.storage.redis import RedisStorage
+from tests.circuit_breaker.support import Boom, config, fail, succeed
+
+PATIENCE = 30.0
+
+
+def _breaker(url: str, name: str) -> CircuitBreaker:
+    storage = RedisStorage(url, socket_timeout=5.0, connect_timeout=5.0)
+    return CircuitBreaker(name, config(), storage=storage)
+
+
+def _try(breaker: CircuitBreaker) -> str:
+    try:
+        breaker.call_sync(succeed)
+    except CircuitOpenError as refused:
+        return refused.state
+    return "admitted"
+
+
+def failing_worker(url: str, name: str, go: Event, results: Queue[Any]) -> None:
+    """Wait for ``go``, then fail enough calls to open the shared breaker."""
+    breaker = _breaker(url, name)
+    results.put(("failing", "ready"))
+    if not go.wait(PATIENCE):
+        results.put(("failing", "gave up waiting"))
+        return
+    # Fail until the breaker refuses: the others' successes are in the shared window too.
+    with contextlib.suppress(CircuitOpenError):
+        for _ in range(10):
+            with contextlib.suppress(Boom):
+                breaker.call_sync(fail)
+    results.put(("failing", breaker.state.value))
+
+
+def observing_worker(
+    url: str, name: str, role: str, opened: Event, closed: Event, results: Queue[Any]
+) -> None:
+    """Make one call before the failures, one after ``opened`` and one after ``closed``."""
+    breaker = _breaker(url, name)
+    results.put((role, _try(breaker)))
+    for phase in (opened, closed):
+        if not phase.wait(PATIENCE):
+            results.put((role, "gave up waiting"))
+            return
+        results.put((role, _try(breaker)))
+
+
+def probe_and_die(url: str, name: str, now: float) -> None:
+    """Take a half-open probe slot and die without reporting (as a crashed worker would)."""
+    storage = RedisStorage(url, socket_timeout=5.0, connect_timeout=5.0)
+    store = RedisBreakerStore(storage, clock=ManualClock(now))
+    breaker = CircuitBreaker(name, config(probe_timeout=3.0), storage=store)
+    breaker.__enter__()
+    os._exit(0)
