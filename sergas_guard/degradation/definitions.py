@@ -79,6 +79,18 @@ class FlagDefinition(GuardModel):
             )
         return FlagDefinition(**{**self.model_dump(), **changes})
 
+    def with_user_listed(
+        self, user_id: str, listed: Literal["allow", "deny"] | None
+    ) -> FlagDefinition:
+        """A copy with ``user_id`` on the allow list, the deny list, or neither."""
+        allow = [u for u in self.allow_users if u != user_id]
+        deny = [u for u in self.deny_users if u != user_id]
+        if listed == "allow":
+            allow.append(user_id)
+        elif listed == "deny":
+            deny.append(user_id)
+        return self.with_changes(allow_users=allow, deny_users=deny)
+
     def as_json(self) -> dict[str, Any]:
         """The flag as a JSON-ready mapping (lists, not tuples)."""
         data = self.model_dump()

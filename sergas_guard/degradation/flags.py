@@ -27,7 +27,7 @@ import os
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from sergas_guard.clock import SYSTEM_CLOCK, Clock
 from sergas_guard.degradation.definitions import (
@@ -36,10 +36,10 @@ from sergas_guard.degradation.definitions import (
     evaluate,
     user_id_from,
 )
-from sergas_guard.degradation.flag_file import FlagFile
+from sergas_guard.degradation.flag_sources import FlagSources
 from sergas_guard.degradation.levels import DegradationLevel
-from sergas_guard.degradation.redis_flags import RedisFlagStore, is_redis_storage
-from sergas_guard.errors import ConfigurationError, StorageUnavailable
+from sergas_guard.degradation.redis_flags import is_redis_storage
+from sergas_guard.errors import ConfigurationError
 
 __all__ = ["FeatureFlags", "FlagState", "FlagsListener"]
 
@@ -69,7 +69,8 @@ class FeatureFlags:
     ``path``: a JSON file to load from and save to. ``storage``: a ``RedisStorage`` to
     share flags between workers; a ``MemoryStorage`` or ``None`` keeps them local.
     ``level_source`` returns the current degradation level (a DegradationManager sets
-    it); at DEGRADED and above only essential flags read as on.
+    it); at DEGRADED and above only essential flags read as on. Raises
+    ConfigurationError for bad arguments or a malformed file.
     """
 
     def __init__(
@@ -94,19 +95,16 @@ class FeatureFlags:
         self.refresh_interval = refresh_interval
         self.level_source = level_source
         self.clock = clock
-        self.last_error: str | None = None
-        self._file = FlagFile(path) if path is not None else None
-        self._redis = RedisFlagStore(storage, namespace) if is_redis_storage(storage) else None
-        self._redis_version = -1
+        self._sources = FlagSources(
+            path, storage, namespace=namespace, refresh_interval=refresh_interval, clock=clock
+        )
         self._flags: dict[str, FlagDefinition] = {}
         self._lock = threading.RLock()
-        self._next_check = 0.0
         self._listeners: list[FlagsListener] = []
-        self._load_initial()
+        self._replace(self._sources.initial())
 
     def __repr__(self) -> str:
-        source = "redis" if self._redis else (str(self._file.path) if self._file else "memory")
-        return f"FeatureFlags(source={source}, flags={len(self._flags)})"
+        return f"FeatureFlags(source={self._sources.describe()}, flags={len(self._flags)})"
 
     def __contains__(self, name: object) -> bool:
         self._refresh_sync()
@@ -119,31 +117,19 @@ class FeatureFlags:
     @property
     def shared(self) -> bool:
         """Whether the flags live in Redis, shared by every worker."""
-        return self._redis is not None
+        return self._sources.redis is not None
 
     @property
     def path(self) -> str | None:
         """The flags file, if any."""
-        return str(self._file.path) if self._file else None
+        return str(self._sources.file.path) if self._sources.file else None
+
+    @property
+    def last_error(self) -> str | None:
+        """Why the last look at the file or Redis failed (None when it worked)."""
+        return self._sources.last_error
 
     # -- loading -------------------------------------------------------------------
-    def _load_initial(self) -> None:
-        file_flags = self._file.load() if self._file else None  # malformed: raise now
-        if self._redis is None:
-            self._replace(file_flags or {})
-            return
-        try:
-            version, flags = self._redis.load_sync()
-            if not flags and file_flags:
-                version = self._redis.put_sync(file_flags.values())
-                flags = dict(file_flags)
-            self._redis_version = version
-            self._replace(flags)
-        except StorageUnavailable as exc:
-            # Start anyway on the file's flags (or none); the next refresh retries Redis.
-            self._note_error(f"{exc}; using {'the file' if file_flags else 'no'} flags meanwhile")
-            self._replace(file_flags or {})
-
     def _replace(self, flags: Mapping[str, FlagDefinition]) -> None:
         with self._lock:
             old = self._flags
@@ -154,82 +140,15 @@ class FeatureFlags:
         if changed:
             self._notify(changed)
 
-    def _note_error(self, message: str) -> None:
-        if message != self.last_error:
-            logger.error("feature flags: %s", message)
-        self.last_error = message
-
-    def _due(self) -> bool:
-        """Whether a refresh check is due now (and book the next one)."""
-        now = self.clock.monotonic()
-        with self._lock:
-            if now < self._next_check:
-                return False
-            self._next_check = now + self.refresh_interval
-            return True
-
-    def _check_file(self) -> None:
-        # With Redis the file is only a seed and a copy; see the module docstring.
-        if self._file is None or self._redis is not None or not self._file.changed():
-            return
-        try:
-            flags = self._file.load()
-        except ConfigurationError as exc:
-            self._note_error(f"{exc}; keeping the last good flags")
-            return
-        if flags is None:
-            return  # a deleted file does not delete the flags in force
-        self.last_error = None
-        self._replace(flags)
-
-    def _lost_by_redis(self, version: int, flags: dict[str, FlagDefinition]) -> bool:
-        """Whether Redis forgot every flag (restarted without persistence, or flushed).
-
-        The version only ever grows, so a version of 0 after a known one means the keys
-        vanished, not that an operator removed the flags.
-        """
-        return version == 0 and not flags and self._redis_version > 0 and bool(self._flags)
-
-    def _apply_redis(self, version: int, flags: dict[str, FlagDefinition]) -> None:
-        self._redis_version = version
-        self._replace(flags)
-        self.last_error = None
-
     def _refresh_sync(self, force: bool = False) -> None:
-        if not (force or self._due()):
-            return
-        self._check_file()
-        if self._redis is None:
-            return
-        try:
-            if force or self._redis.version_sync() != self._redis_version:
-                version, flags = self._redis.load_sync()
-                if self._lost_by_redis(version, flags):
-                    logger.warning("feature flags: Redis lost the flags; restoring them")
-                    version, flags = self._redis.put_sync(self._flags.values()), self._flags
-                self._apply_redis(version, flags)
-            else:
-                self.last_error = None
-        except (StorageUnavailable, ConfigurationError) as exc:
-            self._note_error(f"{exc}; keeping the last good flags")
+        flags = self._sources.poll_sync(self._flags, force)
+        if flags is not None:
+            self._replace(flags)
 
     async def _refresh_async(self, force: bool = False) -> None:
-        if not (force or self._due()):
-            return
-        self._check_file()
-        if self._redis is None:
-            return
-        try:
-            if force or await self._redis.version() != self._redis_version:
-                version, flags = await self._redis.load()
-                if self._lost_by_redis(version, flags):
-                    logger.warning("feature flags: Redis lost the flags; restoring them")
-                    version, flags = await self._redis.put(self._flags.values()), self._flags
-                self._apply_redis(version, flags)
-            else:
-                self.last_error = None
-        except (StorageUnavailable, ConfigurationError) as exc:
-            self._note_error(f"{exc}; keeping the last good flags")
+        flags = await self._sources.poll(self._flags, force)
+        if flags is not None:
+            self._replace(flags)
 
     def reload(self) -> None:
         """Re-read the file or Redis now.
@@ -237,15 +156,9 @@ class FeatureFlags:
         Raises ConfigurationError when the file or stored data is malformed, and
         StorageUnavailable when Redis cannot be reached; the flags in force stay.
         """
-        if self._redis is not None:
-            version, flags = self._redis.load_sync()
-            self._apply_redis(version, flags)
-        elif self._file is not None:
-            self._file.signature = None
-            loaded = self._file.load()
-            self.last_error = None
-            if loaded is not None:
-                self._replace(loaded)
+        flags = self._sources.reload()
+        if flags is not None:
+            self._replace(flags)
 
     async def refresh(self) -> None:
         """Check for changes now (async), whatever the refresh interval; never raises."""
@@ -358,21 +271,36 @@ class FeatureFlags:
             allow_users=tuple(allow_users),
             deny_users=tuple(deny_users),
         )
-        self._refresh_sync(force=self._redis is not None)
-        with self._lock:  # check and write as one step against other threads
-            existing = self._flags.get(name)
-            if existing is not None and not overwrite:
-                return existing
-            self._commit_sync({name: definition})
+        return self._modify(
+            name, lambda current: definition if current is None or overwrite else current
+        )
+
+    def _modify(
+        self, name: str, change: Callable[[FlagDefinition | None], FlagDefinition]
+    ) -> FlagDefinition:
+        """Read, change and write flag ``name`` as one step against other threads."""
+        self._refresh_sync(force=self.shared)
+        with self._lock:
+            current = self._flags.get(name)
+            definition = change(current)
+            if definition != current:
+                merged = {**self._flags, name: definition}
+                self._sources.write_sync(merged, {name: definition})  # raises: no change
+                self._replace(merged)
         return definition
 
-    def _changed(self, name: str, changes: Mapping[str, Any], create: bool) -> FlagDefinition:
-        current = self._flags.get(name)
-        if current is None:
-            if not create:
-                raise KeyError(name)
-            current = FlagDefinition(name=name)
-        return current.with_changes(**changes)
+    @staticmethod
+    def _changer(
+        name: str, changes: Mapping[str, Any], create: bool
+    ) -> Callable[[FlagDefinition | None], FlagDefinition]:
+        def change(current: FlagDefinition | None) -> FlagDefinition:
+            if current is None:
+                if not create:
+                    raise KeyError(name)
+                current = FlagDefinition(name=name)
+            return current.with_changes(**changes)
+
+        return change
 
     def update(self, name: str, *, create: bool = True, **changes: Any) -> FlagDefinition:
         """Change fields of flag ``name`` (``enabled``, ``rollout_percentage``, ...).
@@ -381,22 +309,18 @@ class FeatureFlags:
         (then KeyError). Raises ConfigurationError for invalid values and
         StorageUnavailable when shared flags cannot be written.
         """
-        self._refresh_sync(force=self._redis is not None)
-        with self._lock:  # read-modify-write as one step against other threads
-            definition = self._changed(name, changes, create)
-            self._commit_sync({name: definition})
-        return definition
+        return self._modify(name, self._changer(name, changes, create))
 
     async def update_async(
         self, name: str, *, create: bool = True, **changes: Any
     ) -> FlagDefinition:
         """Async face of :meth:`update`."""
-        await self._refresh_async(force=self._redis is not None)
-        definition = self._changed(name, changes, create)
-        if self._redis is not None:
-            self._after_redis_write(await self._redis.put([definition]), {name: definition})
-        else:
-            self._commit_local({name: definition})
+        await self._refresh_async(force=self.shared)
+        definition = self._changer(name, changes, create)(self._flags.get(name))
+        merged = {**self._flags, name: definition}
+        await self._sources.write(merged, {name: definition})
+        with self._lock:
+            self._replace({**self._flags, name: definition})
         return definition
 
     def enable(self, name: str) -> FlagDefinition:
@@ -411,74 +335,35 @@ class FeatureFlags:
         """Roll flag ``name`` out to ``percentage`` (0-100) of user ids; 0.01 resolution."""
         return self.update(name, rollout_percentage=percentage)
 
+    def _listing(
+        self, name: str, user_id: str, listed: Literal["allow", "deny"] | None
+    ) -> FlagDefinition:
+        def change(current: FlagDefinition | None) -> FlagDefinition:
+            if current is None:
+                raise KeyError(name)
+            return current.with_user_listed(str(user_id), listed)
+
+        return self._modify(name, change)
+
     def allow_user(self, name: str, user_id: str) -> FlagDefinition:
         """Always turn the (enabled) flag on for ``user_id``, whatever the rollout."""
-        current = self._require(name)
-        return self.update(
-            name,
-            allow_users=(*current.allow_users, str(user_id)),
-            deny_users=tuple(u for u in current.deny_users if u != str(user_id)),
-        )
+        return self._listing(name, user_id, "allow")
 
     def deny_user(self, name: str, user_id: str) -> FlagDefinition:
         """Always turn the flag off for ``user_id``."""
-        current = self._require(name)
-        return self.update(
-            name,
-            deny_users=(*current.deny_users, str(user_id)),
-            allow_users=tuple(u for u in current.allow_users if u != str(user_id)),
-        )
+        return self._listing(name, user_id, "deny")
 
     def forget_user(self, name: str, user_id: str) -> FlagDefinition:
         """Remove ``user_id`` from both lists, so the rollout decides again."""
-        current = self._require(name)
-        uid = str(user_id)
-        return self.update(
-            name,
-            allow_users=tuple(u for u in current.allow_users if u != uid),
-            deny_users=tuple(u for u in current.deny_users if u != uid),
-        )
-
-    def _require(self, name: str) -> FlagDefinition:
-        self._refresh_sync(force=self._redis is not None)
-        current = self._flags.get(name)
-        if current is None:
-            raise KeyError(name)
-        return current
+        return self._listing(name, user_id, None)
 
     def save(self) -> None:
         """Write all flags to the file now (atomically); raises ConfigurationError without one."""
-        if self._file is None:
+        file = self._sources.file
+        if file is None:
             raise ConfigurationError("these flags have no file to save to", field="path")
         with self._lock:
-            self._file.save(self._flags)
-
-    def _commit_sync(self, changed: dict[str, FlagDefinition]) -> None:
-        if self._redis is not None:
-            self._after_redis_write(self._redis.put_sync(changed.values()), changed)
-        else:
-            self._commit_local(changed)
-
-    def _commit_local(self, changed: dict[str, FlagDefinition]) -> None:
-        with self._lock:
-            merged = {**self._flags, **changed}
-            if self._file is not None:
-                self._file.save(merged)  # raises before the change takes effect
-            self._replace(merged)
-
-    def _after_redis_write(self, version: int, changed: dict[str, FlagDefinition]) -> None:
-        with self._lock:
-            merged = {**self._flags, **changed}
-            if version == self._redis_version + 1:
-                self._redis_version = version  # nobody else wrote in between
-            else:
-                self._next_check = 0.0  # re-read everything at the next call
-            self._replace(merged)
-            if self._file is not None:
-                try:
-                    self._file.save(merged)
-                except ConfigurationError as exc:
-                    self._note_error(f"{exc}; the change is in Redis but not in the file copy")
+            file.save(self._flags)
 
     # -- settings shared beside the flags ---------------------------------------------
     def shared_setting(self, field: str) -> str | None:
@@ -486,19 +371,21 @@ class FeatureFlags:
 
         Raises StorageUnavailable when Redis cannot be reached.
         """
-        return self._redis.get_setting_sync(field) if self._redis is not None else None
+        redis = self._sources.redis
+        return redis.get_setting_sync(field) if redis is not None else None
 
     async def shared_setting_async(self, field: str) -> str | None:
         """Async face of :meth:`shared_setting`."""
-        return await self._redis.get_setting(field) if self._redis is not None else None
+        redis = self._sources.redis
+        return await redis.get_setting(field) if redis is not None else None
 
     def set_shared_setting(self, field: str, value: str) -> None:
         """Share a setting with every worker (a no-op when the flags are local).
 
         Raises StorageUnavailable when Redis cannot be reached.
         """
-        if self._redis is not None:
-            self._redis.set_setting_sync(field, value)
+        if self._sources.redis is not None:
+            self._sources.redis.set_setting_sync(field, value)
 
     # -- listeners -----------------------------------------------------------------
     def add_listener(self, listener: FlagsListener) -> None:

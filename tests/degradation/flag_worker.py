@@ -1,9 +1,9 @@
-"""A worker process for the shared-flags test: watches one flag and reports when it flips.
+"""A worker process for the shared-flags test: watches one flag and reports each flip.
 
 Run as ``python -m tests.degradation.flag_worker REDIS_URL FLAG``. It prints ``ready``,
-then ``seen <monotonic time>`` when the flag's value differs from its first reading,
-or ``timeout`` after 10 seconds. With ``--set`` it turns the flag off itself instead and
-prints ``set <monotonic time>``.
+then ``seen <monotonic time>`` every time the flag's value changes, for 30 seconds
+or until killed. With ``--set`` it turns the flag off itself instead and prints
+``set <monotonic time>``.
 """
 
 from __future__ import annotations
@@ -22,15 +22,15 @@ def main() -> None:
         flags.disable(flag)
         print(f"set {time.monotonic()}", flush=True)
         return
-    first = flags.is_enabled(flag)
+    last = flags.is_enabled(flag)
     print("ready", flush=True)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        if flags.is_enabled(flag) != first:
+        now = flags.is_enabled(flag)
+        if now != last:
             print(f"seen {time.monotonic()}", flush=True)
-            return
+            last = now
         time.sleep(0.01)
-    print("timeout", flush=True)
 
 
 if __name__ == "__main__":
