@@ -94,6 +94,11 @@ class DegradationManager(ServiceCalls):
         self.clock = clock
         if feature_flags is None:
             feature_flags = FeatureFlags(path=feature_flags_path, storage=storage, clock=clock)
+        elif feature_flags_path is not None or storage is not None:
+            raise ConfigurationError(
+                "give feature_flags, or feature_flags_path/storage to build them, not both",
+                field="feature_flags",
+            )
         self.feature_flags = feature_flags
         feature_flags.level_source = lambda: self.level
         self._thresholds = Thresholds(auto_degrade_threshold, critical_threshold)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from unittest import mock
 
@@ -26,10 +27,10 @@ def _cluster_port() -> int:
 @pytest.fixture(scope="session")
 def cluster_url() -> Iterator[str]:
     """URL of a real 3-master Redis Cluster whose ports leave room for the cluster bus."""
-    with (
-        mock.patch.object(servers, "free_port", _cluster_port),
-        servers.redis_cluster() as cluster,
-    ):
+    with contextlib.ExitStack() as stack:
+        # Patched only while the nodes start, not for the rest of the session.
+        with mock.patch.object(servers, "free_port", _cluster_port):
+            cluster = stack.enter_context(servers.redis_cluster())
         yield cluster.url
 
 

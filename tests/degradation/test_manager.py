@@ -287,6 +287,8 @@ def test_bad_levels_and_settings_are_configuration_errors() -> None:
         DegradationManager(auto_degrade_threshold=0.9, critical_threshold=0.5)
     with pytest.raises(ConfigurationError):
         DegradationManager(circuit_breaker_manager=object())
+    with pytest.raises(ConfigurationError, match="not both"):
+        DegradationManager(feature_flags=FeatureFlags(), feature_flags_path="/tmp/f.json")
 
 
 def test_built_from_the_original_configuration(tmp_path: Any) -> None:
