@@ -25,7 +25,7 @@ from sergas_guard.errors import (
     RateLimitExceeded,
 )
 
-__all__ = ["NEVER_RETRIED", "RetryBudget", "with_retry"]
+__all__ = ["DEFAULT_WAIT", "NEVER_RETRIED", "RetryBudget", "with_retry"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -36,6 +36,10 @@ NEVER_RETRIED: tuple[type[BaseException], ...] = (
     RateLimitExceeded,
     FeatureDisabledError,
 )
+
+#: Exponential backoff from 0.1 s doubling up to 5 s, plus up to 0.1 s of jitter so
+#: that callers who failed together do not retry together.
+DEFAULT_WAIT = tenacity.wait_exponential(multiplier=0.1, max=5) + tenacity.wait_random(0, 0.1)
 
 
 class RetryBudget:
@@ -165,7 +169,7 @@ def with_retry(
 
     policy = tenacity.retry(
         stop=stopping,
-        wait=wait if wait is not None else tenacity.wait_exponential_jitter(initial=0.1, max=5),
+        wait=wait if wait is not None else DEFAULT_WAIT,
         retry=tenacity.retry_if_exception(_retryable(kinds)),
         before=before_attempt,
         reraise=True,
