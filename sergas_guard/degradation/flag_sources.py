@@ -78,6 +78,8 @@ class FlagSources:
 
     def _due(self, force: bool) -> bool:
         now = self.clock.monotonic()
+        if not force and now < self._next_check:
+            return False  # the common case, decided without taking the lock
         with self._lock:
             if not force and now < self._next_check:
                 return False

@@ -131,7 +131,8 @@ def degradation_router(
         if "level" not in body:
             return _problem(400, "Bad Request", "the body needs a 'level'")
         reason = str(body.get("reason") or f"set by {principal}")
-        manager.set_degradation_level(body["level"], reason=reason)
+        # Shared levels are written to Redis with the sync client: keep it off the loop.
+        await asyncio.to_thread(manager.set_degradation_level, body["level"], reason)
         logger.warning("operator %s set the degradation level to %s", principal, body["level"])
         return JSONResponse(level_view())
 
