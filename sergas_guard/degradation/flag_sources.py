@@ -173,17 +173,21 @@ class FlagSources:
             except ConfigurationError as exc:
                 self.note_error(f"{exc}; the change is in Redis but not in the file copy")
 
-    def write_sync(self, merged: Mapping[str, FlagDefinition], changed: Flags) -> None:
+    def write_sync(
+        self, merged: Mapping[str, FlagDefinition], changed: Flags, removed: tuple[str, ...] = ()
+    ) -> None:
         """Persist a change (``merged`` is every flag after it). Raises ConfigurationError
         when the file cannot be written, StorageUnavailable when Redis cannot."""
         if self.redis is not None:
-            self._written_to_redis(self.redis.put_sync(changed.values()), merged)
+            self._written_to_redis(self.redis.put_sync(changed.values(), removed), merged)
         elif self.file is not None:
             self.file.save(merged)
 
-    async def write(self, merged: Mapping[str, FlagDefinition], changed: Flags) -> None:
+    async def write(
+        self, merged: Mapping[str, FlagDefinition], changed: Flags, removed: tuple[str, ...] = ()
+    ) -> None:
         """Async face of :meth:`write_sync` (a file write is done inline: it is small)."""
         if self.redis is not None:
-            self._written_to_redis(await self.redis.put(changed.values()), merged)
+            self._written_to_redis(await self.redis.put(changed.values(), removed), merged)
         elif self.file is not None:
             self.file.save(merged)

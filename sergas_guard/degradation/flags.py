@@ -357,6 +357,22 @@ class FeatureFlags:
         """Remove ``user_id`` from both lists, so the rollout decides again."""
         return self._listing(name, user_id, None)
 
+    def remove(self, name: str) -> FlagDefinition:
+        """Delete flag ``name`` everywhere it is stored and return its last definition.
+
+        Raises KeyError when it does not exist, StorageUnavailable when shared flags
+        cannot be written.
+        """
+        self._refresh_sync(force=self.shared)
+        with self._lock:
+            current = self._flags.get(name)
+            if current is None:
+                raise KeyError(name)
+            remaining = {k: v for k, v in self._flags.items() if k != name}
+            self._sources.write_sync(remaining, {}, (name,))
+            self._replace(remaining)
+        return current
+
     def save(self) -> None:
         """Write all flags to the file now (atomically); raises ConfigurationError without one."""
         file = self._sources.file

@@ -13,7 +13,7 @@ Routes (JSON in and out, errors as RFC 9457 problem+json):
 ``GET /level``         the level alone; ``PUT /level`` ``{"level": "degraded", "reason": "..."}``
 ``GET /flags``         every flag; ``GET /flags/{name}`` one
 ``PATCH /flags/{name}`` change fields of an existing flag (404 when unknown)
-``PUT /flags/{name}``  create or change a flag
+``PUT /flags/{name}``  create or change a flag; ``DELETE /flags/{name}`` remove it
 """
 
 from __future__ import annotations
@@ -168,6 +168,15 @@ def degradation_router(
         logger.warning("operator %s changed flag %s: %s", principal, name, changes)
         return one_flag(name)
 
+    async def delete_flag(request: Request, principal: Any) -> Response:
+        name = request.path_params["name"]
+        try:
+            await asyncio.to_thread(flags.remove, name)
+        except KeyError:
+            return _problem(404, "Not Found", f"no flag named {name!r}")
+        logger.warning("operator %s removed flag %s", principal, name)
+        return Response(status_code=204)
+
     return Router(
         routes=[
             Route("/", guarded(overview), methods=["GET"]),
@@ -176,5 +185,6 @@ def degradation_router(
             Route("/flags", guarded(list_flags), methods=["GET"]),
             Route("/flags/{name}", guarded(get_flag), methods=["GET"]),
             Route("/flags/{name}", guarded(change_flag), methods=["PATCH", "PUT"]),
+            Route("/flags/{name}", guarded(delete_flag), methods=["DELETE"]),
         ]
     )

@@ -181,6 +181,26 @@ def test_start_up_with_redis_down_uses_no_flags_then_catches_up(
     assert flags.is_enabled("search")
 
 
+def test_a_removed_flag_disappears_from_every_worker(
+    storage: RedisStorage,
+    redis_url: str,
+    clock: ManualClock,
+    new_storage: Callable[[str], RedisStorage],
+) -> None:
+    writer = FeatureFlags(storage=storage)
+    reader = FeatureFlags(storage=new_storage(redis_url), refresh_interval=0.5, clock=clock)
+    writer.register("old_banner")
+    writer.register("search")
+    clock.advance(1)
+    assert reader.is_enabled("old_banner")
+    assert writer.remove("old_banner").name == "old_banner"
+    clock.advance(1)
+    assert reader.get("old_banner") is None
+    assert reader.is_enabled("search")
+    with pytest.raises(KeyError):
+        writer.remove("old_banner")
+
+
 def test_memory_storage_keeps_flags_local() -> None:
     one = FeatureFlags(storage=MemoryStorage())
     two = FeatureFlags(storage=MemoryStorage())

@@ -62,6 +62,7 @@ ROUTES = [
     ("GET", "/flags/checkout"),
     ("PATCH", "/flags/checkout"),
     ("PUT", "/flags/new"),
+    ("DELETE", "/flags/checkout"),
 ]
 
 
@@ -143,6 +144,11 @@ async def test_list_and_change_flags(
     assert created.status_code == 200
     assert created.json()["enabled"] is False
     assert manager.feature_flags.get("dark_mode") is not None
+
+    assert (await client.delete("/flags/dark_mode")).status_code == 204
+    assert manager.feature_flags.get("dark_mode") is None
+    assert "dark_mode" not in json.loads((tmp_path / "flags.json").read_text())["flags"]
+    assert (await client.delete("/flags/dark_mode")).status_code == 404
 
 
 async def test_overview(client: httpx.AsyncClient, manager: DegradationManager) -> None:
