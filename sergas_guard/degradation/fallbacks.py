@@ -226,7 +226,11 @@ class CachedFallback:
 
 
 class StaticFallback:
-    """Answer with a fixed ``value``, or with a fresh ``factory()`` result each time."""
+    """Answer with a fixed ``value``, or with a fresh ``factory()`` result each time.
+
+    A callable ``value`` is taken as the factory (``StaticFallback("empty", list)`` answers
+    a new empty list per call); to answer with a function itself, wrap it in a factory.
+    """
 
     def __init__(
         self, name: str, value: Any = None, *, factory: Callable[[], Any] | None = None
@@ -234,6 +238,8 @@ class StaticFallback:
         self.name = _check_name(name)
         if factory is not None and value is not None:
             raise ConfigurationError("give a value or a factory, not both", field="factory")
+        if callable(value):
+            value, factory = None, value
         self.value = value
         self.factory = factory
 

@@ -142,6 +142,9 @@ def test_static_fallback_value_and_factory() -> None:
     assert first == second == []
     assert first is not second  # a new object each time
     assert made == [1, 1]
+    positional = with_fallback(StaticFallback("positional", factory))(broken)
+    assert positional("z") == []  # a callable value is a factory
+    assert made == [1, 1, 1]
     with pytest.raises(ConfigurationError):
         StaticFallback("both", [], factory=list)
 
