@@ -11,7 +11,7 @@ import redis
 
 from sergas_guard.errors import HealthCheckError
 from sergas_guard.health import CacheHealthCheck, HealthCheckRegistry, HealthStatus
-from tests.servers import RedisServer, redis_server
+from tests.servers import RedisCluster, RedisServer, redis_server
 
 pytestmark = pytest.mark.redis
 
@@ -122,3 +122,29 @@ async def test_server_killed_while_a_check_waits_fails_at_once(own_redis: RedisS
     assert result.status is HealthStatus.UNHEALTHY
     assert "timed out" not in result.message
     assert result.duration < 4
+
+
+@pytest.mark.cluster
+async def test_redis_cluster_every_node_answers(redis_cluster_health: RedisCluster) -> None:
+    # No latency threshold: this test is about every node answering, on a busy machine.
+    check = CacheHealthCheck("cache", redis_cluster_health.url, timeout=5, degraded_latency=None)
+    result = await check.check()
+    assert result.status is HealthStatus.HEALTHY, result.message
+    assert result.details["primaries"] == 3
+    assert result.observed_unit == "ms"
+
+
+@pytest.mark.cluster
+async def test_redis_cluster_fullest_primary_degrades(redis_cluster_health: RedisCluster) -> None:
+    node = redis_cluster_health.nodes[1]
+    client = redis.Redis(host="127.0.0.1", port=node.port)
+    try:
+        used = int(client.info("memory")["used_memory"])
+        client.config_set("maxmemory", str(int(used * 1.05)))
+        result = await CacheHealthCheck("cache", redis_cluster_health.url, timeout=5).check()
+    finally:
+        client.config_set("maxmemory", "0")
+        client.close()
+    assert result.status is HealthStatus.DEGRADED
+    assert result.details["maxmemory_bytes"] > 0
+    assert "of maxmemory" in result.message
