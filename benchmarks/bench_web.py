@@ -17,14 +17,15 @@ import contextlib
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.servers import free_port, redis_server, wait_for_port
 
 APPS_DIR = Path(__file__).parent / "apps"
 
@@ -49,41 +50,6 @@ class Measurement:
     non_2xx: int
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_port(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
-
-
-@contextlib.contextmanager
-def redis_server() -> Iterator[str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("redis-server is not installed")
-    port = free_port()
-    with tempfile.TemporaryDirectory() as workdir:
-        process = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", workdir],
-            stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-            wait_for_port(port)
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            process.terminate()
-            process.wait(10)
-
-
 @contextlib.contextmanager
 def uvicorn(factory: str, redis_url: str) -> Iterator[str]:
     port = free_port()
@@ -103,8 +69,8 @@ def uvicorn(factory: str, redis_url: str) -> Iterator[str]:
 
 
 def _milliseconds(text: str) -> float:
-    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
 
 
 def wrk(url: str, duration: float, connections: int) -> tuple[float, float, int]:
@@ -136,7 +102,7 @@ def main() -> None:
     # each, not all runs of one; each configuration reports its best round.
     runs: dict[str, list[Measurement]] = {label: [] for label, *_ in chosen}
     with contextlib.ExitStack() as stack:
-        redis_url = stack.enter_context(redis_server())
+        redis_url = stack.enter_context(redis_server()).url
         urls = {
             label: stack.enter_context(uvicorn(factory, redis_url)) for label, factory, *_ in chosen
         }

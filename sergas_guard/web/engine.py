@@ -15,7 +15,7 @@ from typing import Any, TypedDict, Unpack
 
 from sergas_guard.clock import SYSTEM_CLOCK, Clock
 from sergas_guard.errors import ConfigurationError
-from sergas_guard.ratelimit.limiter import RateLimitDecision, StorageErrorPolicy
+from sergas_guard.ratelimit.limiter import RateLimitDecision, RateLimiter, StorageErrorPolicy
 from sergas_guard.ratelimit.result import RateLimitStrategy
 from sergas_guard.secrets import scrub
 from sergas_guard.storage.base import RateLimitStorage
@@ -118,25 +118,22 @@ class RateLimitEngine:
         """The plan of the first rule matching the request (or the default plan)."""
         return self.rules.match(method, path)
 
-    def _exempt(self, plan: Plan, info: RequestInfo) -> bool:
+    def _prepare(self, plan: Plan, info: RequestInfo) -> tuple[RateLimiter, str, int] | None:
+        """The limiter, key and cost to decide with; None when the request is exempt."""
         if plan.limiter is None or (plan.exempt is not None and plan.exempt(info)):
             self.stats.exempt += 1
-            return True
-        return False
-
-    def _key_and_cost(self, plan: Plan, info: RequestInfo) -> tuple[str, int]:
+            return None
         cost = plan.cost if isinstance(plan.cost, int) else plan.cost(info)
-        return plan.key(info), cost
+        return plan.limiter, plan.key(info), cost
 
     async def decide(self, plan: Plan, context: RequestContext) -> Action:
         """Decide the request in ``context`` under ``plan``, recording the decision on it."""
-        info = context.info
-        if self._exempt(plan, info):
+        prepared = self._prepare(plan, context.info)
+        if prepared is None:
             return Action.PASS
-        key, cost = self._key_and_cost(plan, info)
-        assert plan.limiter is not None
+        limiter, key, cost = prepared
         try:
-            decision = await plan.limiter.decide(key, cost)
+            decision = await limiter.decide(key, cost)
         except ConfigurationError:
             raise
         except Exception as exc:  # a store outage must never become a 500
@@ -145,13 +142,12 @@ class RateLimitEngine:
 
     def decide_sync(self, plan: Plan, context: RequestContext) -> Action:
         """Sync face of :meth:`decide` (WSGI): the storage's sync client, no event loop."""
-        info = context.info
-        if self._exempt(plan, info):
+        prepared = self._prepare(plan, context.info)
+        if prepared is None:
             return Action.PASS
-        key, cost = self._key_and_cost(plan, info)
-        assert plan.limiter is not None
+        limiter, key, cost = prepared
         try:
-            decision = plan.limiter.decide_sync(key, cost)
+            decision = limiter.decide_sync(key, cost)
         except ConfigurationError:
             raise
         except Exception as exc:  # a store outage must never become a 500
