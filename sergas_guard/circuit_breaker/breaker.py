@@ -21,8 +21,9 @@ from sergas_guard.circuit_breaker.config import CircuitBreakerConfig
 from sergas_guard.circuit_breaker.core import Decision, Snapshot
 from sergas_guard.circuit_breaker.state import CircuitBreakerEvent, CircuitState
 from sergas_guard.circuit_breaker.store import (
-    BreakerStore,
+    BreakerHandle,
     Events,
+    LocalBreakerHandle,
     LocalBreakerStore,
     store_for,
 )
@@ -40,7 +41,7 @@ logger = logging.getLogger(__name__)
 
 # Calls entered with ``with breaker:`` in this thread or task, innermost last:
 # (breaker, store that admitted the call, its decision, start time).
-_Entered = tuple["CircuitBreaker", BreakerStore, Decision, float]
+_Entered = tuple["CircuitBreaker", BreakerHandle, Decision, float]
 _ENTERED: contextvars.ContextVar[tuple[_Entered, ...]] = contextvars.ContextVar(
     "sergas_guard_circuit_breaker_entered", default=()
 )
@@ -71,9 +72,13 @@ class CircuitBreaker:
         self.config = config if config is not None else CircuitBreakerConfig()
         self.clock = clock
         store = store_for(storage, clock)
-        # The local store runs the breaker alone, or stands in while a shared one is down.
-        self._shared: BreakerStore | None = None if isinstance(store, LocalBreakerStore) else store
-        self._local = store if isinstance(store, LocalBreakerStore) else LocalBreakerStore(clock)
+        # Local state runs the breaker alone, or stands in while a shared store is down.
+        self._shared: BreakerHandle | None = None
+        if isinstance(store, LocalBreakerStore):
+            self._local: LocalBreakerHandle = store.handle(name, self.config)
+        else:
+            self._shared = store.handle(name, self.config)
+            self._local = LocalBreakerStore(clock).handle(name, self.config)
         self._listeners: list[Listener] = list(listeners)
         self._fallback_until = 0.0
         self._storage_errors = 0
@@ -263,7 +268,7 @@ class CircuitBreaker:
         failed = None if exc is None else self._classify_error(exc)
         await self._settle(store, decision, start, False if exc is None else failed)
 
-    def _leave(self) -> tuple[BreakerStore, Decision, float]:
+    def _leave(self) -> tuple[BreakerHandle, Decision, float]:
         entered = _ENTERED.get()
         for index in range(len(entered) - 1, -1, -1):
             if entered[index][0] is self:
@@ -278,7 +283,7 @@ class CircuitBreaker:
         """True = failure, False = success, None = no outcome (slot given back)."""
         return self.config.counts_as_failure(error)
 
-    def _classify_result(self, store: BreakerStore, decision: Decision, result: object) -> bool:
+    def _classify_result(self, store: BreakerHandle, decision: Decision, result: object) -> bool:
         predicate = self.config.record_result
         if predicate is None:
             return False
@@ -294,7 +299,7 @@ class CircuitBreaker:
     def _in_fallback(self) -> bool:
         return self._shared is not None and self.clock.monotonic() < self._fallback_until
 
-    def _store(self) -> BreakerStore:
+    def _store(self) -> BreakerHandle:
         shared = self._shared
         if shared is None or self.clock.monotonic() < self._fallback_until:
             return self._local
@@ -316,28 +321,28 @@ class CircuitBreaker:
             self.name, retry_after=decision.retry_after, state=decision.state.value
         )
 
-    def _acquire_sync(self) -> tuple[BreakerStore, Decision]:
+    def _acquire_sync(self) -> tuple[BreakerHandle, Decision]:
         store = self._store()
         try:
-            decision, events = store.acquire_sync(self.name, self.config)
+            decision, events = store.acquire_sync()
         except StorageUnavailable as error:
             self._fall_back(error)
             store = self._local
-            decision, events = store.acquire_sync(self.name, self.config)
+            decision, events = store.acquire_sync()
         if events:
             self._publish(events)
         if not decision.permitted:
             raise self._refuse(decision)
         return store, decision
 
-    async def _acquire(self) -> tuple[BreakerStore, Decision]:
+    async def _acquire(self) -> tuple[BreakerHandle, Decision]:
         store = self._store()
         try:
-            decision, events = await store.acquire(self.name, self.config)
+            decision, events = await store.acquire()
         except StorageUnavailable as error:
             self._fall_back(error)
             store = self._local
-            decision, events = store.acquire_sync(self.name, self.config)
+            decision, events = store.acquire_sync()
         if events:
             self._publish(events)
         if not decision.permitted:
@@ -345,14 +350,14 @@ class CircuitBreaker:
         return store, decision
 
     def _settle_sync(
-        self, store: BreakerStore, decision: Decision, start: float, failed: bool | None
+        self, store: BreakerHandle, decision: Decision, start: float, failed: bool | None
     ) -> None:
         duration = self.clock.monotonic() - start
         try:
             if failed is None:
-                events = store.release_sync(self.name, self.config, decision)
+                events = store.release_sync(decision)
             else:
-                events = store.record_sync(self.name, self.config, decision, duration, failed)
+                events = store.record_sync(decision, duration, failed)
         except StorageUnavailable as error:
             self._fall_back(error)  # the outcome is lost with the store
             return
@@ -360,14 +365,14 @@ class CircuitBreaker:
             self._publish(events)
 
     async def _settle(
-        self, store: BreakerStore, decision: Decision, start: float, failed: bool | None
+        self, store: BreakerHandle, decision: Decision, start: float, failed: bool | None
     ) -> None:
         duration = self.clock.monotonic() - start
         try:
             if failed is None:
-                events = await store.release(self.name, self.config, decision)
+                events = await store.release(decision)
             else:
-                events = await store.record(self.name, self.config, decision, duration, failed)
+                events = await store.record(decision, duration, failed)
         except StorageUnavailable as error:
             self._fall_back(error)
             return
@@ -377,28 +382,28 @@ class CircuitBreaker:
     def _snapshot_sync(self) -> Snapshot:
         store = self._store()
         try:
-            snapshot, events = store.snapshot_sync(self.name, self.config)
+            snapshot, events = store.snapshot_sync()
         except StorageUnavailable as error:
             self._fall_back(error)
-            snapshot, events = self._local.snapshot_sync(self.name, self.config)
+            snapshot, events = self._local.snapshot_sync()
         self._publish(events)
         return snapshot
 
     async def _snapshot(self) -> Snapshot:
         store = self._store()
         try:
-            snapshot, events = await store.snapshot(self.name, self.config)
+            snapshot, events = await store.snapshot()
         except StorageUnavailable as error:
             self._fall_back(error)
-            snapshot, events = self._local.snapshot_sync(self.name, self.config)
+            snapshot, events = self._local.snapshot_sync()
         self._publish(events)
         return snapshot
 
     def _transition_sync(self, target: CircuitState | None) -> None:
         store = self._store()
         try:
-            events = store.transition_sync(self.name, self.config, target)
+            events = store.transition_sync(target)
         except StorageUnavailable as error:
             self._fall_back(error)
-            events = self._local.transition_sync(self.name, self.config, target)
+            events = self._local.transition_sync(target)
         self._publish(events)

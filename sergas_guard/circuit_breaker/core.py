@@ -13,6 +13,7 @@ so a slow call admitted while closed cannot sway a later half-open judgement.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from sergas_guard.circuit_breaker.config import CircuitBreakerConfig
 from sergas_guard.circuit_breaker.state import CircuitBreakerEvent, CircuitState, EventKind
@@ -28,8 +29,7 @@ _DISABLED = CircuitState.DISABLED
 _METRICS_ONLY = CircuitState.METRICS_ONLY
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     """Whether a call may run; ``probe`` is its half-open slot (0 outside half-open)."""
 
     permitted: bool
@@ -81,6 +81,9 @@ class BreakerCore:
         self.half_calls = self.half_failures = self.half_slow = 0
         self.rejected = self.not_permitted = 0
         self.events: list[CircuitBreakerEvent] = []
+        # What every call gets while the state lets all calls through; rebuilt when
+        # the generation changes, so the hot path allocates nothing.
+        self._pass = Decision(True, self.state, self.generation)
 
     # -- operations -----------------------------------------------------------------
 
@@ -89,7 +92,7 @@ class BreakerCore:
         self._refresh(now)
         state = self.state
         if state is _CLOSED or state is _METRICS_ONLY or state is _DISABLED:
-            return Decision(True, state, self.generation)
+            return self._pass
         if state is _HALF_OPEN:
             if len(self.probes) + self.half_calls < self.config.permitted_calls_in_half_open:
                 probe = self.next_probe
@@ -146,6 +149,7 @@ class BreakerCore:
             self._enter(_CLOSED, now)
         else:
             self.generation += 1
+            self._pass = Decision(True, _CLOSED, self.generation)
             self.window.clear()
         self.consecutive_opens = self.rejected = self.not_permitted = 0
 
@@ -219,6 +223,7 @@ class BreakerCore:
         self.state = target
         self.entered_at = now
         self.generation += 1
+        self._pass = Decision(True, target, self.generation)
         self.probes.clear()
         self.half_calls = self.half_failures = self.half_slow = 0
         if target is _OPEN:

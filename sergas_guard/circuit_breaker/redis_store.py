@@ -28,7 +28,7 @@ from sergas_guard.errors import StorageUnavailable
 if TYPE_CHECKING:
     from sergas_guard.storage.redis import RedisStorage
 
-__all__ = ["RedisBreakerStore", "breaker_key"]
+__all__ = ["RedisBreakerHandle", "RedisBreakerStore", "breaker_key"]
 
 SCRIPT = resources.files("sergas_guard.circuit_breaker").joinpath("lua/breaker.lua").read_text()
 SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
@@ -100,10 +100,10 @@ class _Reply:
             probes_in_flight=int(raw[10]),
             consecutive_opens=int(raw[11]),
         )
-        self.events: Events = []
+        events: list[CircuitBreakerEvent] = []
         for at in range(12, len(raw), _EVENT_FIELDS):
             kind, after, source, target, value = (_text(v) for v in raw[at : at + _EVENT_FIELDS])
-            self.events.append(
+            events.append(
                 CircuitBreakerEvent(
                     EventKind(kind),
                     name,
@@ -113,6 +113,7 @@ class _Reply:
                     float(value) if value else None,
                 )
             )
+        self.events: Events = events
 
 
 class RedisBreakerStore:
@@ -131,95 +132,85 @@ class RedisBreakerStore:
     def __repr__(self) -> str:
         return f"RedisBreakerStore(cluster={self.storage.is_cluster})"
 
-    def _args(
-        self, name: str, config: CircuitBreakerConfig, op: str, extra: Sequence[str]
-    ) -> tuple[str, list[str]]:
-        now = "" if self.clock is None else repr(self.clock.time())
-        return breaker_key(self.storage.key_prefix, name), [op, now, *_config_args(config), *extra]
+    def handle(self, name: str, config: CircuitBreakerConfig) -> RedisBreakerHandle:
+        return RedisBreakerHandle(self, name, config)
 
-    def run_sync(
-        self, name: str, config: CircuitBreakerConfig, op: str, extra: Sequence[str] = ()
-    ) -> _Reply:
+
+class RedisBreakerHandle:
+    """One breaker in Redis: each operation is one EVALSHA of the Lua twin."""
+
+    kind = "redis"
+
+    def __init__(self, store: RedisBreakerStore, name: str, config: CircuitBreakerConfig) -> None:
+        self.store = store
+        self.name = name
+        self.key = breaker_key(store.storage.key_prefix, name)
+        self._config_args = _config_args(config)
+
+    def _args(self, op: str, extra: Sequence[str]) -> list[str]:
+        clock = self.store.clock
+        return [op, "" if clock is None else repr(clock.time()), *self._config_args, *extra]
+
+    def run_sync(self, op: str, extra: Sequence[str] = ()) -> _Reply:
         """Run one operation with the sync client; raises StorageUnavailable on any failure."""
-        key, args = self._args(name, config, op, extra)
-        client = self.storage.sync_client
+        args = self._args(op, extra)
+        client = self.store.storage.sync_client
         try:
             try:
-                raw = client.evalsha(SCRIPT_SHA, 1, key, *args)
+                raw = client.evalsha(SCRIPT_SHA, 1, self.key, *args)
             except NoScriptError:
-                raw = client.eval(SCRIPT, 1, key, *args)
+                raw = client.eval(SCRIPT, 1, self.key, *args)
         except (RedisError, OSError) as error:
             raise StorageUnavailable(f"circuit breaker store: {error}") from error
-        return _Reply(name, raw)
+        return _Reply(self.name, raw)
 
-    async def run(
-        self, name: str, config: CircuitBreakerConfig, op: str, extra: Sequence[str] = ()
-    ) -> _Reply:
+    async def run(self, op: str, extra: Sequence[str] = ()) -> _Reply:
         """Async face of :meth:`run_sync`."""
-        key, args = self._args(name, config, op, extra)
-        client = self.storage.client
+        args = self._args(op, extra)
+        client = self.store.storage.client
         try:
             try:
-                raw = await client.evalsha(SCRIPT_SHA, 1, key, *args)
+                raw = await client.evalsha(SCRIPT_SHA, 1, self.key, *args)
             except NoScriptError:
-                raw = await client.eval(SCRIPT, 1, key, *args)
+                raw = await client.eval(SCRIPT, 1, self.key, *args)
         except (RedisError, OSError) as error:
             raise StorageUnavailable(f"circuit breaker store: {error}") from error
-        return _Reply(name, raw)
+        return _Reply(self.name, raw)
 
-    # -- the BreakerStore protocol ---------------------------------------------------------
+    # -- the BreakerHandle protocol --------------------------------------------------------
 
-    def acquire_sync(self, name: str, config: CircuitBreakerConfig) -> tuple[Decision, Events]:
-        reply = self.run_sync(name, config, "acquire")
+    def acquire_sync(self) -> tuple[Decision, Events]:
+        reply = self.run_sync("acquire")
         return reply.decision, reply.events
 
-    async def acquire(self, name: str, config: CircuitBreakerConfig) -> tuple[Decision, Events]:
-        reply = await self.run(name, config, "acquire")
+    async def acquire(self) -> tuple[Decision, Events]:
+        reply = await self.run("acquire")
         return reply.decision, reply.events
 
-    def record_sync(
-        self,
-        name: str,
-        config: CircuitBreakerConfig,
-        decision: Decision,
-        duration: float,
-        failed: bool,
-    ) -> Events:
-        return self.run_sync(name, config, "record", _outcome(decision, duration, failed)).events
+    def record_sync(self, decision: Decision, duration: float, failed: bool) -> Events:
+        return self.run_sync("record", _outcome(decision, duration, failed)).events
 
-    async def record(
-        self,
-        name: str,
-        config: CircuitBreakerConfig,
-        decision: Decision,
-        duration: float,
-        failed: bool,
-    ) -> Events:
-        reply = await self.run(name, config, "record", _outcome(decision, duration, failed))
-        return reply.events
+    async def record(self, decision: Decision, duration: float, failed: bool) -> Events:
+        return (await self.run("record", _outcome(decision, duration, failed))).events
 
-    def release_sync(self, name: str, config: CircuitBreakerConfig, decision: Decision) -> Events:
-        return self.run_sync(name, config, "release", _outcome(decision, 0.0, False)).events
+    def release_sync(self, decision: Decision) -> Events:
+        return self.run_sync("release", _outcome(decision, 0.0, False)).events
 
-    async def release(self, name: str, config: CircuitBreakerConfig, decision: Decision) -> Events:
-        return (await self.run(name, config, "release", _outcome(decision, 0.0, False))).events
+    async def release(self, decision: Decision) -> Events:
+        return (await self.run("release", _outcome(decision, 0.0, False))).events
 
-    def transition_sync(
-        self, name: str, config: CircuitBreakerConfig, target: CircuitState | None
-    ) -> Events:
-        return self.run_sync(name, config, *_transition(target)).events
+    def transition_sync(self, target: CircuitState | None) -> Events:
+        return self.run_sync(*_transition(target)).events
 
-    async def transition(
-        self, name: str, config: CircuitBreakerConfig, target: CircuitState | None
-    ) -> Events:
-        return (await self.run(name, config, *_transition(target))).events
+    async def transition(self, target: CircuitState | None) -> Events:
+        return (await self.run(*_transition(target))).events
 
-    def snapshot_sync(self, name: str, config: CircuitBreakerConfig) -> tuple[Snapshot, Events]:
-        reply = self.run_sync(name, config, "snapshot")
+    def snapshot_sync(self) -> tuple[Snapshot, Events]:
+        reply = self.run_sync("snapshot")
         return reply.snapshot, reply.events
 
-    async def snapshot(self, name: str, config: CircuitBreakerConfig) -> tuple[Snapshot, Events]:
-        reply = await self.run(name, config, "snapshot")
+    async def snapshot(self) -> tuple[Snapshot, Events]:
+        reply = await self.run("snapshot")
         return reply.snapshot, reply.events
 
 

@@ -1,8 +1,9 @@
 """Where breaker state lives: this process (:class:`LocalBreakerStore`) or Redis.
 
-A store makes each operation of :class:`~sergas_guard.circuit_breaker.core.BreakerCore`
-atomic for one breaker name. Every operation returns its result and the events it
-produced, which the breaker hands to listeners after the store's lock is released.
+A store hands out a :class:`BreakerHandle` per breaker name, which makes each
+operation of :class:`~sergas_guard.circuit_breaker.core.BreakerCore` atomic. Every
+operation returns its result and the events it produced, which the breaker hands to
+listeners after the store's lock is released.
 The Redis twin lives in :mod:`sergas_guard.circuit_breaker.redis_store`.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import sys
 import threading
 import weakref
+from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from sergas_guard.circuit_breaker.config import CircuitBreakerConfig
@@ -19,14 +21,23 @@ from sergas_guard.circuit_breaker.state import CircuitBreakerEvent, CircuitState
 from sergas_guard.clock import SYSTEM_CLOCK, Clock
 from sergas_guard.errors import ConfigurationError
 
-__all__ = ["BreakerStore", "Events", "LocalBreakerStore", "store_for"]
+__all__ = [
+    "NO_EVENTS",
+    "BreakerHandle",
+    "BreakerStore",
+    "Events",
+    "LocalBreakerHandle",
+    "LocalBreakerStore",
+    "store_for",
+]
 
-Events = list[CircuitBreakerEvent]
+Events = Sequence[CircuitBreakerEvent]
+NO_EVENTS: Events = ()
 
 
 @runtime_checkable
-class BreakerStore(Protocol):
-    """Atomic breaker operations by name, with a sync and an async face.
+class BreakerHandle(Protocol):
+    """Atomic operations on one breaker of a store, with a sync and an async face.
 
     Shared stores raise :class:`~sergas_guard.errors.StorageUnavailable` when they
     cannot be reached; the breaker then falls back to local state.
@@ -34,160 +45,144 @@ class BreakerStore(Protocol):
 
     kind: str
 
-    def acquire_sync(self, name: str, config: CircuitBreakerConfig) -> tuple[Decision, Events]:
+    def acquire_sync(self) -> tuple[Decision, Events]:
         """Decide whether one call may run."""
         ...
 
-    async def acquire(self, name: str, config: CircuitBreakerConfig) -> tuple[Decision, Events]:
+    async def acquire(self) -> tuple[Decision, Events]:
         """Async face of :meth:`acquire_sync`."""
         ...
 
-    def record_sync(
-        self,
-        name: str,
-        config: CircuitBreakerConfig,
-        decision: Decision,
-        duration: float,
-        failed: bool,
-    ) -> Events:
+    def record_sync(self, decision: Decision, duration: float, failed: bool) -> Events:
         """Record the outcome of a call that ``decision`` admitted."""
         ...
 
-    async def record(
-        self,
-        name: str,
-        config: CircuitBreakerConfig,
-        decision: Decision,
-        duration: float,
-        failed: bool,
-    ) -> Events:
+    async def record(self, decision: Decision, duration: float, failed: bool) -> Events:
         """Async face of :meth:`record_sync`."""
         ...
 
-    def release_sync(self, name: str, config: CircuitBreakerConfig, decision: Decision) -> Events:
+    def release_sync(self, decision: Decision) -> Events:
         """Give back the half-open slot of a call that ended without an outcome."""
         ...
 
-    async def release(self, name: str, config: CircuitBreakerConfig, decision: Decision) -> Events:
+    async def release(self, decision: Decision) -> Events:
         """Async face of :meth:`release_sync`."""
         ...
 
-    def transition_sync(
-        self, name: str, config: CircuitBreakerConfig, target: CircuitState | None
-    ) -> Events:
+    def transition_sync(self, target: CircuitState | None) -> Events:
         """Move to ``target`` by hand; ``None`` resets the breaker to a fresh CLOSED."""
         ...
 
-    async def transition(
-        self, name: str, config: CircuitBreakerConfig, target: CircuitState | None
-    ) -> Events:
+    async def transition(self, target: CircuitState | None) -> Events:
         """Async face of :meth:`transition_sync`."""
         ...
 
-    def snapshot_sync(self, name: str, config: CircuitBreakerConfig) -> tuple[Snapshot, Events]:
+    def snapshot_sync(self) -> tuple[Snapshot, Events]:
         """The breaker's state and numbers now."""
         ...
 
-    async def snapshot(self, name: str, config: CircuitBreakerConfig) -> tuple[Snapshot, Events]:
+    async def snapshot(self) -> tuple[Snapshot, Events]:
         """Async face of :meth:`snapshot_sync`."""
         ...
 
 
-class LocalBreakerStore:
-    """Breaker state in this process: the pure core under one lock per breaker.
+@runtime_checkable
+class BreakerStore(Protocol):
+    """Holds the state of breakers by name."""
+
+    kind: str
+
+    def handle(self, name: str, config: CircuitBreakerConfig) -> BreakerHandle:
+        """The operations on breaker ``name`` (created with ``config`` on first use)."""
+        ...
+
+
+class LocalBreakerHandle:
+    """One breaker in this process: its pure core under its own lock.
 
     The lock is held for the bookkeeping only (microseconds), never while a protected
     call runs, and never across an ``await``: the async face is the sync one.
     """
 
     kind = "memory"
+    __slots__ = ("_now", "core", "lock")
+
+    def __init__(self, core: BreakerCore, lock: threading.Lock, clock: Clock) -> None:
+        self.core = core
+        self.lock = lock
+        self._now = clock.monotonic
+
+    def _events(self) -> Events:
+        """Take the core's pending events (call with the lock held)."""
+        core = self.core
+        events = core.events
+        if not events:
+            return NO_EVENTS
+        core.events = []
+        return events
+
+    def acquire_sync(self) -> tuple[Decision, Events]:
+        with self.lock:
+            return self.core.acquire(self._now()), self._events()
+
+    async def acquire(self) -> tuple[Decision, Events]:
+        return self.acquire_sync()
+
+    def record_sync(self, decision: Decision, duration: float, failed: bool) -> Events:
+        with self.lock:
+            self.core.record(self._now(), decision.generation, decision.probe, duration, failed)
+            return self._events()
+
+    async def record(self, decision: Decision, duration: float, failed: bool) -> Events:
+        return self.record_sync(decision, duration, failed)
+
+    def release_sync(self, decision: Decision) -> Events:
+        with self.lock:
+            self.core.release(self._now(), decision.generation, decision.probe)
+            return self._events()
+
+    async def release(self, decision: Decision) -> Events:
+        return self.release_sync(decision)
+
+    def transition_sync(self, target: CircuitState | None) -> Events:
+        with self.lock:
+            if target is None:
+                self.core.reset(self._now())
+            else:
+                self.core.transition(self._now(), target)
+            return self._events()
+
+    async def transition(self, target: CircuitState | None) -> Events:
+        return self.transition_sync(target)
+
+    def snapshot_sync(self) -> tuple[Snapshot, Events]:
+        with self.lock:
+            return self.core.snapshot(self._now()), self._events()
+
+    async def snapshot(self) -> tuple[Snapshot, Events]:
+        return self.snapshot_sync()
+
+
+class LocalBreakerStore:
+    """Breaker state in this process, one core per name (the first config given wins)."""
+
+    kind = "memory"
 
     def __init__(self, clock: Clock = SYSTEM_CLOCK) -> None:
         self.clock = clock
-        self._cores: dict[str, tuple[BreakerCore, threading.Lock]] = {}
-        self._create_lock = threading.Lock()
+        self._slots: dict[str, tuple[BreakerCore, threading.Lock]] = {}
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"LocalBreakerStore(breakers={len(self._cores)})"
+        return f"LocalBreakerStore(breakers={len(self._slots)})"
 
-    def slot(self, name: str, config: CircuitBreakerConfig) -> tuple[BreakerCore, threading.Lock]:
-        """The core of breaker ``name`` and its lock, created on first use."""
-        found = self._cores.get(name)
-        if found is None:
-            with self._create_lock:
-                found = self._cores.get(name)
-                if found is None:
-                    found = (BreakerCore(name, config, self.clock.monotonic()), threading.Lock())
-                    self._cores[name] = found
-        return found
-
-    def acquire_sync(self, name: str, config: CircuitBreakerConfig) -> tuple[Decision, Events]:
-        core, lock = self.slot(name, config)
-        with lock:
-            decision = core.acquire(self.clock.monotonic())
-            return decision, core.drain_events()
-
-    async def acquire(self, name: str, config: CircuitBreakerConfig) -> tuple[Decision, Events]:
-        return self.acquire_sync(name, config)
-
-    def record_sync(
-        self,
-        name: str,
-        config: CircuitBreakerConfig,
-        decision: Decision,
-        duration: float,
-        failed: bool,
-    ) -> Events:
-        core, lock = self.slot(name, config)
-        with lock:
-            core.record(
-                self.clock.monotonic(), decision.generation, decision.probe, duration, failed
-            )
-            return core.drain_events()
-
-    async def record(
-        self,
-        name: str,
-        config: CircuitBreakerConfig,
-        decision: Decision,
-        duration: float,
-        failed: bool,
-    ) -> Events:
-        return self.record_sync(name, config, decision, duration, failed)
-
-    def release_sync(self, name: str, config: CircuitBreakerConfig, decision: Decision) -> Events:
-        core, lock = self.slot(name, config)
-        with lock:
-            core.release(self.clock.monotonic(), decision.generation, decision.probe)
-            return core.drain_events()
-
-    async def release(self, name: str, config: CircuitBreakerConfig, decision: Decision) -> Events:
-        return self.release_sync(name, config, decision)
-
-    def transition_sync(
-        self, name: str, config: CircuitBreakerConfig, target: CircuitState | None
-    ) -> Events:
-        core, lock = self.slot(name, config)
-        with lock:
-            if target is None:
-                core.reset(self.clock.monotonic())
-            else:
-                core.transition(self.clock.monotonic(), target)
-            return core.drain_events()
-
-    async def transition(
-        self, name: str, config: CircuitBreakerConfig, target: CircuitState | None
-    ) -> Events:
-        return self.transition_sync(name, config, target)
-
-    def snapshot_sync(self, name: str, config: CircuitBreakerConfig) -> tuple[Snapshot, Events]:
-        core, lock = self.slot(name, config)
-        with lock:
-            snapshot = core.snapshot(self.clock.monotonic())
-            return snapshot, core.drain_events()
-
-    async def snapshot(self, name: str, config: CircuitBreakerConfig) -> tuple[Snapshot, Events]:
-        return self.snapshot_sync(name, config)
+    def handle(self, name: str, config: CircuitBreakerConfig) -> LocalBreakerHandle:
+        with self._lock:
+            slot = self._slots.get(name)
+            if slot is None:
+                slot = (BreakerCore(name, config, self.clock.monotonic()), threading.Lock())
+                self._slots[name] = slot
+        return LocalBreakerHandle(*slot, self.clock)
 
 
 # Breakers given the same MemoryStorage (or RedisStorage) share one breaker store.

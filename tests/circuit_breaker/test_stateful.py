@@ -25,7 +25,7 @@ from hypothesis.stateful import (
 
 from sergas_guard.circuit_breaker import CircuitBreakerConfig, CircuitState
 from sergas_guard.circuit_breaker.core import Decision
-from sergas_guard.circuit_breaker.store import BreakerStore, LocalBreakerStore
+from sergas_guard.circuit_breaker.store import BreakerHandle, BreakerStore, LocalBreakerStore
 from sergas_guard.clock import ManualClock
 from tests.circuit_breaker.reference_model import BreakerModel, ModelCall
 
@@ -60,6 +60,7 @@ def machine_for(make_store: StoreFactory) -> type[RuleBasedStateMachine]:
             super().__init__()
             self.clock = ManualClock()
             self.store = make_store(self.clock)
+            self.breaker: BreakerHandle | None = None
             self.name = f"m-{uuid.uuid4().hex}"
             self.model: BreakerModel | None = None
             self.config = CircuitBreakerConfig()
@@ -72,7 +73,12 @@ def machine_for(make_store: StoreFactory) -> type[RuleBasedStateMachine]:
         @initialize(config=configs())
         def configure(self, config: CircuitBreakerConfig) -> None:
             self.config = config
+            self.breaker = self.store.handle(self.name, config)
             self.model = BreakerModel(config, since=self.now)
+
+        def target(self) -> BreakerHandle:
+            assert self.breaker is not None
+            return self.breaker
 
         def expected(self) -> BreakerModel:
             assert self.model is not None
@@ -87,7 +93,7 @@ def machine_for(make_store: StoreFactory) -> type[RuleBasedStateMachine]:
             self.admit()
 
         def admit(self) -> bool:
-            decision, _ = self.store.acquire_sync(self.name, self.config)
+            decision, _ = self.target().acquire_sync()
             admitted = self.expected().acquire(self.now)
             assert decision.permitted == (admitted is not None)
             if admitted is None:
@@ -114,28 +120,28 @@ def machine_for(make_store: StoreFactory) -> type[RuleBasedStateMachine]:
         def finish_call(self, index: int, outcome: str, duration: float) -> None:
             decision, admitted = self.running.pop(index % len(self.running))
             if outcome == "ignored":
-                self.store.release_sync(self.name, self.config, decision)
+                self.target().release_sync(decision)
                 self.expected().release(self.now, admitted)
             else:
                 failed = outcome == "failure"
-                self.store.record_sync(self.name, self.config, decision, duration, failed)
+                self.target().record_sync(decision, duration, failed)
                 self.expected().record(self.now, admitted, duration, failed)
 
         @rule(state=st.sampled_from(list(CircuitState)))
         def move_by_hand(self, state: CircuitState) -> None:
-            self.store.transition_sync(self.name, self.config, state)
+            self.target().transition_sync(state)
             self.expected().transition(self.now, state)
 
         @rule()
         def reset(self) -> None:
-            self.store.transition_sync(self.name, self.config, None)
+            self.target().transition_sync(None)
             self.expected().reset(self.now)
 
         @invariant()
         def agrees_with_the_model(self) -> None:
             if self.model is None:
                 return
-            snapshot, _ = self.store.snapshot_sync(self.name, self.config)
+            snapshot, _ = self.target().snapshot_sync()
             model = self.model
             calls, failed, slow = model.counts(self.now)
             assert snapshot.state is model.state
@@ -153,7 +159,9 @@ def machine_for(make_store: StoreFactory) -> type[RuleBasedStateMachine]:
 
         @invariant()
         def never_more_probes_than_permitted(self) -> None:
-            snapshot, _ = self.store.snapshot_sync(self.name, self.config)
+            if self.breaker is None:
+                return
+            snapshot, _ = self.target().snapshot_sync()
             assert snapshot.probes_in_flight <= self.config.permitted_calls_in_half_open
 
     return BreakerMachine

@@ -1,0 +1,186 @@
+"""Circuit breakers side by side: sergas_guard vs pybreaker and aiobreaker, in one run.
+
+Measures, with the breaker CLOSED:
+
+* the overhead a breaker adds to one protected call (sync: ours vs pybreaker; async:
+  ours vs aiobreaker), as the best of several rounds minus an unprotected baseline;
+* the throughput of 8 threads calling through one shared breaker, once with a trivial
+  function and once with a function that waits 1 ms on I/O (where a breaker that holds
+  its lock during the call, as pybreaker does, serialises the threads).
+
+Run: ``.venv/bin/python benchmarks/bench_circuit_breaker.py [--calls N] [--redis-url URL]``.
+With ``--redis-url`` the sync and async overhead of a Redis-shared breaker is added.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any
+
+import aiobreaker
+import pybreaker
+
+from sergas_guard.circuit_breaker import CircuitBreaker, CircuitBreakerConfig
+
+ROUNDS = 5
+THREADS = 8
+
+
+def work() -> int:
+    return 1
+
+
+async def async_work() -> int:
+    return 1
+
+
+def io_work() -> int:
+    time.sleep(0.001)
+    return 1
+
+
+def best_seconds(run: Callable[[], None]) -> float:
+    """The fastest of ``ROUNDS`` runs (the least disturbed by the rest of the machine)."""
+    timings = []
+    for _ in range(ROUNDS):
+        started = time.perf_counter()
+        run()
+        timings.append(time.perf_counter() - started)
+    return min(timings)
+
+
+def sync_loop(call: Callable[[], Any], calls: int) -> Callable[[], None]:
+    def run() -> None:
+        for _ in range(calls):
+            call()
+
+    return run
+
+
+def async_loop(call: Callable[[], Awaitable[Any]], calls: int) -> Callable[[], None]:
+    async def body() -> None:
+        for _ in range(calls):
+            await call()
+
+    return lambda: asyncio.run(body())
+
+
+def ours(storage: Any = None) -> CircuitBreaker:
+    return CircuitBreaker("bench", CircuitBreakerConfig(), storage=storage)
+
+
+def overheads(calls: int, redis_url: str | None) -> list[tuple[str, str, float]]:
+    """(face, contender, nanoseconds added per call)."""
+    rows = []
+    base = best_seconds(sync_loop(work, calls))
+    breaker = ours()
+    decorated = breaker(work)
+    py = pybreaker.CircuitBreaker(fail_max=5, reset_timeout=60)
+    contenders: list[tuple[str, Callable[[], Any]]] = [
+        ("sergas_guard call_sync", lambda: breaker.call_sync(work)),
+        ("sergas_guard @decorator", decorated),
+        ("pybreaker call", lambda: py.call(work)),
+    ]
+    for name, call in contenders:
+        rows.append(("sync", name, (best_seconds(sync_loop(call, calls)) - base) / calls * 1e9))
+
+    async_base = best_seconds(async_loop(async_work, calls))
+    abreaker = ours()
+    adecorated = abreaker(async_work)
+    aio = aiobreaker.CircuitBreaker(fail_max=5, timeout_duration=timedelta(seconds=60))
+    async_contenders: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
+        ("sergas_guard await call", lambda: abreaker.call(async_work)),
+        ("sergas_guard @decorator", adecorated),
+        ("aiobreaker call_async", lambda: aio.call_async(async_work)),
+    ]
+    for name, acall in async_contenders:
+        seconds = best_seconds(async_loop(acall, calls))
+        rows.append(("async", name, (seconds - async_base) / calls * 1e9))
+
+    if redis_url:
+        from sergas_guard.storage.redis import RedisStorage
+
+        shared = ours(RedisStorage(redis_url, socket_timeout=1.0, connect_timeout=1.0))
+        shared.reset()
+        few = max(100, calls // 50)
+        seconds = best_seconds(sync_loop(lambda: shared.call_sync(work), few))
+        rows.append(("sync", "sergas_guard on Redis", (seconds - base * few / calls) / few * 1e9))
+        seconds = asyncio.run(redis_async_best(redis_url, few))
+        rows.append(
+            ("async", "sergas_guard on Redis", (seconds - async_base * few / calls) / few * 1e9)
+        )
+    return rows
+
+
+async def redis_async_best(redis_url: str, calls: int) -> float:
+    """Best round of ``calls`` async calls through a Redis-shared breaker (one loop, one pool)."""
+    from sergas_guard.storage.redis import RedisStorage
+
+    storage = RedisStorage(redis_url, socket_timeout=1.0, connect_timeout=1.0)
+    breaker = ours(storage)
+    best = float("inf")
+    for _ in range(ROUNDS):
+        started = time.perf_counter()
+        for _ in range(calls):
+            await breaker.call(async_work)
+        best = min(best, time.perf_counter() - started)
+    await storage.aclose()
+    return best
+
+
+def threaded_throughput(fn: Callable[[], int], calls_per_thread: int) -> list[tuple[str, float]]:
+    """(contender, calls per second) with THREADS threads through one breaker."""
+    breaker = ours()
+    py = pybreaker.CircuitBreaker(fail_max=5, reset_timeout=60)
+    contenders: list[tuple[str, Callable[[], Any]]] = [
+        ("unprotected", fn),
+        ("sergas_guard", lambda: breaker.call_sync(fn)),
+        ("pybreaker", lambda: py.call(fn)),
+    ]
+    rows = []
+    for name, call in contenders:
+        with ThreadPoolExecutor(THREADS) as pool:
+            started = time.perf_counter()
+            for future in [
+                pool.submit(sync_loop(call, calls_per_thread)) for _ in range(THREADS)
+            ]:
+                future.result()
+            seconds = time.perf_counter() - started
+        rows.append((name, THREADS * calls_per_thread / seconds))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=100_000, help="calls per overhead round")
+    parser.add_argument("--redis-url", default=None, help="also measure a Redis-shared breaker")
+    options = parser.parse_args()
+
+    rows = overheads(options.calls, options.redis_url)
+    print(f"Overhead per protected call, breaker closed (best of {ROUNDS} x {options.calls})")
+    print(f"{'face':<6} {'contender':<26} {'ns/call':>10} {'peer / ours':>12}")
+    for face in ("sync", "async"):
+        face_rows = [row for row in rows if row[0] == face]
+        ours_ns = face_rows[0][2]
+        for _, name, ns in face_rows:
+            print(f"{face:<6} {name:<26} {ns:>10.0f} {ns / ours_ns:>11.2f}x")
+
+    for label, fn, calls in (
+        ("trivial function", work, options.calls // 4),
+        ("function waiting 1 ms on I/O", io_work, 200),
+    ):
+        results = threaded_throughput(fn, calls)
+        ours_rate = dict(results)["sergas_guard"]
+        print(f"\n{THREADS} threads through one breaker, {label} ({calls} calls per thread)")
+        print(f"{'contender':<26} {'calls/s':>12} {'vs ours':>9}")
+        for name, per_second in results:
+            print(f"{name:<26} {per_second:>12.0f} {per_second / ours_rate:>8.2f}x")
+
+
+if __name__ == "__main__":
+    main()
