@@ -7,7 +7,9 @@ import re
 __all__ = ["scrub"]
 
 # user:password@ in any URL-like DSN (postgresql://, redis://, rediss://, amqp://, http://...).
-_URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s]*)@")
+_URL_PASSWORD = re.compile(
+    r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s]*)@"
+)
 # key=value secrets in libpq-style DSNs, query strings and log lines.
 _KEY_VALUE = re.compile(
     r"(?P<key>\b(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|auth)\b\s*[=:]\s*)"

@@ -44,6 +44,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is a valid port too."""
+    while (port := free_port()) > 55535:
+        pass
+    return port
+
+
 def wait_for_port(port: int, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -145,7 +152,7 @@ def redis_cluster(masters: int = 3) -> Iterator[RedisCluster]:
                 workdir = Path(tmp) / str(index)
                 workdir.mkdir()
                 node = RedisServer(
-                    port=free_port(),
+                    port=free_cluster_port(),
                     workdir=workdir,
                     extra_args=[
                         "--cluster-enabled",
