@@ -5,7 +5,7 @@ Compares the registry with its result cache, the registry with single flight onl
 requests per second, latency and how many probes reached the database. Belongs in
 ``benchmarks/``; kept here until it moves. Run from the repository root:
 
-    .venv/bin/python -m tests.health.bench_health
+    python -m benchmarks.bench_health
 """
 
 from __future__ import annotations
