@@ -115,7 +115,7 @@ class RedisStorage:
         )
         self._client = client
         self._sync_client = sync_client
-        self._cluster_ready = False
+        self._async_ready = False
         self._cluster_lock: asyncio.Lock | None = None
         self._password = urlsplit(url).password or "" if url else ""
 
@@ -214,7 +214,7 @@ class RedisStorage:
         """Async face of :meth:`decide_sync`."""
         keys, args = self._prepare(checks, cost, now_us)
         try:
-            client = await self._ready_client()
+            client = self._client if self._async_ready else await self._ready_client()
             try:
                 reply = await client.evalsha(DECIDE_SHA, len(keys), *keys, *args)
             except NoScriptError:
@@ -232,13 +232,15 @@ class RedisStorage:
         commands before it knows the slots and corrupts connections on the MOVED replies.
         """
         client = self.client
-        if self.is_cluster and not self._cluster_ready:
+        if not self.is_cluster:
+            self._async_ready = True  # nothing to learn: the fast path from now on
+        elif not self._async_ready:
             if self._cluster_lock is None:
                 self._cluster_lock = asyncio.Lock()
             async with self._cluster_lock:
-                if not self._cluster_ready:
+                if not self._async_ready:
                     await client.initialize()
-                    self._cluster_ready = True
+                    self._async_ready = True
         return client
 
     # -- reset and clear: SCAN, never KEYS (on a cluster, every primary) -----------
@@ -315,7 +317,7 @@ class RedisStorage:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
-            self._cluster_ready = False
+            self._async_ready = False
         self.close_sync()
 
 

@@ -7,6 +7,9 @@ local US = 1000000
 -- Redis converts Lua numbers to strings with 14 significant digits; state and replies
 -- must round-trip exactly, so every number leaves the script through one of these.
 local function fmt_float(x)
+  if x == 0 then
+    return '0'  -- the common case (no wait), without a format call
+  end
   return string.format('%.17g', x)
 end
 
