@@ -25,7 +25,7 @@ from sergas_guard.degradation.flags import DEFAULT_REFRESH_INTERVAL, FeatureFlag
 from sergas_guard.degradation.levels import DegradationLevel, LevelChange, parse_level
 from sergas_guard.degradation.service_call import ServiceCalls
 from sergas_guard.degradation.signals import Signal, SignalKind, Thresholds, signal_for
-from sergas_guard.errors import ConfigurationError, StorageUnavailable
+from sergas_guard.errors import ConfigurationError, FeatureDisabledError, StorageUnavailable
 
 __all__ = ["DegradationConfig", "DegradationManager", "LevelListener"]
 
@@ -308,6 +308,16 @@ class DegradationManager(ServiceCalls):
             await asyncio.sleep(period)
 
     # -- flags ---------------------------------------------------------------------
+    def _switched_off(self, service_name: str, user_id: str | None) -> FeatureDisabledError | None:
+        if service_name not in self.feature_flags:
+            return None
+        evaluation = self.feature_flags.evaluate(service_name, user_id)
+        return (
+            None
+            if evaluation.enabled
+            else FeatureDisabledError(service_name, reason=evaluation.reason)
+        )
+
     def is_feature_enabled(
         self, name: str, user_id: object = None, context: Mapping[str, Any] | None = None
     ) -> bool:

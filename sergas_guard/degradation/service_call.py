@@ -3,6 +3,8 @@
 What the level does to a call (see :func:`plan_call`): below CRITICAL the primary is
 called and its failure answered by the fallbacks; at CRITICAL a fresh cached answer is
 served without calling the primary; at MAINTENANCE the primary is never called.
+A feature flag with the service's name that is off for the call (disabled, outside
+its rollout, or non-essential while degraded) also skips the primary.
 """
 
 from __future__ import annotations
@@ -128,7 +130,14 @@ class ServiceCalls:
         plan = plan_call(self.level)
         if plan == "fallback_only":
             context = context.failed(FeatureDisabledError(service_name, reason="maintenance"))
+        elif (off := self._switched_off(service_name, uid)) is not None:
+            plan, context = "fallback_only", context.failed(off)
         return strategies, context, plan
+
+    def _switched_off(self, service_name: str, user_id: str | None) -> FeatureDisabledError | None:
+        """Why a feature flag named like the service is off for this call (the manager
+        implements it), or None to call the primary."""
+        return None
 
     def _fresh(
         self, strategies: list[FallbackStrategy], context: FallbackContext

@@ -311,3 +311,31 @@ def test_a_given_feature_flags_is_used() -> None:
     flags.register("x")
     manager.set_degradation_level(DegradationLevel.DEGRADED)
     assert not manager.is_feature_enabled("x")
+
+
+async def test_a_flag_named_like_the_service_switches_its_calls_to_the_fallback() -> None:
+    manager = DegradationManager()
+    manager.feature_flags.register("recommendations")  # not essential
+    manager.register_fallback("recommendations", StaticFallback("popular", ["bestsellers"]))
+    calls = 0
+
+    async def personalised(user_id: str) -> list[str]:
+        nonlocal calls
+        calls += 1
+        return [f"for {user_id}"]
+
+    assert await manager.execute_with_fallback("recommendations", personalised, user_id="u") == [
+        "for u"
+    ]
+    manager.set_degradation_level(DegradationLevel.DEGRADED)
+    assert await manager.execute_with_fallback("recommendations", personalised, user_id="u") == [
+        "bestsellers"
+    ]
+    assert calls == 1  # switched off: the primary was not called
+    manager.set_degradation_level(DegradationLevel.NORMAL)
+
+    # Without a fallback, a call the flag turns off is refused with the flag's reason.
+    manager.feature_flags.register("beta_api", deny_users=["u"])
+    with pytest.raises(FeatureDisabledError, match="denied"):
+        await manager.execute_with_fallback("beta_api", personalised, user_id="u")
+    assert calls == 1
