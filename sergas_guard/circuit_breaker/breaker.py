@@ -207,7 +207,12 @@ class CircuitBreaker:
         except BaseException as error:
             await self._settle(store, decision, start, self._classify_error(error))
             raise
-        await self._settle(store, decision, start, self._classify_result(store, decision, result))
+        failed = (
+            False
+            if self.config.record_result is None
+            else self._classify_result(store, decision, result)
+        )
+        await self._settle(store, decision, start, failed)
         return result
 
     def call_sync(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -219,7 +224,12 @@ class CircuitBreaker:
         except BaseException as error:
             self._settle_sync(store, decision, start, self._classify_error(error))
             raise
-        self._settle_sync(store, decision, start, self._classify_result(store, decision, result))
+        failed = (
+            False
+            if self.config.record_result is None
+            else self._classify_result(store, decision, result)
+        )
+        self._settle_sync(store, decision, start, failed)
         return result
 
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
@@ -322,7 +332,7 @@ class CircuitBreaker:
         )
 
     def _acquire_sync(self) -> tuple[BreakerHandle, Decision]:
-        store = self._store()
+        store: BreakerHandle = self._local if self._shared is None else self._store()
         try:
             decision, events = store.acquire_sync()
         except StorageUnavailable as error:
@@ -336,6 +346,8 @@ class CircuitBreaker:
         return store, decision
 
     async def _acquire(self) -> tuple[BreakerHandle, Decision]:
+        if self._shared is None:
+            return self._acquire_sync()  # local state does no I/O: no coroutine to await
         store = self._store()
         try:
             decision, events = await store.acquire()
@@ -367,6 +379,9 @@ class CircuitBreaker:
     async def _settle(
         self, store: BreakerHandle, decision: Decision, start: float, failed: bool | None
     ) -> None:
+        if store is self._local:
+            self._settle_sync(store, decision, start, failed)
+            return
         duration = self.clock.monotonic() - start
         try:
             if failed is None:

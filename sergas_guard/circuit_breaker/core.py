@@ -89,6 +89,9 @@ class BreakerCore:
 
     def acquire(self, now: float) -> Decision:
         """Decide whether one call may run now."""
+        state = self.state
+        if state is _CLOSED or state is _METRICS_ONLY or state is _DISABLED:
+            return self._pass  # time moves none of these states: no refresh needed
         self._refresh(now)
         state = self.state
         if state is _CLOSED or state is _METRICS_ONLY or state is _DISABLED:
@@ -109,20 +112,26 @@ class BreakerCore:
         self, now: float, generation: int, probe: int, duration: float, failed: bool
     ) -> None:
         """Record the outcome of a call admitted with ``generation``/``probe``."""
-        self._refresh(now)
+        if self.state is _OPEN or self.state is _HALF_OPEN:
+            self._refresh(now)
         if generation != self.generation:
             return
-        slow = duration >= self.config.slow_call_duration
+        config = self.config
+        slow = duration >= config.slow_call_duration
         state = self.state
         if state is _CLOSED or state is _METRICS_ONLY:
-            self.window.add(now, failed, slow)
             window = self.window
-            if (
-                window.calls >= self.config.minimum_calls
-                and self._judge(window.calls, window.failures, window.slow)
-                and state is _CLOSED
+            window.add(now, failed, slow)
+            calls = window.calls
+            # The rates are compared inline (the same arithmetic as rate()) so that the
+            # common case, a healthy call, costs no function call.
+            if calls >= config.minimum_calls and (
+                window.failures * 100.0 / calls >= config.failure_rate_threshold
+                or window.slow * 100.0 / calls >= config.slow_call_rate_threshold
             ):
-                self._enter(_OPEN, now)
+                self._judge(calls, window.failures, window.slow)
+                if state is _CLOSED:
+                    self._enter(_OPEN, now)
         elif state is _HALF_OPEN and self.probes.pop(probe, None) is not None:
             self.half_calls += 1
             self.half_failures += failed
@@ -156,6 +165,9 @@ class BreakerCore:
     def snapshot(self, now: float) -> Snapshot:
         """The state and numbers of the breaker at ``now``."""
         self._refresh(now)
+        # Only reading needs an aged window: adding an outcome ages it first, and
+        # ageing later instead of sooner leaves the same buckets.
+        self.window.refresh(now)
         in_half_open = self.state is _HALF_OPEN
         calls, failures, slow = (
             (self.half_calls, self.half_failures, self.half_slow)
@@ -192,7 +204,7 @@ class BreakerCore:
     # -- rules ----------------------------------------------------------------------
 
     def _refresh(self, now: float) -> None:
-        """Apply the transitions that time alone causes."""
+        """Apply the transitions that time alone causes (only OPEN and HALF_OPEN have any)."""
         if self.state is _OPEN and now >= self.entered_at + self.open_wait:
             self._enter(_HALF_OPEN, now)
         if self.state is _HALF_OPEN:
@@ -203,7 +215,6 @@ class BreakerCore:
                 # Leases that ran out belong to callers that died without reporting.
                 for probe in [p for p, ends in self.probes.items() if ends <= now]:
                     del self.probes[probe]
-        self.window.refresh(now)
 
     def _judge(self, calls: int, failures: int, slow: int) -> bool:
         """True (and an event per rate) when a rate reaches its threshold."""

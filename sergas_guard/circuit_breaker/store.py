@@ -122,16 +122,21 @@ class LocalBreakerHandle:
         return events
 
     def acquire_sync(self) -> tuple[Decision, Events]:
+        core = self.core
         with self.lock:
-            return self.core.acquire(self._now()), self._events()
+            decision = core.acquire(self._now())
+            if not core.events:  # the usual case, without a call to _events()
+                return decision, NO_EVENTS
+            return decision, self._events()
 
     async def acquire(self) -> tuple[Decision, Events]:
         return self.acquire_sync()
 
     def record_sync(self, decision: Decision, duration: float, failed: bool) -> Events:
+        core = self.core
         with self.lock:
-            self.core.record(self._now(), decision.generation, decision.probe, duration, failed)
-            return self._events()
+            core.record(self._now(), decision.generation, decision.probe, duration, failed)
+            return self._events() if core.events else NO_EVENTS
 
     async def record(self, decision: Decision, duration: float, failed: bool) -> Events:
         return self.record_sync(decision, duration, failed)

@@ -193,7 +193,6 @@ local function refresh()
       for _, probe in ipairs(expired) do S.pr[probe] = nil end
     end
   end
-  window_refresh(S)
 end
 
 local function retry_after()
@@ -255,7 +254,9 @@ elseif op == 'reset' then
     window_clear(S)
   end
   S.co, S.rej, S.nper = 0, 0, 0
-elseif op ~= 'snapshot' then
+elseif op == 'snapshot' then
+  window_refresh(S)
+else
   return redis.error_reply('unknown breaker operation ' .. tostring(op))
 end
 
