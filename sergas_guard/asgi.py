@@ -103,8 +103,8 @@ class RateLimitMiddleware:
     (default: its address; ``trusted_proxies`` CIDRs, ``proxy_header`` and
     ``ipv6_prefix`` say how to find it behind proxies). ``shadow=True`` counts but
     never rejects. ``headers`` is ``"ietf"``, ``"legacy"``, ``"both"`` or ``"none"``.
-    ``problem`` words the 429 body. ``on_storage_error`` (``fail_open``,
-    ``fail_closed`` = 503, ``fallback`` = local limits) governs store outages.
+    ``problem`` words the 429 body. ``on_storage_error`` (``fallback`` = local
+    limits, the default; ``fail_open``; ``fail_closed`` = 503) governs store outages.
     ``strategy`` and ``clock`` go to the limiters built from rate strings.
 
     ``on_reject(request_info, decision)`` may return an ASGI app (e.g. a Starlette

@@ -85,7 +85,7 @@ class RateLimitEngine:
         rules: Iterable[Rule] = (),
         **options: Unpack[EngineOptions],
     ) -> None:
-        on_storage_error = options.get("on_storage_error", "fail_open")
+        on_storage_error = options.get("on_storage_error", "fallback")
         if on_storage_error not in _POLICIES:
             raise ConfigurationError(
                 f"on_storage_error must be one of {', '.join(_POLICIES)}, not {on_storage_error!r}",
