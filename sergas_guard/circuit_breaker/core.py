@@ -87,6 +87,20 @@ class BreakerCore:
 
     # -- operations -----------------------------------------------------------------
 
+    def free_pass(self) -> Decision | None:
+        """The decision of :meth:`acquire` when the state admits every call, else None.
+
+        Needs no lock: the pass is replaced (never changed) at each transition, so one
+        read sees a consistent state and generation. A call admitted just as another
+        thread opens the breaker carries the old generation and its outcome is ignored,
+        exactly as if it had been admitted a moment earlier.
+        """
+        admitted = self._pass
+        state = admitted.state
+        if state is _CLOSED or state is _METRICS_ONLY or state is _DISABLED:
+            return admitted
+        return None
+
     def acquire(self, now: float) -> Decision:
         """Decide whether one call may run now."""
         state = self.state

@@ -123,6 +123,9 @@ class LocalBreakerHandle:
 
     def acquire_sync(self) -> tuple[Decision, Events]:
         core = self.core
+        admitted = core.free_pass()
+        if admitted is not None:
+            return admitted, NO_EVENTS
         with self.lock:
             decision = core.acquire(self._now())
             if not core.events:  # the usual case, without a call to _events()
