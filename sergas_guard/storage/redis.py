@@ -170,7 +170,7 @@ class RedisStorage:
 
     def _prepare(
         self, checks: Sequence[LimitCheck], cost: int, now_us: int | None
-    ) -> tuple[list[str], list[str]]:
+    ) -> tuple[list[str], list[int | bytes]]:
         keys, args = script_args(checks, cost, now_us)
         if self.is_cluster and len(keys) > 1 and len({key_slot(k.encode()) for k in keys}) > 1:
             raise ConfigurationError(

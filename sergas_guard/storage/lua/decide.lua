@@ -1,30 +1,29 @@
--- Decide one request of ARGV[2] units against every limit in KEYS, all or nothing.
--- ARGV[1]: the time in microseconds, or '' for the server's clock (TIME).
--- ARGV[2 + 4i + 1..4] for KEYS[i+1]: strategy code, limit, window (us), burst.
+-- Decide one request of ARGV[1] units against every limit in KEYS, all or nothing.
+-- ARGV[1 + i] describes the limit of KEYS[i]: "code limit window_us burst".
+-- ARGV[#KEYS + 2], when present, is the time in microseconds (tests); otherwise the
+-- server's clock (TIME) decides.
 -- Reply: one string holding five values per key: allowed (1/0), limit, remaining,
 -- retry_after and reset_after (seconds; Redis would truncate Lua floats in a table).
-local now
-if ARGV[1] == '' then
+local cost = tonumber(ARGV[1])
+local now = ARGV[#KEYS + 2]
+if now then
+  now = tonumber(now)
+else
   local time = redis.call('TIME')
   now = tonumber(time[1]) * US + tonumber(time[2])
-else
-  now = tonumber(ARGV[1])
 end
-local cost = tonumber(ARGV[2])
 
 local built = {}
 local decided = {}
 local all_allowed = true
 for i = 1, #KEYS do
-  local base = 2 + (i - 1) * 4
-  local code = ARGV[base + 1]
+  local code, limit, window, burst = string.match(ARGV[1 + i], '^(%a+) (%d+) (%d+) (%d+)$')
+  limit, window, burst = tonumber(limit), tonumber(window), tonumber(burst)
   local strategy = built[code]
   if not strategy then
     strategy = strategies[code]()
     built[code] = strategy
   end
-  local limit, window, burst = tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3]),
-    tonumber(ARGV[base + 4])
   local state = strategy.read(KEYS[i])
   local new_state, allowed, reported, remaining, retry_after, reset_after =
     strategy.decide(state, now, cost, limit, window, burst)
