@@ -94,6 +94,10 @@ class CircuitBreaker:
         """The current state (time-driven transitions applied)."""
         return self._snapshot_sync().state
 
+    async def get_state(self) -> CircuitState:
+        """Async face of :attr:`state` (does not block the loop on a shared store)."""
+        return (await self._snapshot()).state
+
     def get_metrics(self) -> dict[str, Any]:
         """State, rates and counts of this breaker, and whether it runs on local fallback.
 

@@ -123,6 +123,7 @@ async def test_async_face_shares_the_same_state(storage: RedisStorage) -> None:
     assert 0 < refused.value.retry_after <= 10.0
     metrics = await breaker.get_metrics_async()
     assert (metrics["state"], metrics["storage"]) == ("open", "redis")
+    assert await breaker.get_state() is CircuitState.OPEN
     await storage.aclose()
 
 
