@@ -4,8 +4,8 @@ One run measures, each on a fresh single-process uvicorn on loopback loaded by w
 bare Starlette; our RateLimitMiddleware on memory and on Redis; slowapi's ASGI
 middleware on memory and on Redis; bare FastAPI, our RateLimit dependency on Redis and
 fastapi-limiter on Redis. It prints req/s, p99 latency and the ratio to the bare app of
-the same framework (best of ``--rounds`` interleaved runs). A private redis-server is
-started for the Redis rows.
+the same framework: medians of ``--rounds`` interleaved rounds, ratios paired by round.
+A private redis-server is started for the Redis rows.
 
     .venv/bin/python benchmarks/bench_web.py [--duration 5] [--rounds 3] [--connections 32]
 """
@@ -17,6 +17,7 @@ import contextlib
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -33,6 +34,7 @@ APPS_DIR = Path(__file__).parent / "apps"
 CONFIGS: tuple[tuple[str, str, str, bool], ...] = (
     ("bare Starlette", "bare_starlette", "bare Starlette", False),
     ("sergas_guard memory", "ours_memory", "bare Starlette", False),
+    ("sergas_guard memory, no headers", "ours_memory_no_headers", "bare Starlette", False),
     ("sergas_guard Redis", "ours_redis", "bare Starlette", True),
     ("slowapi memory", "slowapi_memory", "bare Starlette", False),
     ("slowapi Redis", "slowapi_redis", "bare Starlette", True),
@@ -99,7 +101,7 @@ def main() -> None:
 
     # Every server runs for the whole benchmark and the rounds interleave the
     # configurations, so a burst of load from elsewhere on the machine hits one run of
-    # each, not all runs of one; each configuration reports its best round.
+    # each, not all runs of one.
     runs: dict[str, list[Measurement]] = {label: [] for label, *_ in chosen}
     with contextlib.ExitStack() as stack:
         redis_url = stack.enter_context(redis_server()).url
@@ -113,26 +115,28 @@ def main() -> None:
                 rps, p99, errors = wrk(url, options.duration, options.connections)
                 runs[label].append(Measurement(label, rps, p99, errors))
                 print(f"  round {round_number + 1} {label}: {rps:,.0f} req/s", file=sys.stderr)
-    results = {
-        label: max(measured, key=lambda m: m.requests_per_second)
-        for label, measured in runs.items()
-    }
-
-    print(f"\n{'configuration':32} {'req/s':>9} {'p99 ms':>8} {'vs bare':>8} {'non-2xx':>8}")
+    # Ratios pair each run with the baseline's run of the same round (the load from
+    # elsewhere was alike); figures are medians over the rounds.
+    print(f"\n{'configuration':34} {'req/s':>9} {'p99 ms':>8} {'vs bare':>8} {'non-2xx':>8}")
     for label, _, baseline, _ in chosen:
-        row = results[label]
-        base = results.get(baseline)
-        ratio = f"{row.requests_per_second / base.requests_per_second:.2f}x" if base else "-"
-        print(
-            f"{label:32} {row.requests_per_second:9,.0f} {row.p99_ms:8.1f} {ratio:>8} "
-            f"{row.non_2xx:8d}"
-        )
-    ours, slowapi = results.get("sergas_guard Redis"), results.get("slowapi Redis")
-    if ours and slowapi:
-        print(
-            f"\nsergas_guard Redis / slowapi Redis: "
-            f"{ours.requests_per_second / slowapi.requests_per_second:.2f}x"
-        )
+        measured = runs[label]
+        rps = statistics.median(m.requests_per_second for m in measured)
+        p99 = statistics.median(m.p99_ms for m in measured)
+        errors = sum(m.non_2xx for m in measured)
+        ratio = "-"
+        if baseline in runs:
+            ratio = f"{_paired_ratio(measured, runs[baseline]):.2f}x"
+        print(f"{label:34} {rps:9,.0f} {p99:8.1f} {ratio:>8} {errors:8d}")
+    if "sergas_guard Redis" in runs and "slowapi Redis" in runs:
+        versus = _paired_ratio(runs["sergas_guard Redis"], runs["slowapi Redis"])
+        print(f"\nsergas_guard Redis / slowapi Redis: {versus:.2f}x")
+
+
+def _paired_ratio(runs: list[Measurement], baseline: list[Measurement]) -> float:
+    return statistics.median(
+        run.requests_per_second / base.requests_per_second
+        for run, base in zip(runs, baseline, strict=True)
+    )
 
 
 if __name__ == "__main__":

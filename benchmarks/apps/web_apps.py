@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from sergas_guard.asgi import RateLimitMiddleware
 from sergas_guard.fastapi import RateLimit
-from sergas_guard.storage import storage_from_url
+from sergas_guard.web.pipelining import pipelined_redis_storage
 
 HIGH_LIMIT = "1000000/second"
 
@@ -32,7 +32,8 @@ def _redis_url() -> str:
 def _our_redis() -> Any:
     # The peers run without timeouts; ours get 1 s instead of the 50 ms default so that
     # a loaded benchmark machine measures Redis decisions, never fail-open admissions.
-    return storage_from_url(_redis_url(), connect_timeout=1.0, socket_timeout=1.0)
+    # Pipelined, as RateLimitMiddleware(storage="redis://...") builds it.
+    return pipelined_redis_storage(_redis_url(), connect_timeout=1.0, socket_timeout=1.0)
 
 
 async def hello(request: Request) -> Response:
@@ -120,3 +121,7 @@ def fastapi_limiter_redis() -> FastAPI:
         return "hello"
 
     return app
+
+
+def ours_memory_no_headers() -> RateLimitMiddleware:
+    return RateLimitMiddleware(bare_starlette(), HIGH_LIMIT, headers="none")
