@@ -55,8 +55,9 @@ class CircuitBreaker:
     refused call raises :class:`~sergas_guard.errors.CircuitOpenError`.
 
     ``storage`` is None (state private to this object), a ``MemoryStorage`` (shared
-    by breakers of the same name in this process) or a ``RedisStorage`` (shared by
-    every process using that Redis). ``clock`` times calls and drives local state.
+    by breakers of the same name in this process), a ``RedisStorage`` (shared by
+    every process using that Redis; every process must give the name the same
+    config), or a storage URL. ``clock`` times calls and drives local state.
     """
 
     def __init__(
@@ -85,7 +86,8 @@ class CircuitBreaker:
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"CircuitBreaker({self.name!r}, state={self.state.value})"
+        # No state here: reading it may cost a round trip to a shared store.
+        return f"CircuitBreaker({self.name!r}, storage={(self._shared or self._local).kind})"
 
     # -- state and metrics -------------------------------------------------------------
 

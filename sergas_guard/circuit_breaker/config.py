@@ -26,6 +26,15 @@ WindowType = Literal["count", "time"]
 
 MAX_BACKOFF_EXPONENT = 30
 
+# Names other breakers use -> ours (failure_threshold expands to three fields).
+_SHORTHANDS = {
+    "failure_threshold": "window_size",
+    "recovery_timeout": "wait_duration_in_open",
+    "half_open_max_calls": "permitted_calls_in_half_open",
+    "expected_exception": "record_exceptions",
+    "expected_exceptions": "record_exceptions",
+}
+
 ExceptionTypes = tuple[type[BaseException], ...]
 
 
@@ -82,6 +91,38 @@ class CircuitBreakerConfig(GuardModel):
     record_result: Callable[[Any], bool] | None = None
     #: Seconds a breaker keeps to local state after its shared store failed, before retrying it.
     storage_retry_interval: float = Field(default=5.0, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthands(cls, data: Any) -> Any:
+        """Accept the names pybreaker-style breakers use, translated to ours.
+
+        ``failure_threshold=N`` ("open after N failures in a row") becomes a count
+        window of N calls that opens at 100 % failures; ``recovery_timeout`` is
+        ``wait_duration_in_open``; ``half_open_max_calls`` is
+        ``permitted_calls_in_half_open``; ``expected_exception(s)`` is
+        ``record_exceptions``. Giving a shorthand and its own name together is an error.
+        """
+        if not isinstance(data, dict) or not _SHORTHANDS.keys() & data.keys():
+            return data
+        data = dict(data)
+        for shorthand, meaning in _SHORTHANDS.items():
+            if shorthand not in data:
+                continue
+            value = data.pop(shorthand)
+            targets = (
+                {"window_size": value, "minimum_calls": value, "failure_rate_threshold": 100.0}
+                if shorthand == "failure_threshold"
+                else {meaning: value}
+            )
+            clash = targets.keys() & data.keys()
+            if clash:
+                raise ConfigurationError(
+                    f"{shorthand} and {sorted(clash)[0]} say the same thing; give one",
+                    field=shorthand,
+                )
+            data.update(targets)
+        return data
 
     @field_validator("record_exceptions", "ignore_exceptions", mode="before")
     @classmethod

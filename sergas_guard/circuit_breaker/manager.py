@@ -23,7 +23,8 @@ class CircuitBreakerManager:
 
     A breaker's config is, in order: the one passed to :meth:`get_or_create`, the
     per-name one from ``configs``, or ``default_config``. Every breaker shares the
-    manager's ``storage`` (see :class:`CircuitBreaker`), clock and listeners.
+    manager's ``storage`` (see :class:`CircuitBreaker`; a URL is resolved once), clock
+    and listeners.
     """
 
     def __init__(
@@ -38,6 +39,10 @@ class CircuitBreakerManager:
             default_config if default_config is not None else CircuitBreakerConfig()
         )
         self._configs = dict(configs or {})
+        if isinstance(storage, str):
+            from sergas_guard.storage.url import storage_from_url
+
+            storage = storage_from_url(storage)  # one storage (one pool) for every breaker
         self.storage = storage
         self.clock = clock
         self._breakers: dict[str, CircuitBreaker] = {}

@@ -205,11 +205,16 @@ def store_for(storage: Any, clock: Clock = SYSTEM_CLOCK) -> BreakerStore:
     :class:`~sergas_guard.storage.MemoryStorage` gives the in-process store shared by
     every breaker given that storage (on the storage's clock); a
     :class:`~sergas_guard.storage.RedisStorage` gives the Redis store shared by every
-    process using that Redis; a :class:`BreakerStore` is used as it is. Raises
-    ConfigurationError for anything else.
+    process using that Redis; a URL (``"redis://..."``) gives the store of a new
+    storage built by :func:`~sergas_guard.storage.storage_from_url`; a
+    :class:`BreakerStore` is used as it is. Raises ConfigurationError for anything else.
     """
     if storage is None:
         return LocalBreakerStore(clock)
+    if isinstance(storage, str):
+        from sergas_guard.storage.url import storage_from_url
+
+        storage = storage_from_url(storage)
     if isinstance(storage, BreakerStore):
         return storage
     # An instance of a storage class exists only if its module was imported, so look

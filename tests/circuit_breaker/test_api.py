@@ -195,8 +195,43 @@ def test_breakers_given_one_memory_storage_share_state() -> None:
 
 def test_an_unknown_storage_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError) as error:
-        CircuitBreaker("x", storage="redis://localhost")
+        CircuitBreaker("x", storage=42)
     assert error.value.field == "storage"
+    with pytest.raises(ConfigurationError):
+        CircuitBreaker("x", storage="ftp://nowhere")
+
+
+def test_a_storage_url_is_accepted() -> None:
+    assert repr(CircuitBreaker("x", storage="memory://")) == "CircuitBreaker('x', storage=memory)"
+    manager = CircuitBreakerManager(storage="redis://127.0.0.1:1/0")
+    manager.get_or_create("y")
+    assert repr(manager.get("y")) == "CircuitBreaker('y', storage=redis)"
+
+
+def test_pybreaker_style_shorthands_translate_to_our_fields() -> None:
+    translated = CircuitBreakerConfig.validate_mapping(
+        {
+            "failure_threshold": 3,
+            "recovery_timeout": 5,
+            "half_open_max_calls": 2,
+            "expected_exception": Boom,
+        }
+    )
+    assert (translated.window_size, translated.minimum_calls) == (3, 3)
+    assert translated.failure_rate_threshold == 100.0
+    assert translated.wait_duration_in_open == 5.0
+    assert translated.permitted_calls_in_half_open == 2
+    assert translated.record_exceptions == (Boom,)
+    target = CircuitBreaker("short", translated)
+    fail_times(target, 2)
+    target.call_sync(succeed)
+    fail_times(target, 2)
+    assert state(target) is CircuitState.CLOSED  # 2 of the last 3 failed
+    fail_times(target, 1)
+    assert state(target) is CircuitState.OPEN  # 3 in a row
+    with pytest.raises(ConfigurationError) as error:
+        CircuitBreakerConfig.validate_mapping({"recovery_timeout": 5, "wait_duration_in_open": 6})
+    assert error.value.field == "recovery_timeout"
 
 
 @pytest.mark.parametrize(
