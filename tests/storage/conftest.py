@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 
+from sergas_guard.storage.failover import FailoverStorage
 from sergas_guard.storage.memory import MemoryStorage
 from sergas_guard.storage.redis import RedisStorage
 from tests import servers
@@ -34,7 +35,12 @@ def t0() -> int:
 BACKENDS = [
     pytest.param("memory", id="memory"),
     pytest.param("redis", id="redis", marks=pytest.mark.redis),
+    pytest.param("cluster", id="cluster", marks=[pytest.mark.redis, pytest.mark.cluster]),
+    # Redis behind the failover wrapper: fail_closed, so any failure would surface.
+    pytest.param("failover", id="failover-redis", marks=pytest.mark.redis),
 ]
+
+AnyStorage = MemoryStorage | RedisStorage | FailoverStorage
 
 
 @pytest.fixture(params=BACKENDS)
@@ -45,15 +51,24 @@ def backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def make_storage(
     backend: str, request: pytest.FixtureRequest
-) -> Iterator[Callable[[], MemoryStorage | RedisStorage]]:
+) -> Iterator[Callable[[], AnyStorage]]:
     """Build storages of the parametrised backend; all of one test share its state."""
-    made: list[RedisStorage] = []
+    made: list[AnyStorage] = []
     memory = MemoryStorage()
+    url = ""
+    if backend == "cluster":
+        cluster: RedisCluster = request.getfixturevalue("redis_cluster_session")
+        _flush_cluster(cluster)
+        url = cluster.url
+    elif backend != "memory":
+        url = request.getfixturevalue("redis_url")
 
-    def make() -> MemoryStorage | RedisStorage:
+    def make() -> AnyStorage:
         if backend == "memory":
             return memory
-        storage = patient(request.getfixturevalue("redis_url"))
+        storage: AnyStorage = patient(url)
+        if backend == "failover":
+            storage = FailoverStorage(storage, "fail_closed")
         made.append(storage)
         return storage
 
@@ -62,10 +77,17 @@ def make_storage(
         storage.close_sync()
 
 
+def _flush_cluster(cluster: RedisCluster) -> None:
+    import redis
+
+    for host, port in cluster.startup_nodes:
+        node = redis.Redis(host=host, port=port)
+        node.flushall()
+        node.close()
+
+
 @pytest.fixture
-async def storage(
-    make_storage: Callable[[], MemoryStorage | RedisStorage],
-) -> AsyncIterator[MemoryStorage | RedisStorage]:
+async def storage(make_storage: Callable[[], AnyStorage]) -> AsyncIterator[AnyStorage]:
     made = make_storage()
     yield made
     await made.aclose()

@@ -17,6 +17,7 @@ from sergas_guard.storage.base import LimitCheck
 from sergas_guard.storage.redis import RedisStorage
 from tests.servers import RedisCluster
 from tests.storage._hammer import LIMIT, hammer_async, hammer_threads
+from tests.storage.conftest import _flush_cluster
 
 pytestmark = [pytest.mark.redis, pytest.mark.cluster]
 
@@ -24,10 +25,7 @@ pytestmark = [pytest.mark.redis, pytest.mark.cluster]
 @pytest.fixture
 def cluster(redis_cluster_session: RedisCluster) -> Iterator[RedisCluster]:
     yield redis_cluster_session
-    for host, port in redis_cluster_session.startup_nodes:
-        node = redis.Redis(host=host, port=port)
-        node.flushall()
-        node.close()
+    _flush_cluster(redis_cluster_session)
 
 
 @pytest.fixture

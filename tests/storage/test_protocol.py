@@ -9,10 +9,11 @@ import pytest
 from sergas_guard.ratelimit.result import LimitSpec, RateLimitResult, RateLimitStrategy
 from sergas_guard.ratelimit.strategies import decide as pure_decide
 from sergas_guard.storage.base import LimitCheck, RateLimitStorage
+from sergas_guard.storage.failover import FailoverStorage
 from sergas_guard.storage.memory import MemoryStorage
 from sergas_guard.storage.redis import RedisStorage
 
-Storage = MemoryStorage | RedisStorage
+Storage = MemoryStorage | RedisStorage | FailoverStorage
 S = RateLimitStrategy
 SECOND = 1_000_000
 
@@ -94,7 +95,7 @@ async def test_a_rejection_by_the_second_limit_consumes_from_the_first(
 ) -> None:
     first = spec_for(S.SLIDING_LOG, limit=5)
     second = spec_for(S.FIXED_WINDOW, limit=1)
-    checks = [LimitCheck("a", first), LimitCheck("b", second)]
+    checks = [LimitCheck("{p}:a", first), LimitCheck("{p}:b", second)]
     assert all(r.allowed for r in await storage.decide(checks, 1, t0))
     for _ in range(3):
         assert [r.allowed for r in await storage.decide(checks, 1, t0)] == [True, False]
