@@ -56,8 +56,17 @@ class MemoryStorage:
         now = self.clock.time_us() if now_us is None else now_us
         with self._lock:
             if len(checks) == 1:
+                # The common case, inlined: this is the hot path of every request.
                 key, spec = checks[0]
-                state = self._live_state(key, now)
+                entries = self._entries
+                entry = entries.get(key)
+                state = None
+                if entry is not None:
+                    if entry[1] > now:
+                        state = entry[0]
+                        entries.move_to_end(key)
+                    else:
+                        del entries[key]
                 new_state, result = DECIDERS[spec.strategy](state, now, cost, spec)
                 if new_state is not state:
                     self._store(key, new_state, now, result)
