@@ -260,7 +260,11 @@ else
   return redis.error_reply('unknown breaker operation ' .. tostring(op))
 end
 
-redis.call('SET', key, cmsgpack.pack(S), 'EX', ttl)
+-- Write only what changed: admitting a call while closed leaves the state as it was.
+local packed = cmsgpack.pack(S)
+if packed ~= raw then
+  redis.call('SET', key, packed, 'EX', ttl)
+end
 
 local buffered, failed_calls, slow_calls = S.calls, S.fails, S.slow
 if S.s == 'half_open' then buffered, failed_calls, slow_calls = S.hc, S.hf, S.hs end
