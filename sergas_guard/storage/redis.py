@@ -10,6 +10,7 @@ Redis) or :class:`~sergas_guard.errors.StorageError` (Redis answered with an err
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -117,6 +118,7 @@ class RedisStorage:
         self._sync_client = sync_client
         self._async_ready = False
         self._cluster_lock: asyncio.Lock | None = None
+        self._build_lock = threading.Lock()
         self._password = urlsplit(url).password or "" if url else ""
 
     def __repr__(self) -> str:
@@ -152,19 +154,24 @@ class RedisStorage:
     def sync_client(self) -> Any:
         """The sync ``redis`` client (``Redis`` or ``RedisCluster``)."""
         if self._sync_client is None:
-            if self.url is None:
-                raise ConfigurationError("no sync client and no url to build one", field="url")
-            options = self._options(redis.retry.Retry(NoBackoff(), self.retries))
-            if self.is_cluster:
-                nodes, template = _cluster_nodes(self.url)
-                self._sync_client = RedisCluster.from_url(
-                    template,
-                    startup_nodes=[ClusterNode(h, p) for h, p in nodes],  # type: ignore[no-untyped-call]
-                    **options,
-                )
-            else:
-                self._sync_client = redis.Redis.from_url(self.url, **options)
+            # Threads may race to the first use; one of them builds the one pool.
+            with self._build_lock:
+                if self._sync_client is None:
+                    self._sync_client = self._build_sync_client()
         return self._sync_client
+
+    def _build_sync_client(self) -> Any:
+        if self.url is None:
+            raise ConfigurationError("no sync client and no url to build one", field="url")
+        options = self._options(redis.retry.Retry(NoBackoff(), self.retries))
+        if self.is_cluster:
+            nodes, template = _cluster_nodes(self.url)
+            return RedisCluster.from_url(
+                template,
+                startup_nodes=[ClusterNode(h, p) for h, p in nodes],  # type: ignore[no-untyped-call]
+                **options,
+            )
+        return redis.Redis.from_url(self.url, **options)
 
     # -- decisions ------------------------------------------------------------------
 
