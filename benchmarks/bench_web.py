@@ -50,10 +50,23 @@ class Measurement:
     requests_per_second: float
     p99_ms: float
     non_2xx: int
+    #: CPU time the server process spent per request (user + system), in µs.
+    cpu_us: float
+
+
+@dataclass
+class Server:
+    url: str
+    pid: int
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server process so far."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @contextlib.contextmanager
-def uvicorn(factory: str, redis_url: str) -> Iterator[str]:
+def uvicorn(factory: str, redis_url: str) -> Iterator[Server]:
     port = free_port()
     command = [
         sys.executable, "-m", "uvicorn", "--factory", f"web_apps:{factory}",
@@ -64,7 +77,7 @@ def uvicorn(factory: str, redis_url: str) -> Iterator[str]:
     process = subprocess.Popen(command, env=env)
     try:
         wait_for_port(port)
-        yield f"http://127.0.0.1:{port}/"
+        yield Server(f"http://127.0.0.1:{port}/", process.pid)
     finally:
         process.terminate()
         process.wait(10)
@@ -75,16 +88,20 @@ def _milliseconds(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
 
 
-def wrk(url: str, duration: float, connections: int) -> tuple[float, float, int]:
-    """(requests/s, p99 ms, non-2xx responses) of one wrk run."""
+def wrk(server: Server, label: str, duration: float, connections: int) -> Measurement:
+    """One wrk run against ``server``, with the server's CPU time per request."""
+    cpu_before = server.cpu_seconds()
     output = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency", url],
+        ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency", server.url],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
+    cpu = server.cpu_seconds() - cpu_before
+    total = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
     p99 = _milliseconds(re.search(r"99%\s+(\S+)", output).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
-    return rps, p99, int(errors.group(1)) if errors else 0
+    non_2xx = int(errors.group(1)) if errors else 0
+    return Measurement(label, rps, p99, non_2xx, cpu / max(total, 1) * 1e6)
 
 
 def main() -> None:
@@ -105,37 +122,55 @@ def main() -> None:
     runs: dict[str, list[Measurement]] = {label: [] for label, *_ in chosen}
     with contextlib.ExitStack() as stack:
         redis_url = stack.enter_context(redis_server()).url
-        urls = {
+        servers = {
             label: stack.enter_context(uvicorn(factory, redis_url)) for label, factory, *_ in chosen
         }
-        for url in urls.values():
-            wrk(url, options.warmup, options.connections)
+        for label, server in servers.items():
+            wrk(server, label, options.warmup, options.connections)
         for round_number in range(options.rounds):
-            for label, url in urls.items():
-                rps, p99, errors = wrk(url, options.duration, options.connections)
-                runs[label].append(Measurement(label, rps, p99, errors))
-                print(f"  round {round_number + 1} {label}: {rps:,.0f} req/s", file=sys.stderr)
+            for label, server in servers.items():
+                run = wrk(server, label, options.duration, options.connections)
+                runs[label].append(run)
+                print(
+                    f"  round {round_number + 1} {label}: {run.requests_per_second:,.0f} req/s, "
+                    f"{run.cpu_us:.0f} µs CPU/request",
+                    file=sys.stderr,
+                )
     # Ratios pair each run with the baseline's run of the same round (the load from
     # elsewhere was alike); figures are medians over the rounds.
-    print(f"\n{'configuration':34} {'req/s':>9} {'p99 ms':>8} {'vs bare':>8} {'non-2xx':>8}")
+    # "CPU/req" is the server's own CPU time per request: what the middleware costs,
+    # much less disturbed by other load than req/s. "capacity" is bare's CPU/req over
+    # this one's: the throughput ratio on a machine with a core to spare.
+    print(
+        f"\n{'configuration':34} {'req/s':>7} {'vs bare':>8} {'p99 ms':>7} "
+        f"{'CPU/req':>9} {'capacity':>9} {'non-2xx':>7}"
+    )
     for label, _, baseline, _ in chosen:
         measured = runs[label]
         rps = statistics.median(m.requests_per_second for m in measured)
         p99 = statistics.median(m.p99_ms for m in measured)
+        cpu = statistics.median(m.cpu_us for m in measured)
         errors = sum(m.non_2xx for m in measured)
-        ratio = "-"
+        ratio = capacity = "-"
         if baseline in runs:
-            ratio = f"{_paired_ratio(measured, runs[baseline]):.2f}x"
-        print(f"{label:34} {rps:9,.0f} {p99:8.1f} {ratio:>8} {errors:8d}")
+            ratio = f"{_paired(measured, runs[baseline], 'requests_per_second'):.2f}x"
+            capacity = f"{1 / _paired(measured, runs[baseline], 'cpu_us'):.2f}x"
+        print(
+            f"{label:34} {rps:7,.0f} {ratio:>8} {p99:7.1f} {cpu:7.0f}µs {capacity:>9} {errors:7d}"
+        )
     if "sergas_guard Redis" in runs and "slowapi Redis" in runs:
-        versus = _paired_ratio(runs["sergas_guard Redis"], runs["slowapi Redis"])
-        print(f"\nsergas_guard Redis / slowapi Redis: {versus:.2f}x")
+        ours, theirs = runs["sergas_guard Redis"], runs["slowapi Redis"]
+        print(
+            f"\nsergas_guard Redis / slowapi Redis: "
+            f"{_paired(ours, theirs, 'requests_per_second'):.2f}x req/s, "
+            f"{1 / _paired(ours, theirs, 'cpu_us'):.2f}x capacity"
+        )
 
 
-def _paired_ratio(runs: list[Measurement], baseline: list[Measurement]) -> float:
+def _paired(runs: list[Measurement], baseline: list[Measurement], field: str) -> float:
+    """Median over rounds of this configuration's figure over the baseline's."""
     return statistics.median(
-        run.requests_per_second / base.requests_per_second
-        for run, base in zip(runs, baseline, strict=True)
+        getattr(run, field) / getattr(base, field) for run, base in zip(runs, baseline, strict=True)
     )
 
 
