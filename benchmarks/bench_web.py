@@ -169,9 +169,10 @@ def main() -> None:
 
 def _paired(runs: list[Measurement], baseline: list[Measurement], field: str) -> float:
     """Median over rounds of this configuration's figure over the baseline's."""
-    return statistics.median(
+    ratios: list[float] = [
         getattr(run, field) / getattr(base, field) for run, base in zip(runs, baseline, strict=True)
-    )
+    ]
+    return statistics.median(ratios)
 
 
 if __name__ == "__main__":
