@@ -1,5 +1,5 @@
--- Shared helpers of the rate-limit script: the Lua twin of ratelimit/strategies/_exact.py,
--- number formatting, and state (de)serialisation. Redis's Lua numbers are doubles; every
+-- Shared helpers of the rate-limit script: exact waits, number formatting, and state
+-- (de)serialisation. Redis's Lua numbers are doubles; every
 -- time here is an integer number of microseconds well below 2^53, so integer arithmetic
 -- on them is exact, and float operations run in the same order as in Python.
 local US = 1000000
@@ -23,7 +23,10 @@ local function mod(a, b)
   return math.fmod(a, b)
 end
 
--- Smallest whole-microsecond wait >= ceil(estimate), >= 1, at which admits_at holds.
+-- Smallest whole-microsecond wait >= ceil(estimate), >= 1, at which admits_at holds:
+-- the closed form confirmed with the admitting arithmetic, as the Python strategies do
+-- (token bucket's _wait_for, sliding window's loop). Float error moves the estimate by a
+-- microsecond at most; the bound keeps a script from ever spinning inside Redis.
 local function exact_wait_us(admits_at, now, estimate)
   local wait = math.max(1, math.ceil(estimate))
   for _ = 1, 8 do
