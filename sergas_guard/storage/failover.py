@@ -145,6 +145,13 @@ class FailoverStorage:
     def __repr__(self) -> str:
         return f"FailoverStorage({self.primary!r}, policy={self.config.policy!r})"
 
+    def __getattr__(self, name: str) -> Any:
+        # A transparent wrapper: what it does not define (``client``, ``sync_client``,
+        # ``is_cluster``, ``key_prefix``...) is the wrapped storage's.
+        if name.startswith("_") or name == "primary":
+            raise AttributeError(name)
+        return getattr(self.primary, name)
+
     @property
     def url(self) -> Any:
         """The wrapped storage's URL (None when it was built from a client)."""

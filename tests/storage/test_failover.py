@@ -234,3 +234,15 @@ def test_invalid_failover_options_name_the_field(own_redis: RedisServer) -> None
     with pytest.raises(ConfigurationError) as policy:
         RateLimiter(CONFIG, RedisStorage(own_redis.url), on_storage_error="ignore")  # type: ignore[arg-type]
     assert policy.value.field == "on_storage_error"
+
+
+def test_the_wrapper_exposes_the_wrapped_storage(own_redis: RedisServer) -> None:
+    redis_storage = RedisStorage(own_redis.url)
+    limiter = RateLimiter(CONFIG, redis_storage)  # the default policy wraps it
+    assert isinstance(limiter.storage, FailoverStorage)
+    assert limiter.storage.primary is redis_storage
+    assert limiter.storage.sync_client is redis_storage.sync_client
+    assert limiter.storage.is_cluster is False
+    with pytest.raises(AttributeError):
+        _ = limiter.storage.no_such_attribute
+    limiter.close()
