@@ -12,20 +12,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import random
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
-from starlette.responses import Response
 
 from sergas_guard.asgi import RateLimitMiddleware
 from sergas_guard.circuit_breaker import CircuitBreaker, CircuitBreakerConfig, CircuitState
 from sergas_guard.clock import Clock
-from sergas_guard.errors import CircuitOpenError
 from sergas_guard.fastapi import RateLimit, install_exception_handlers
 from sergas_guard.health import HealthCheckRegistry, HealthStatus, ServiceHealthCheck, health_router
-from sergas_guard.problem import PROBLEM_CONTENT_TYPE, problem_body, retry_after_header
 from sergas_guard.storage.base import RateLimitStorage
 from sergas_guard.web import Rule
 from sergas_guard.web.rules import resolve_storage
@@ -47,18 +43,6 @@ ROUTES: tuple[tuple[str, str, str], ...] = (
 
 class UpstreamError(RuntimeError):
     """The demo's simulated upstream failed."""
-
-
-def _has_circuit_handler() -> bool:
-    """Does install_exception_handlers already answer CircuitOpenError (issue 5's module)?"""
-    return importlib.util.find_spec("sergas_guard.circuit_breaker.http") is not None
-
-
-async def _circuit_open(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, CircuitOpenError)
-    body = problem_body(status=503, title="Service Unavailable", detail=str(exc), circuit=exc.name)
-    headers = {"Retry-After": retry_after_header(exc.retry_after)}
-    return Response(body, 503, headers=headers, media_type=PROBLEM_CONTENT_TYPE)
 
 
 def _describe(base_url: str) -> dict[str, Any]:
@@ -146,9 +130,6 @@ def create_app(
         counters = middleware.metrics()
         counters.pop("limiters", None)
         return {"rate_limits": counters, "breaker": breaker.get_metrics()}
-
-    if not _has_circuit_handler():
-        api.add_exception_handler(CircuitOpenError, _circuit_open)
 
     rules = [
         Rule("/", "10/minute", methods="GET", name="home"),

@@ -54,12 +54,11 @@ __all__ = [
     "request_key",
 ]
 
-# Other capabilities' error → response converters, registered by
-# install_exception_handlers when their module is present:
-# (module, function of the exception returning a Response, exception class path).
+# Other capabilities' exception handlers, registered by install_exception_handlers
+# when their module is present: (module, Starlette handler, exception class path).
 _PLUGGED_HANDLERS: tuple[tuple[str, str, str, str], ...] = (
-    ("sergas_guard.circuit_breaker.http", "circuit_open_response", "sergas_guard.errors",
-     "CircuitOpenError"),
+    ("sergas_guard.circuit_breaker.http", "circuit_open_exception_handler",
+     "sergas_guard.errors", "CircuitOpenError"),
 )  # fmt: skip
 
 _BODYLESS_HEADERS = (b"content-type", b"content-length")
@@ -205,11 +204,11 @@ def install_exception_handlers(
 
     app.add_exception_handler(RejectionHTTPException, on_rejection)
     app.add_exception_handler(RateLimitExceeded, on_rejection)
-    for module_name, function_name, error_module, error_name in _PLUGGED_HANDLERS:
-        converter = _optional(module_name, function_name)
-        if converter is not None:
+    for module_name, handler_name, error_module, error_name in _PLUGGED_HANDLERS:
+        handler = _optional(module_name, handler_name)
+        if handler is not None:
             error = getattr(importlib.import_module(error_module), error_name)
-            app.add_exception_handler(error, _adapt(converter))
+            app.add_exception_handler(error, handler)
     if request_context:
         app.add_middleware(
             RequestContextMiddleware,
@@ -220,19 +219,12 @@ def install_exception_handlers(
         )
 
 
-def _optional(module_name: str, function_name: str) -> Callable[..., Any] | None:
+def _optional(module_name: str, name: str) -> Callable[..., Any] | None:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name == module_name:  # that capability is not installed / built
             return None
         raise
-    converter: Callable[..., Any] | None = getattr(module, function_name, None)
-    return converter
-
-
-def _adapt(converter: Callable[..., Any]) -> Callable[[Request, Exception], Any]:
-    async def handler(request: Request, exc: Exception) -> Any:
-        return converter(exc)
-
-    return handler
+    found: Callable[..., Any] | None = getattr(module, name, None)
+    return found

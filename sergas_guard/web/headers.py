@@ -14,6 +14,7 @@ import enum
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from sergas_guard.clock import Clock
 from sergas_guard.errors import ConfigurationError
@@ -86,8 +87,7 @@ class PolicySet:
         return cls(names, quoted, ", ".join(items).encode(), prefixes)
 
 
-@dataclass(frozen=True, slots=True)
-class RecordedDecision:
+class RecordedDecision(NamedTuple):
     """A decision taken for a request, with the policies that name its limits."""
 
     policies: PolicySet

@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sergas_guard.asgi import RateLimitMiddleware
-from sergas_guard.errors import ConfigurationError
+from sergas_guard.errors import CircuitOpenError, ConfigurationError
 from sergas_guard.fastapi import RateLimit, install_exception_handlers
 from sergas_guard.ratelimit import RateLimiter, rate_limited
 from sergas_guard.web import client_ip
@@ -192,3 +192,19 @@ def test_rate_limited_key_outside_a_request_is_a_clear_error() -> None:
 
     with pytest.raises(ConfigurationError, match="no request is being served"):
         plain()
+
+
+async def test_circuit_open_errors_become_503_through_the_same_install() -> None:
+    app = FastAPI()
+    install_exception_handlers(app)
+
+    @app.get("/")
+    async def refused() -> str:
+        raise CircuitOpenError("payments", retry_after=4.2)
+
+    async with asgi_client(app) as client:
+        response = await client.get("/")
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["retry-after"] == "5"
+    assert response.json()["circuit"] == "payments"
