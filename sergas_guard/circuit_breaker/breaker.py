@@ -14,7 +14,7 @@ import inspect
 import logging
 import threading
 from collections.abc import Awaitable, Callable
-from types import TracebackType
+from types import CoroutineType, TracebackType
 from typing import Any, ParamSpec, TypeVar, cast, overload
 
 from sergas_guard.circuit_breaker.config import CircuitBreakerConfig
@@ -204,11 +204,13 @@ class CircuitBreaker:
 
         Raises CircuitOpenError when refused; otherwise whatever ``fn`` raises.
         """
-        store, decision = await self._acquire()
+        # Local state does no I/O, so it is reached without creating a coroutine.
+        local = self._shared is None
+        store, decision = self._acquire_sync() if local else await self._acquire()
         start = self.clock.monotonic()
         try:
             result = fn(*args, **kwargs)
-            if inspect.isawaitable(result):
+            if type(result) is CoroutineType or inspect.isawaitable(result):
                 result = await result
         except BaseException as error:
             await self._settle(store, decision, start, self._classify_error(error))
@@ -218,7 +220,10 @@ class CircuitBreaker:
             if self.config.record_result is None
             else self._classify_result(store, decision, result)
         )
-        await self._settle(store, decision, start, failed)
+        if local:
+            self._settle_sync(store, decision, start, failed)
+        else:
+            await self._settle(store, decision, start, failed)
         return result
 
     def call_sync(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
