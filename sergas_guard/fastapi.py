@@ -33,8 +33,7 @@ from sergas_guard.web.keys import api_key, authenticated_user, client_ip, reques
 from sergas_guard.web.rejection import (
     ProblemText,
     Rejection,
-    exceeded_rejection,
-    rejection_for,
+    rejection_in_context,
     unavailable_rejection,
 )
 from sergas_guard.web.request import AsgiRequestInfo, RequestInfo
@@ -195,12 +194,7 @@ def install_exception_handlers(
         if isinstance(exc, RejectionHTTPException):
             return rejection_response(exc.rejection)
         assert isinstance(exc, RateLimitExceeded)
-        context = current_context()
-        if context is not None and any(not e.decision.allowed for e in context.recorded):
-            rejection = rejection_for(context.recorded, text, context.take_headers())
-        else:
-            rejection = exceeded_rejection(exc, text, [])
-        return rejection_response(rejection)
+        return rejection_response(rejection_in_context(exc, text))
 
     app.add_exception_handler(RejectionHTTPException, on_rejection)
     app.add_exception_handler(RateLimitExceeded, on_rejection)

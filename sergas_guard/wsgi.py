@@ -13,11 +13,16 @@ from sergas_guard.ratelimit.limiter import RateLimitDecision
 from sergas_guard.types import Environ, StartResponse, WSGIApp
 from sergas_guard.web.context import RequestContext, enter_context, leave_context
 from sergas_guard.web.engine import Action, EngineOptions, RateLimitEngine
-from sergas_guard.web.rejection import Rejection, unavailable_rejection
+from sergas_guard.web.rejection import (
+    ProblemText,
+    Rejection,
+    rejection_in_context,
+    unavailable_rejection,
+)
 from sergas_guard.web.request import RequestInfo, WsgiRequestInfo
 from sergas_guard.web.rules import Limits, Rule
 
-__all__ = ["RateLimitMiddleware"]
+__all__ = ["RateLimitMiddleware", "install_flask_error_handlers"]
 
 RejectCallback = Callable[[RequestInfo, RateLimitDecision], WSGIApp | None]
 
@@ -89,3 +94,30 @@ class RateLimitMiddleware:
             if replacement is not None:
                 return replacement(environ, _start_with_headers(start_response, context))
         return _send(start_response, self.engine.rejection(context))
+
+
+FlaskReply = tuple[bytes, int, dict[str, str]]
+
+
+def install_flask_error_handlers(app: Any, *, problem: ProblemText | None = None) -> None:
+    """Flask: answer errors raised in views with problem+json, as the middleware does.
+
+    ``RateLimitExceeded`` (e.g. from a ``@rate_limited`` view) becomes the 429 with
+    ``Retry-After`` and rate-limit headers; ``CircuitOpenError`` the circuit breaker's
+    503. Inside :class:`RateLimitMiddleware` the 429 lists every decision of the request.
+    """
+    from sergas_guard.circuit_breaker.http import circuit_open_parts
+    from sergas_guard.errors import CircuitOpenError, RateLimitExceeded
+
+    text = problem or ProblemText()
+
+    def on_exceeded(exc: RateLimitExceeded) -> FlaskReply:
+        rejection = rejection_in_context(exc, text)
+        return rejection.body, rejection.status, rejection.header_dict()
+
+    def on_circuit_open(exc: CircuitOpenError) -> FlaskReply:
+        status, headers, body = circuit_open_parts(exc)
+        return body, status, dict(headers)
+
+    app.register_error_handler(RateLimitExceeded, on_exceeded)
+    app.register_error_handler(CircuitOpenError, on_circuit_open)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from sergas_guard.errors import ConfigurationError, RateLimitExceeded
 from sergas_guard.problem import PROBLEM_CONTENT_TYPE, problem_body, retry_after_header
+from sergas_guard.web.context import current_context
 from sergas_guard.web.headers import HeaderList, RecordedDecision
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "Rejection",
     "exceeded_rejection",
     "rejection_for",
+    "rejection_in_context",
     "unavailable_rejection",
 ]
 
@@ -125,6 +127,19 @@ def exceeded_rejection(
 ) -> Rejection:
     """The 429 for a RateLimitExceeded whose decision is not known (raised by any code)."""
     return _rejection(problem, exc.retry_after, [], exc.limit, rate_headers)
+
+
+def rejection_in_context(exc: RateLimitExceeded, problem: ProblemText) -> Rejection:
+    """The 429 for a RateLimitExceeded raised while serving a request.
+
+    Inside a request context that recorded the rejecting decision (a dependency, a
+    ``@rate_limited`` endpoint), the 429 carries every recorded decision's policies and
+    headers; elsewhere it is built from the exception alone.
+    """
+    context = current_context()
+    if context is not None and any(not e.decision.allowed for e in context.recorded):
+        return rejection_for(context.recorded, problem, context.take_headers())
+    return exceeded_rejection(exc, problem, [])
 
 
 def unavailable_rejection(retry_after: float = 1.0) -> Rejection:

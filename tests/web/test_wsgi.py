@@ -14,11 +14,11 @@ from flask import Flask, Response, stream_with_context
 from werkzeug.serving import make_server
 
 from sergas_guard.clock import ManualClock
-from sergas_guard.errors import RateLimitExceeded
+from sergas_guard.errors import CircuitOpenError, RateLimitExceeded
 from sergas_guard.ratelimit import rate_limited
 from sergas_guard.storage import storage_from_url
 from sergas_guard.web import RequestInfo, Rule, client_ip
-from sergas_guard.wsgi import RateLimitMiddleware
+from sergas_guard.wsgi import RateLimitMiddleware, install_flask_error_handlers
 
 QUOTA_EXCEEDED = "https://iana.org/assignments/http-problem-types#quota-exceeded"
 
@@ -113,6 +113,33 @@ def test_flask_shadow_legacy_headers_and_decorated_views() -> None:
     app.testing = True  # let Flask propagate the view's RateLimitExceeded
     with pytest.raises(RateLimitExceeded):
         client.get("/decorated")
+
+
+def test_flask_error_handlers_answer_rate_limited_views_and_open_circuits() -> None:
+    app = limited(default_limits="100/minute")
+    install_flask_error_handlers(app)
+
+    @app.get("/down")
+    def down() -> str:
+        raise CircuitOpenError("search", retry_after=2.5)
+
+    client = app.test_client()
+    assert client.get("/decorated").status_code == 200
+    rejected = client.get("/decorated")
+    assert rejected.status_code == 429
+    assert rejected.headers["Content-Type"] == "application/problem+json"
+    assert int(rejected.headers["Retry-After"]) >= 1
+    assert rejected.json is not None
+    assert rejected.json["violated-policies"] == [
+        "tests.web.test_wsgi.flask_app.<locals>.decorated"
+    ]
+    # the middleware's policy and the view's are both listed, once
+    assert rejected.headers.getlist("RateLimit-Policy") == [
+        '"default";q=100;w=60, "tests.web.test_wsgi.flask_app.<locals>.decorated";q=1;w=60'
+    ]
+    unavailable = client.get("/down")
+    assert unavailable.status_code == 503
+    assert unavailable.headers["Retry-After"] == "3"
 
 
 def test_on_reject_returns_a_wsgi_app() -> None:
