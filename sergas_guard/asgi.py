@@ -23,11 +23,17 @@ from sergas_guard.web.context import (
 from sergas_guard.web.engine import Action, EngineOptions, RateLimitEngine
 from sergas_guard.web.headers import HeaderMode, header_mode
 from sergas_guard.web.identity import ClientAddressResolver, ProxyHeader
-from sergas_guard.web.rejection import Rejection, unavailable_rejection
+from sergas_guard.web.rejection import ProblemText, Rejection, unavailable_rejection
 from sergas_guard.web.request import AsgiRequestInfo, RequestInfo
-from sergas_guard.web.rules import Limits, Rule
+from sergas_guard.web.rules import Limits, Rule, RuleLike
 
-__all__ = ["RateLimitMiddleware", "RequestContextMiddleware", "send_rejection"]
+__all__ = [
+    "ProblemText",
+    "RateLimitMiddleware",
+    "RequestContextMiddleware",
+    "Rule",
+    "send_rejection",
+]
 
 logger = logging.getLogger("sergas_guard.web")
 
@@ -117,7 +123,7 @@ class RateLimitMiddleware:
         self,
         app: ASGIApp,
         default_limits: Limits | None = "100/minute",
-        rules: Iterable[Rule] = (),
+        rules: Iterable[RuleLike] = (),
         *,
         on_reject: RejectCallback | None = None,
         websockets: bool = False,

@@ -20,9 +20,14 @@ from sergas_guard.web.rejection import (
     unavailable_rejection,
 )
 from sergas_guard.web.request import RequestInfo, WsgiRequestInfo
-from sergas_guard.web.rules import Limits, Rule
+from sergas_guard.web.rules import Limits, Rule, RuleLike
 
-__all__ = ["RateLimitMiddleware", "install_flask_error_handlers"]
+__all__ = [
+    "ProblemText",
+    "RateLimitMiddleware",
+    "Rule",
+    "install_flask_error_handlers",
+]
 
 RejectCallback = Callable[[RequestInfo, RateLimitDecision], WSGIApp | None]
 
@@ -53,7 +58,7 @@ class RateLimitMiddleware:
         self,
         app: WSGIApp,
         default_limits: Limits | None = "100/minute",
-        rules: Iterable[Rule] = (),
+        rules: Iterable[RuleLike] = (),
         *,
         on_reject: RejectCallback | None = None,
         **options: Unpack[EngineOptions],

@@ -26,7 +26,7 @@ from sergas_guard.web.identity import ClientAddressResolver, ProxyHeader
 from sergas_guard.web.keys import client_ip
 from sergas_guard.web.rejection import ProblemText, Rejection, rejection_for
 from sergas_guard.web.request import RequestInfo
-from sergas_guard.web.rules import Limits, Plan, Rule, RuleSet, resolve_storage
+from sergas_guard.web.rules import Limits, Plan, RuleLike, RuleSet, resolve_storage
 
 __all__ = ["Action", "EngineOptions", "EngineStats", "RateLimitEngine"]
 
@@ -82,7 +82,7 @@ class RateLimitEngine:
     def __init__(
         self,
         default_limits: Limits | None = "100/minute",
-        rules: Iterable[Rule] = (),
+        rules: Iterable[RuleLike] = (),
         **options: Unpack[EngineOptions],
     ) -> None:
         on_storage_error = options.get("on_storage_error", "fallback")

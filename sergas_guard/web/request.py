@@ -7,12 +7,13 @@ that only wants the client address never makes the headers get parsed.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from sergas_guard.types import Environ, Scope
 from sergas_guard.web.identity import ClientAddressResolver
 
-__all__ = ["AsgiRequestInfo", "RequestInfo", "WsgiRequestInfo"]
+__all__ = ["AsgiRequestInfo", "HeaderView", "RequestInfo", "WsgiRequestInfo"]
 
 _DEFAULT_RESOLVER = ClientAddressResolver()
 
@@ -47,6 +48,15 @@ class RequestInfo:
         """Every line of header ``name`` (case-insensitive), in order."""
         raise NotImplementedError
 
+    def header_names(self) -> list[str]:
+        """The lower-case names of the headers present, in order (repeats included)."""
+        raise NotImplementedError
+
+    @property
+    def headers(self) -> HeaderView:
+        """The headers as a read-only, case-insensitive mapping (like Starlette's)."""
+        return HeaderView(self)
+
     def header(self, name: str) -> str | None:
         """Header ``name`` (case-insensitive), several lines joined by ``", "``; None if absent."""
         values = self.header_values(name)
@@ -63,6 +73,27 @@ class RequestInfo:
     def user(self) -> Any:
         """The authenticated user the framework attached, or None."""
         raise NotImplementedError
+
+
+class HeaderView(Mapping[str, str]):
+    """Case-insensitive, read-only view of a request's headers (several lines joined)."""
+
+    __slots__ = ("_request",)
+
+    def __init__(self, request: RequestInfo) -> None:
+        self._request = request
+
+    def __getitem__(self, name: str) -> str:
+        value = self._request.header(name)
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict.fromkeys(self._request.header_names()))
+
+    def __len__(self) -> int:
+        return len(dict.fromkeys(self._request.header_names()))
 
 
 class AsgiRequestInfo(RequestInfo):
@@ -83,6 +114,9 @@ class AsgiRequestInfo(RequestInfo):
     def header_values(self, name: str) -> list[str]:
         wanted = name.lower().encode("latin-1")
         return [v.decode("latin-1") for k, v in self.raw.get("headers", ()) if k.lower() == wanted]
+
+    def header_names(self) -> list[str]:
+        return [k.decode("latin-1").lower() for k, _ in self.raw.get("headers", ())]
 
     @property
     def user(self) -> Any:
@@ -112,6 +146,11 @@ class WsgiRequestInfo(RequestInfo):
         # WSGI servers fold repeated header lines into one comma-joined value.
         value = self.raw.get(key)
         return [value] if value else []
+
+    def header_names(self) -> list[str]:
+        names = [k[5:] for k in self.raw if k.startswith("HTTP_")]
+        names += [k for k in ("CONTENT_TYPE", "CONTENT_LENGTH") if self.raw.get(k)]
+        return [name.lower().replace("_", "-") for name in names]
 
     @property
     def user(self) -> Any:

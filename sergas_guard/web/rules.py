@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from sergas_guard.clock import SYSTEM_CLOCK, Clock
 from sergas_guard.errors import ConfigurationError
@@ -25,7 +26,15 @@ from sergas_guard.web.headers import PolicySet
 from sergas_guard.web.keys import client_ip
 from sergas_guard.web.request import RequestInfo
 
-__all__ = ["Plan", "Rule", "RuleSet", "build_limiter", "compile_path", "resolve_storage"]
+__all__ = [
+    "Plan",
+    "Rule",
+    "RuleLike",
+    "RuleSet",
+    "build_limiter",
+    "compile_path",
+    "resolve_storage",
+]
 
 RequestKey = Callable[[RequestInfo], str]
 CostFunc = Callable[[RequestInfo], int]
@@ -110,6 +119,10 @@ class Rule:
         if methods is None:
             return self.path
         return ",".join(sorted(methods - {"HEAD"} or methods)) + " " + self.path
+
+
+#: A Rule, or a mapping of its fields (``{"path": "/login", "limits": "5/minute"}``).
+RuleLike = Rule | Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +210,7 @@ class RuleSet:
 
     def __init__(
         self,
-        rules: Collection[Rule],
+        rules: Collection[RuleLike],
         default_limits: Limits | None,
         *,
         storage: RateLimitStorage,
@@ -222,9 +235,16 @@ class RuleSet:
             self.default = Plan(default_name, limiter, key, 1, None, shadow, policies)
         self._rules: list[tuple[Callable[[str], object], frozenset[str] | None, Plan]] = []
         for rule in rules:
+            if isinstance(rule, Mapping):
+                try:
+                    rule = Rule(**rule)
+                except TypeError as exc:
+                    raise ConfigurationError(f"bad rule {rule!r}: {exc}", field="rules") from None
             if not isinstance(rule, Rule):
                 raise ConfigurationError(
-                    f"rules must be Rule objects, not {type(rule).__name__}", field="rules"
+                    f"rules must be Rule objects or mappings of Rule fields, "
+                    f"not {type(rule).__name__}",
+                    field="rules",
                 )
             plan = self._plan(rule, key, shadow)
             self._rules.append((compile_path(rule.path), rule.method_set(), plan))

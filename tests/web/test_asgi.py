@@ -351,3 +351,23 @@ async def test_problem_body_is_valid_json_even_with_quotes_in_names() -> None:
         rejected = await client.get("/")
     assert json.loads(rejected.content)["violated-policies"] == ['say "hi"']
     assert rejected.headers["ratelimit"].startswith('"say \\"hi\\"";r=0;t=')
+
+
+async def test_rules_as_mappings_and_key_functions_reading_headers_mapping() -> None:
+    from sergas_guard import asgi
+
+    def by_tenant(request: RequestInfo) -> str:
+        return "tenant:" + request.headers.get("X-Tenant", "none")
+
+    app = asgi.RateLimitMiddleware(
+        make_app(), None, rules=[{"path": "/items/*", "limits": "1/minute", "key": by_tenant}]
+    )
+    async with asgi_client(app) as client:
+        statuses = [
+            (await client.get("/items/1", headers={"x-tenant": tenant})).status_code
+            for tenant in ("a", "b", "a")
+        ]
+    assert statuses == [200, 200, 429]
+    assert asgi.Rule is Rule
+    with pytest.raises(ConfigurationError):
+        asgi.RateLimitMiddleware(make_app(), rules=[{"path": "/x", "limit": "1/minute"}])
