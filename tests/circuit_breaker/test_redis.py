@@ -72,6 +72,37 @@ def test_failures_in_one_process_open_the_breaker_in_all(
     assert [process.exitcode for process in processes] == [0, 0, 0, 0]
 
 
+def test_processes_crowding_a_half_open_breaker_get_exactly_the_permitted_probes(
+    redis_url: str, storage: RedisStorage
+) -> None:
+    processes_count, threads = 4, 25
+    breaker = CircuitBreaker("crowded", config(permitted_calls_in_half_open=5), storage=storage)
+    breaker.transition_to_half_open()
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    gate = context.Event()
+    processes = [
+        context.Process(
+            target=workers.half_open_crowd, args=(redis_url, "crowded", threads, gate, results)
+        )
+        for _ in range(processes_count)
+    ]
+    for process in processes:
+        process.start()
+    try:
+        # Every caller reports once: a probe while parked at the gate, a refusal at once.
+        outcomes = Counter(kind for kind, _ in collect(results, processes_count * threads))
+        assert outcomes == {"probe": 5, "refused": processes_count * threads - 5}
+    finally:
+        gate.set()
+        for process in processes:
+            process.join(PATIENCE)
+            if process.is_alive():
+                process.kill()
+    assert [process.exitcode for process in processes] == [0] * processes_count
+    assert state(breaker) is CircuitState.CLOSED
+
+
 def test_the_slot_of_a_probe_whose_process_died_is_given_to_another_caller(
     redis_url: str, storage: RedisStorage
 ) -> None:

@@ -17,9 +17,9 @@ from tests.circuit_breaker.support import Boom, config, fail, succeed
 PATIENCE = 30.0
 
 
-def _breaker(url: str, name: str) -> CircuitBreaker:
+def _breaker(url: str, name: str, **overrides: Any) -> CircuitBreaker:
     storage = RedisStorage(url, socket_timeout=5.0, connect_timeout=5.0)
-    return CircuitBreaker(name, config(), storage=storage)
+    return CircuitBreaker(name, config(**overrides), storage=storage)
 
 
 def _try(breaker: CircuitBreaker) -> str:
@@ -65,3 +65,25 @@ def probe_and_die(url: str, name: str, now: float) -> None:
     breaker = CircuitBreaker(name, config(probe_timeout=3.0), storage=store)
     breaker.__enter__()
     os._exit(0)
+
+
+def half_open_crowd(url: str, name: str, threads: int, gate: Event, results: Queue[Any]) -> None:
+    """``threads`` callers at once through a half-open breaker; probes wait at ``gate``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    breaker = _breaker(url, name, permitted_calls_in_half_open=5)
+
+    def probe() -> str:
+        results.put(("probe", os.getpid()))
+        gate.wait(PATIENCE)
+        return "ok"
+
+    def caller() -> None:
+        try:
+            breaker.call_sync(probe)
+        except CircuitOpenError:
+            results.put(("refused", os.getpid()))
+
+    with ThreadPoolExecutor(threads) as pool:
+        for future in [pool.submit(caller) for _ in range(threads)]:
+            future.result()
