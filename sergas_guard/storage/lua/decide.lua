@@ -1,5 +1,6 @@
 -- Decide one request of ARGV[1] units against every limit in KEYS, all or nothing.
--- ARGV[1 + i] describes the limit of KEYS[i]: "code limit window_us burst".
+-- ARGV[1 + i] describes the limit of KEYS[i]: a two-letter strategy code, then limit,
+-- window (us) and burst as little-endian doubles.
 -- ARGV[#KEYS + 2], when present, is the time in microseconds (tests); otherwise the
 -- server's clock (TIME) decides.
 -- Reply: one string holding five values per key: allowed (1/0), limit, remaining,
@@ -17,8 +18,9 @@ local built = {}
 local decided = {}
 local all_allowed = true
 for i = 1, #KEYS do
-  local code, limit, window, burst = string.match(ARGV[1 + i], '^(%a+) (%d+) (%d+) (%d+)$')
-  limit, window, burst = tonumber(limit), tonumber(window), tonumber(burst)
+  local described = ARGV[1 + i]
+  local code = string.sub(described, 1, 2)
+  local limit, window, burst = struct.unpack('<ddd', described, 3)
   local strategy = built[code]
   if not strategy then
     strategy = strategies[code]()

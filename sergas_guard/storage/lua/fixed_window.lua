@@ -1,10 +1,10 @@
--- Twin of ratelimit/strategies/fixed_window.py. State: "window_start used".
+-- Twin of ratelimit/strategies/fixed_window.py. State: (window_start, used).
 -- Built on first use: a call pays only for the strategies it names.
 strategies['fw'] = function()
   return {
     read = read_fields,
     encode = function(state)
-      return fmt_int(state[1]) .. ' ' .. fmt_int(state[2])
+      return struct.pack('<dd', state[1], state[2])
     end,
     decide = function(state, now, cost, limit, window, _)
       local start = now - mod(now, window)

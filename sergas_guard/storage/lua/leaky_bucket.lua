@@ -1,5 +1,5 @@
 -- Twin of ratelimit/strategies/leaky_bucket.py (GCRA), all in whole microseconds.
--- State: "theoretical_arrival". Integer division is floor(a / b): exact for integers
+-- State: (theoretical_arrival). Integer division is floor(a / b): exact for integers
 -- below 2^53, which script.py guarantees.
 -- Built on first use: a call pays only for the strategies it names.
 strategies['lb'] = function()
@@ -14,7 +14,7 @@ strategies['lb'] = function()
   return {
     read = read_fields,
     encode = function(state)
-      return fmt_int(state[1])
+      return struct.pack('<d', state[1])
     end,
     decide = function(state, now, cost, limit, window, burst)
       local interval = lb_interval(window, limit)

@@ -1,9 +1,10 @@
 -- Twin of ratelimit/strategies/sliding_log.py. State: a list of admission times, one
--- entry per unit of cost, oldest first; entries are read where needed, never all.
+-- entry per unit of cost (a little-endian double), oldest first; entries are read where
+-- needed, never all.
 -- Built on first use: a call pays only for the strategies it names.
 strategies['sl'] = function()
   local function sl_at(state, index)
-    return tonumber(redis.call('LINDEX', state.key, index))
+    return (struct.unpack('<d', redis.call('LINDEX', state.key, index)))
   end
 
   -- Python's bisect.bisect_right over the list.
@@ -56,7 +57,7 @@ strategies['sl'] = function()
       if new_state.trim > 0 then
         redis.call('LTRIM', key, new_state.trim, -1)
       end
-      local entry = fmt_int(new_state.at)
+      local entry = struct.pack('<d', new_state.at)
       local remaining = new_state.count
       while remaining > 0 do
         -- RPUSH takes the entries as arguments; bound how many go on Lua's stack at once.
@@ -68,7 +69,7 @@ strategies['sl'] = function()
         redis.call('RPUSH', key, unpack(args))
         remaining = remaining - batch
       end
-      redis.call('PEXPIREAT', key, fmt_int(expire_at_ms))
+      redis.call('PEXPIREAT', key, expire_at_ms)
     end,
   }
 end

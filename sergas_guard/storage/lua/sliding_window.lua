@@ -1,4 +1,4 @@
--- Twin of ratelimit/strategies/sliding_window.py. State: "window_start current previous".
+-- Twin of ratelimit/strategies/sliding_window.py. State: (window_start, current, previous).
 -- Built on first use: a call pays only for the strategies it names.
 strategies['sw'] = function()
   local function sw_counts(state, start, window)
@@ -33,7 +33,7 @@ strategies['sw'] = function()
   return {
     read = read_fields,
     encode = function(state)
-      return fmt_int(state[1]) .. ' ' .. fmt_int(state[2]) .. ' ' .. fmt_int(state[3])
+      return struct.pack('<ddd', state[1], state[2], state[3])
     end,
     decide = function(state, now, cost, limit, window, _)
       local start = now - mod(now, window)

@@ -1,4 +1,4 @@
--- Twin of ratelimit/strategies/token_bucket.py. State: "tokens updated_at".
+-- Twin of ratelimit/strategies/token_bucket.py. State: (tokens, updated_at).
 -- Built on first use: a call pays only for the strategies it names.
 strategies['tb'] = function()
   local function tb_tokens(state, t, rate, burst)
@@ -23,7 +23,7 @@ strategies['tb'] = function()
   return {
     read = read_fields,
     encode = function(state)
-      return fmt_float(state[1]) .. ' ' .. fmt_int(state[2])
+      return struct.pack('<dd', state[1], state[2])
     end,
     decide = function(state, now, cost, limit, window, burst)
       local rate = limit / window
