@@ -193,8 +193,9 @@ class LocalBreakerStore:
         return LocalBreakerHandle(*slot, self.clock)
 
 
-# Breakers given the same MemoryStorage (or RedisStorage) share one breaker store.
-_STORES: weakref.WeakKeyDictionary[Any, BreakerStore] = weakref.WeakKeyDictionary()
+# Breakers given the same MemoryStorage share one breaker store (which must not refer
+# to the storage, or the weak key would never die).
+_STORES: weakref.WeakKeyDictionary[Any, LocalBreakerStore] = weakref.WeakKeyDictionary()
 _STORES_LOCK = threading.Lock()
 
 
@@ -205,7 +206,8 @@ def store_for(storage: Any, clock: Clock = SYSTEM_CLOCK) -> BreakerStore:
     :class:`~sergas_guard.storage.MemoryStorage` gives the in-process store shared by
     every breaker given that storage (on the storage's clock); a
     :class:`~sergas_guard.storage.RedisStorage` gives the Redis store shared by every
-    process using that Redis; a URL (``"redis://..."``) gives the store of a new
+    process using that Redis (a ``FailoverStorage`` counts as the storage it guards,
+    since the breaker has its own fallback); a URL (``"redis://..."``) gives the store of a new
     storage built by :func:`~sergas_guard.storage.storage_from_url`; a
     :class:`BreakerStore` is used as it is. Raises ConfigurationError for anything else.
     """
@@ -219,6 +221,9 @@ def store_for(storage: Any, clock: Clock = SYSTEM_CLOCK) -> BreakerStore:
         return storage
     # An instance of a storage class exists only if its module was imported, so look
     # there instead of importing the storage package (and its drivers) for nothing.
+    failover = sys.modules.get("sergas_guard.storage.failover")
+    if failover is not None and isinstance(storage, failover.FailoverStorage):
+        storage = storage.primary  # the breaker brings its own fallback to local state
     memory = sys.modules.get("sergas_guard.storage.memory")
     redis = sys.modules.get("sergas_guard.storage.redis")
     is_memory = memory is not None and isinstance(storage, memory.MemoryStorage)
@@ -228,14 +233,12 @@ def store_for(storage: Any, clock: Clock = SYSTEM_CLOCK) -> BreakerStore:
             f"not {type(storage).__name__}",
             field="storage",
         )
+    if not is_memory:
+        from sergas_guard.circuit_breaker.redis_store import RedisBreakerStore
+
+        return RedisBreakerStore(storage)  # stateless: its state is in Redis
     with _STORES_LOCK:
         store = _STORES.get(storage)
         if store is None:
-            if is_memory:
-                store = LocalBreakerStore(storage.clock)
-            else:
-                from sergas_guard.circuit_breaker.redis_store import RedisBreakerStore
-
-                store = RedisBreakerStore(storage)
-            _STORES[storage] = store
+            store = _STORES[storage] = LocalBreakerStore(storage.clock)
         return store

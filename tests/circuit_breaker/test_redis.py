@@ -126,6 +126,16 @@ def test_the_slot_of_a_probe_whose_process_died_is_given_to_another_caller(
     assert state(breaker) is CircuitState.CLOSED
 
 
+def test_a_failover_storage_counts_as_the_storage_it_guards(storage: RedisStorage) -> None:
+    from sergas_guard.storage.failover import FailoverStorage
+
+    first = CircuitBreaker("quotes", config(), storage=FailoverStorage(storage))
+    second = CircuitBreaker("quotes", config(), storage=storage)
+    fail_times(first, 4)
+    assert first.get_metrics()["storage"] == "redis"
+    assert state(second) is CircuitState.OPEN
+
+
 def test_keys_carry_a_hash_tag_and_a_ttl(storage: RedisStorage) -> None:
     breaker = CircuitBreaker("inventory", config(), storage=storage)
     breaker.call_sync(succeed)
