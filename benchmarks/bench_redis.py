@@ -226,8 +226,8 @@ def render(rows: dict[str, dict[str, float]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    parser.add_argument("--ops", type=int, default=1000, help="decisions per timed slice")
-    parser.add_argument("--rounds", type=int, default=7, help="slices per contender")
+    parser.add_argument("--ops", type=int, default=400, help="decisions per timed slice")
+    parser.add_argument("--rounds", type=int, default=20, help="slices per contender")
     options = parser.parse_args()
     # Each identity sees at most 3 modes x (rounds + 1) slices x ops / IDENTITIES requests:
     # keep that under the limit so every decision is an admission, for everyone alike.
