@@ -233,6 +233,8 @@ class FailoverStorage:
                 spec.window_us,
                 max(1, math.floor(spec.burst * share)),
             )
+            if len(self._shares) >= 1024:
+                self._shares.clear()  # specs are few; this only bounds a pathological caller
             self._shares[spec] = shared
         return shared
 
