@@ -102,14 +102,14 @@ class AsgiRequestInfo(RequestInfo):
     __slots__ = ()
 
     def __init__(self, scope: Scope, resolver: ClientAddressResolver | None = None) -> None:
+        # Built for every request: set the slots directly rather than through super().
         client = scope.get("client")
-        super().__init__(
-            scope,
-            scope.get("method", "GET"),
-            scope["path"],
-            client[0] if client else None,
-            resolver,
-        )
+        self.raw = scope
+        self.method = scope.get("method", "GET")
+        self.path = scope["path"]
+        self.peer = client[0] if client else None
+        self._resolver = resolver or _DEFAULT_RESOLVER
+        self._client_ip = None
 
     def header_values(self, name: str) -> list[str]:
         wanted = name.lower().encode("latin-1")

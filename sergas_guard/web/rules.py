@@ -23,7 +23,7 @@ from sergas_guard.ratelimit.result import RateLimitStrategy
 from sergas_guard.storage.base import RateLimitStorage
 from sergas_guard.storage.memory import MemoryStorage
 from sergas_guard.web.headers import PolicySet
-from sergas_guard.web.keys import client_ip
+from sergas_guard.web.keys import KeyFunction, client_ip
 from sergas_guard.web.request import RequestInfo
 
 __all__ = [
@@ -138,6 +138,11 @@ class Plan:
     policies: PolicySet | None
 
 
+def _direct(key: RequestKey) -> RequestKey:
+    """The plain function inside a KeyFunction: the engine always passes a RequestInfo."""
+    return key.func if isinstance(key, KeyFunction) else key
+
+
 def resolve_storage(
     storage: RateLimitStorage | str | None, clock: Clock | None = None
 ) -> RateLimitStorage:
@@ -232,7 +237,7 @@ class RuleSet:
         if default_limits is not None:
             limiter = self._limiter(default_limits, default_name)
             policies = PolicySet.build(default_name, limiter.specs)
-            self.default = Plan(default_name, limiter, key, 1, None, shadow, policies)
+            self.default = Plan(default_name, limiter, _direct(key), 1, None, shadow, policies)
         self._rules: list[tuple[Callable[[str], object], frozenset[str] | None, Plan]] = []
         for rule in rules:
             if isinstance(rule, Mapping):
@@ -266,7 +271,7 @@ class RuleSet:
             limiter = self._group_limiter(rule.group, rule.limits)
         shadowed = shadow if rule.shadow is None else rule.shadow
         policies = PolicySet.build(name, limiter.specs)
-        return Plan(name, limiter, rule.key or key, rule.cost, exempt, shadowed, policies)
+        return Plan(name, limiter, _direct(rule.key or key), rule.cost, exempt, shadowed, policies)
 
     def _group_limiter(self, group: str, limits: Limits | None) -> RateLimiter:
         known = self._groups.get(group)
