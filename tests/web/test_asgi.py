@@ -371,3 +371,12 @@ async def test_rules_as_mappings_and_key_functions_reading_headers_mapping() -> 
     assert asgi.Rule is Rule
     with pytest.raises(ConfigurationError):
         asgi.RateLimitMiddleware(make_app(), rules=[{"path": "/x", "limit": "1/minute"}])
+
+
+async def test_added_with_starlette_add_middleware() -> None:
+    app = make_app()
+    app.add_middleware(RateLimitMiddleware, default_limits="1/minute", headers="both")
+    async with asgi_client(app) as client:
+        first, second = await client.get("/"), await client.get("/")
+    assert first.headers["x-ratelimit-limit"] == "1"
+    assert second.status_code == 429
