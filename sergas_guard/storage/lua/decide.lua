@@ -6,6 +6,11 @@
 -- Reply: one string holding five values per key: allowed (1/0), limit, remaining,
 -- retry_after and reset_after (seconds; Redis would truncate Lua floats in a table).
 local cost = tonumber(ARGV[1])
+-- What must fit: the cost, or for a peek (cost 0) one unit (Python's `cost or 1`).
+local need = cost
+if need == 0 then
+  need = 1
+end
 local now = ARGV[#KEYS + 2]
 if now then
   now = tonumber(now)
@@ -28,7 +33,7 @@ for i = 1, #KEYS do
   end
   local state = strategy.read(KEYS[i])
   local new_state, allowed, reported, remaining, retry_after, reset_after =
-    strategy.decide(state, now, cost, limit, window, burst)
+    strategy.decide(state, now, cost, need, limit, window, burst)
   decided[i] = {strategy, state, new_state, allowed, reported, remaining, retry_after,
     reset_after, limit, window, burst}
   all_allowed = all_allowed and allowed
@@ -53,7 +58,7 @@ for i = 1, #KEYS do
     -- Another limit rejected, so none consumes: report what a peek sees.
     local _
     _, allowed, reported, remaining, retry_after, reset_after =
-      strategy.decide(d[2], now, 0, d[9], d[10], d[11])
+      strategy.decide(d[2], now, 0, 1, d[9], d[10], d[11])
   end
   -- limit and remaining are small integers, which Lua's own conversion writes exactly.
   reply[i] = (allowed and '1 ' or '0 ') .. reported .. ' ' .. remaining .. ' ' ..

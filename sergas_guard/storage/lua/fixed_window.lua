@@ -6,17 +6,13 @@ strategies['fw'] = function()
     encode = function(state)
       return struct.pack('<dd', state[1], state[2])
     end,
-    decide = function(state, now, cost, limit, window, _)
+    decide = function(state, now, cost, need, limit, window, _)
       local start = now - mod(now, window)
       local used = 0
       if state and state[1] == start then
         used = state[2]
       end
       local until_next = start + window - now
-      local need = cost
-      if need == 0 then
-        need = 1
-      end
       if used + need <= limit then
         local new_state = nil
         if cost > 0 then

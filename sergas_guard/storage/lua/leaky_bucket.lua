@@ -16,17 +16,13 @@ strategies['lb'] = function()
     encode = function(state)
       return struct.pack('<d', state[1])
     end,
-    decide = function(state, now, cost, limit, window, burst)
+    decide = function(state, now, cost, need, limit, window, burst)
       local interval = lb_interval(window, limit)
       local tolerance = burst * interval
       -- How far the theoretical arrival time runs ahead of now.
       local backlog = 0
       if state then
         backlog = math.max(0, state[1] - now)
-      end
-      local need = cost
-      if need == 0 then
-        need = 1
       end
       if backlog + need * interval <= tolerance then
         local new_state = nil

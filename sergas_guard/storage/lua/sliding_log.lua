@@ -25,13 +25,9 @@ strategies['sl'] = function()
     read = function(key)
       return {key = key, n = redis.call('LLEN', key)}
     end,
-    decide = function(state, now, cost, limit, window, _)
+    decide = function(state, now, cost, need, limit, window, _)
       local first_live = sl_bisect_right(state, now - window)
       local live = state.n - first_live
-      local need = cost
-      if need == 0 then
-        need = 1
-      end
       if live + need <= limit then
         local new_state = nil
         local last = nil

@@ -35,14 +35,10 @@ strategies['sw'] = function()
     encode = function(state)
       return struct.pack('<ddd', state[1], state[2], state[3])
     end,
-    decide = function(state, now, cost, limit, window, _)
+    decide = function(state, now, cost, need, limit, window, _)
       local start = now - mod(now, window)
       local current, previous = sw_counts(state, start, window)
       local used = previous * ((window - (now - start)) / window) + current
-      local need = cost
-      if need == 0 then
-        need = 1
-      end
       if used + need <= limit then
         local new_state = nil
         if cost > 0 then

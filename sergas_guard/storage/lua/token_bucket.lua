@@ -25,13 +25,9 @@ strategies['tb'] = function()
     encode = function(state)
       return struct.pack('<dd', state[1], state[2])
     end,
-    decide = function(state, now, cost, limit, window, burst)
+    decide = function(state, now, cost, need, limit, window, burst)
       local rate = limit / window
       local tokens = tb_tokens(state, now, rate, burst)
-      local need = cost
-      if need == 0 then
-        need = 1
-      end
       if tokens >= need then
         local new_state = nil
         if cost > 0 then
