@@ -4,6 +4,7 @@ Measures, with the breaker CLOSED:
 
 * the overhead a breaker adds to one protected call (sync: ours vs pybreaker; async:
   ours vs aiobreaker), as the best of several rounds minus an unprotected baseline;
+  contenders take turns round by round, so a busy machine disturbs them alike;
 * the throughput of 8 threads calling through one shared breaker, once with a trivial
   function and once with a function that waits 1 ms on I/O (where a breaker that holds
   its lock during the call, as pybreaker does, serialises the threads).
@@ -44,14 +45,19 @@ def io_work() -> int:
     return 1
 
 
-def best_seconds(run: Callable[[], None]) -> float:
-    """The fastest of ``ROUNDS`` runs (the least disturbed by the rest of the machine)."""
-    timings = []
+def best_seconds(*runs: Callable[[], None]) -> list[float]:
+    """The fastest of ``ROUNDS`` timings of each run, the runs taking turns.
+
+    Taking turns spreads the load of the rest of a shared machine fairly over the
+    contenders; the best round is the one the machine disturbed least.
+    """
+    best = [float("inf")] * len(runs)
     for _ in range(ROUNDS):
-        started = time.perf_counter()
-        run()
-        timings.append(time.perf_counter() - started)
-    return min(timings)
+        for index, run in enumerate(runs):
+            started = time.perf_counter()
+            run()
+            best[index] = min(best[index], time.perf_counter() - started)
+    return best
 
 
 def sync_loop(call: Callable[[], Any], calls: int) -> Callable[[], None]:
@@ -77,7 +83,6 @@ def ours(storage: Any = None) -> CircuitBreaker:
 def overheads(calls: int, redis_url: str | None) -> list[tuple[str, str, float]]:
     """(face, contender, nanoseconds added per call)."""
     rows = []
-    base = best_seconds(sync_loop(work, calls))
     breaker = ours()
     decorated = breaker(work)
     py = pybreaker.CircuitBreaker(fail_max=5, reset_timeout=60)
@@ -86,10 +91,12 @@ def overheads(calls: int, redis_url: str | None) -> list[tuple[str, str, float]]
         ("sergas_guard @decorator", decorated),
         ("pybreaker call", lambda: py.call(work)),
     ]
-    for name, call in contenders:
-        rows.append(("sync", name, (best_seconds(sync_loop(call, calls)) - base) / calls * 1e9))
+    base, *timings = best_seconds(
+        sync_loop(work, calls), *(sync_loop(call, calls) for _, call in contenders)
+    )
+    for (name, _), seconds in zip(contenders, timings, strict=True):
+        rows.append(("sync", name, (seconds - base) / calls * 1e9))
 
-    async_base = best_seconds(async_loop(async_work, calls))
     abreaker = ours()
     adecorated = abreaker(async_work)
     aio = aiobreaker.CircuitBreaker(fail_max=5, timeout_duration=timedelta(seconds=60))
@@ -98,8 +105,10 @@ def overheads(calls: int, redis_url: str | None) -> list[tuple[str, str, float]]
         ("sergas_guard @decorator", adecorated),
         ("aiobreaker call_async", lambda: aio.call_async(async_work)),
     ]
-    for name, acall in async_contenders:
-        seconds = best_seconds(async_loop(acall, calls))
+    async_base, *timings = best_seconds(
+        async_loop(async_work, calls), *(async_loop(acall, calls) for _, acall in async_contenders)
+    )
+    for (name, _), seconds in zip(async_contenders, timings, strict=True):
         rows.append(("async", name, (seconds - async_base) / calls * 1e9))
 
     if redis_url:
@@ -108,7 +117,7 @@ def overheads(calls: int, redis_url: str | None) -> list[tuple[str, str, float]]
         shared = ours(RedisStorage(redis_url, socket_timeout=1.0, connect_timeout=1.0))
         shared.reset()
         few = max(100, calls // 50)
-        seconds = best_seconds(sync_loop(lambda: shared.call_sync(work), few))
+        (seconds,) = best_seconds(sync_loop(lambda: shared.call_sync(work), few))
         rows.append(("sync", "sergas_guard on Redis", (seconds - base * few / calls) / few * 1e9))
         seconds = asyncio.run(redis_async_best(redis_url, few))
         rows.append(
@@ -142,17 +151,21 @@ def threaded_throughput(fn: Callable[[], int], calls_per_thread: int) -> list[tu
         ("sergas_guard", lambda: breaker.call_sync(fn)),
         ("pybreaker", lambda: py.call(fn)),
     ]
-    rows = []
-    for name, call in contenders:
-        with ThreadPoolExecutor(THREADS) as pool:
-            started = time.perf_counter()
-            for future in [
-                pool.submit(sync_loop(call, calls_per_thread)) for _ in range(THREADS)
-            ]:
-                future.result()
-            seconds = time.perf_counter() - started
-        rows.append((name, THREADS * calls_per_thread / seconds))
-    return rows
+
+    def crowd(call: Callable[[], Any]) -> Callable[[], None]:
+        def run() -> None:
+            with ThreadPoolExecutor(THREADS) as pool:
+                loops = [pool.submit(sync_loop(call, calls_per_thread)) for _ in range(THREADS)]
+                for loop in loops:
+                    loop.result()
+
+        return run
+
+    timings = best_seconds(*(crowd(call) for _, call in contenders))
+    return [
+        (name, THREADS * calls_per_thread / seconds)
+        for (name, _), seconds in zip(contenders, timings, strict=True)
+    ]
 
 
 def main() -> None:
@@ -163,7 +176,7 @@ def main() -> None:
 
     rows = overheads(options.calls, options.redis_url)
     print(f"Overhead per protected call, breaker closed (best of {ROUNDS} x {options.calls})")
-    print(f"{'face':<6} {'contender':<26} {'ns/call':>10} {'peer / ours':>12}")
+    print(f"{'face':<6} {'contender':<26} {'ns/call':>10} {'vs ours':>12}")
     for face in ("sync", "async"):
         face_rows = [row for row in rows if row[0] == face]
         ours_ns = face_rows[0][2]
