@@ -1,7 +1,7 @@
 """sergas_guard: keeps Python web services standing.
 
-Rate limiting, circuit breakers, fallbacks and feature flags, health checks and
-backup/restore, for one process or a fleet sharing Redis. The names below are
+Rate limiting, circuit breakers, fallbacks and feature flags, and health checks,
+for one process or a fleet sharing Redis. The names below are
 re-exported lazily, so importing the package stays cheap and optional extras
 are imported only when used.
 """
@@ -52,11 +52,15 @@ _EXPORTS: dict[str, str] = {
     # health
     "HealthCheckRegistry": "sergas_guard.health",
     "HealthStatus": "sergas_guard.health",
-    # queueing and recovery
-    "QueueManager": "sergas_guard.queueing",
-    "BackpressureHandler": "sergas_guard.queueing",
-    "BackupManager": "sergas_guard.recovery",
-    "BackupType": "sergas_guard.recovery",
+    "HealthCheck": "sergas_guard.health",
+    "ServiceHealthCheck": "sergas_guard.health",
+    "DatabaseHealthCheck": "sergas_guard.health",
+    "CacheHealthCheck": "sergas_guard.health",
+    "HttpHealthCheck": "sergas_guard.health",
+    "DiskSpaceHealthCheck": "sergas_guard.health",
+    "health_router": "sergas_guard.health",
+    # retries
+    "with_retry": "sergas_guard.circuit_breaker",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -76,6 +80,20 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # the lazy names, spelled out for type checkers
+    from sergas_guard.circuit_breaker import CircuitBreaker as CircuitBreaker
+    from sergas_guard.circuit_breaker import CircuitBreakerConfig as CircuitBreakerConfig
+    from sergas_guard.circuit_breaker import CircuitBreakerManager as CircuitBreakerManager
+    from sergas_guard.circuit_breaker import CircuitState as CircuitState
+    from sergas_guard.circuit_breaker import circuit_breaker as circuit_breaker
+    from sergas_guard.circuit_breaker import with_retry as with_retry
+    from sergas_guard.degradation import CachedFallback as CachedFallback
+    from sergas_guard.degradation import DegradationLevel as DegradationLevel
+    from sergas_guard.degradation import DegradationManager as DegradationManager
+    from sergas_guard.degradation import FeatureFlags as FeatureFlags
+    from sergas_guard.degradation import ServiceFallback as ServiceFallback
+    from sergas_guard.degradation import StaticFallback as StaticFallback
+    from sergas_guard.degradation import feature_flag as feature_flag
+    from sergas_guard.degradation import with_fallback as with_fallback
     from sergas_guard.errors import BackupError as BackupError
     from sergas_guard.errors import CircuitOpenError as CircuitOpenError
     from sergas_guard.errors import ConfigurationError as ConfigurationError
@@ -85,6 +103,15 @@ if TYPE_CHECKING:  # the lazy names, spelled out for type checkers
     from sergas_guard.errors import RateLimitExceeded as RateLimitExceeded
     from sergas_guard.errors import StorageError as StorageError
     from sergas_guard.errors import StorageUnavailable as StorageUnavailable
+    from sergas_guard.health import CacheHealthCheck as CacheHealthCheck
+    from sergas_guard.health import DatabaseHealthCheck as DatabaseHealthCheck
+    from sergas_guard.health import DiskSpaceHealthCheck as DiskSpaceHealthCheck
+    from sergas_guard.health import HealthCheck as HealthCheck
+    from sergas_guard.health import HealthCheckRegistry as HealthCheckRegistry
+    from sergas_guard.health import HealthStatus as HealthStatus
+    from sergas_guard.health import HttpHealthCheck as HttpHealthCheck
+    from sergas_guard.health import ServiceHealthCheck as ServiceHealthCheck
+    from sergas_guard.health import health_router as health_router
     from sergas_guard.ratelimit import RateLimitConfig as RateLimitConfig
     from sergas_guard.ratelimit import RateLimiter as RateLimiter
     from sergas_guard.ratelimit import RateLimitResult as RateLimitResult
