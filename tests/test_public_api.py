@@ -86,4 +86,4 @@ def test_error_tree_has_one_root() -> None:
 
 def test_unknown_attribute_is_an_attribute_error() -> None:
     with pytest.raises(AttributeError):
-        _ = sergas_guard.NoSuchThing  # type: ignore[attr-defined]
+        _ = sergas_guard.NoSuchThing
