@@ -4,6 +4,9 @@ Rate limiting, circuit breakers, fallbacks and feature flags, and health checks,
 for one process or a fleet sharing Redis. The names below are
 re-exported lazily, so importing the package stays cheap and optional extras
 are imported only when used.
+
+The ``@circuit_breaker`` decorator is imported from ``sergas_guard.circuit_breaker``:
+at the top level that name is the subpackage itself.
 """
 
 from __future__ import annotations
@@ -39,7 +42,6 @@ _EXPORTS: dict[str, str] = {
     "CircuitBreakerConfig": "sergas_guard.circuit_breaker",
     "CircuitBreakerManager": "sergas_guard.circuit_breaker",
     "CircuitState": "sergas_guard.circuit_breaker",
-    "circuit_breaker": "sergas_guard.circuit_breaker",
     # degradation
     "DegradationManager": "sergas_guard.degradation",
     "DegradationLevel": "sergas_guard.degradation",
@@ -84,7 +86,6 @@ if TYPE_CHECKING:  # the lazy names, spelled out for type checkers
     from sergas_guard.circuit_breaker import CircuitBreakerConfig as CircuitBreakerConfig
     from sergas_guard.circuit_breaker import CircuitBreakerManager as CircuitBreakerManager
     from sergas_guard.circuit_breaker import CircuitState as CircuitState
-    from sergas_guard.circuit_breaker import circuit_breaker as circuit_breaker
     from sergas_guard.circuit_breaker import with_retry as with_retry
     from sergas_guard.degradation import CachedFallback as CachedFallback
     from sergas_guard.degradation import DegradationLevel as DegradationLevel
