@@ -111,7 +111,14 @@ class StorageError(GuardError):
 
 
 class StorageUnavailable(StorageError):
-    """A storage backend cannot be reached: refused, timed out, or skipped while it cools down."""
+    """A storage backend cannot be reached: refused, timed out, or skipped while it cools down.
+
+    ``retry_after`` is the seconds until the store will be tried again, when known.
+    """
+
+    def __init__(self, message: str = "storage unavailable", *, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class HealthCheckError(GuardError):

@@ -180,23 +180,31 @@ def redis_cluster(masters: int = 3) -> Iterator[RedisCluster]:
                 stderr=subprocess.DEVNULL,
                 timeout=60,
             )
-            _wait_cluster_ok(cli, nodes[0].port)
+            _wait_cluster_ok(cli, [node.port for node in nodes])
             yield RedisCluster(nodes)
         finally:
             for node in nodes:
                 node.stop()
 
 
-def _wait_cluster_ok(cli: str, port: int, timeout: float = 30.0) -> None:
+def _wait_cluster_ok(cli: str, ports: list[int], timeout: float = 30.0) -> None:
+    """Wait until every node says cluster_state:ok and knows all 16384 slots."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        info = subprocess.run(
-            [cli, "-p", str(port), "cluster", "info"], capture_output=True, text=True, check=False
-        ).stdout
-        if "cluster_state:ok" in info:
+        ready = 0
+        for port in ports:
+            info = subprocess.run(
+                [cli, "-p", str(port), "cluster", "info"],
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout
+            if "cluster_state:ok" in info and "cluster_slots_ok:16384" in info:
+                ready += 1
+        if ready == len(ports):
             return
         time.sleep(0.1)
-    raise RuntimeError("the Redis Cluster did not reach cluster_state:ok")
+    raise RuntimeError("the Redis Cluster did not reach cluster_state:ok on every node")
 
 
 @dataclass

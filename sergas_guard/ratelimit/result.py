@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 __all__ = ["LimitSpec", "RateLimitResult", "RateLimitStrategy", "most_restrictive"]
@@ -50,12 +50,13 @@ class LimitSpec:
     limit: int
     window_us: int
     burst: int
+    capacity: int = field(init=False, repr=False, compare=False)
 
-    @property
-    def capacity(self) -> int:
-        if self.strategy in (RateLimitStrategy.TOKEN_BUCKET, RateLimitStrategy.LEAKY_BUCKET):
-            return self.burst
-        return self.limit
+    def __post_init__(self) -> None:
+        buckets = (RateLimitStrategy.TOKEN_BUCKET, RateLimitStrategy.LEAKY_BUCKET)
+        capacity = self.burst if self.strategy in buckets else self.limit
+        # Read on every decision, so computed once (the dataclass is frozen).
+        object.__setattr__(self, "capacity", capacity)
 
     @property
     def window_seconds(self) -> float:

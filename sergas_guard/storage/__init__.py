@@ -16,14 +16,27 @@ from sergas_guard.storage.memory import MemoryStorage
 from sergas_guard.storage.url import storage_from_url
 
 if TYPE_CHECKING:
+    from sergas_guard.storage.failover import FailoverStorage
     from sergas_guard.storage.redis import RedisStorage
 
-__all__ = ["LimitCheck", "MemoryStorage", "RateLimitStorage", "RedisStorage", "storage_from_url"]
+__all__ = [
+    "FailoverStorage",
+    "LimitCheck",
+    "MemoryStorage",
+    "RateLimitStorage",
+    "RedisStorage",
+    "storage_from_url",
+]
 
 
 def __getattr__(name: str) -> Any:
+    # redis-py and the failover circuit load only when a remote storage is used.
     if name == "RedisStorage":
         from sergas_guard.storage.redis import RedisStorage
 
         return RedisStorage
+    if name == "FailoverStorage":
+        from sergas_guard.storage.failover import FailoverStorage
+
+        return FailoverStorage
     raise AttributeError(f"module 'sergas_guard.storage' has no attribute {name!r}")

@@ -15,7 +15,7 @@ from typing import Any
 
 from sergas_guard.clock import SYSTEM_CLOCK, Clock
 from sergas_guard.errors import ConfigurationError
-from sergas_guard.ratelimit.result import RateLimitResult
+from sergas_guard.ratelimit.result import LimitSpec, RateLimitResult
 from sergas_guard.ratelimit.strategies import DECIDERS
 from sergas_guard.storage.base import LimitCheck
 
@@ -58,6 +58,8 @@ class MemoryStorage:
             if len(checks) == 1:
                 # The common case, inlined: this is the hot path of every request.
                 key, spec = checks[0]
+                if cost > spec.capacity:
+                    raise _too_costly(cost, spec)
                 entries = self._entries
                 entry = entries.get(key)
                 state = None
@@ -89,6 +91,8 @@ class MemoryStorage:
     ) -> list[RateLimitResult]:
         decided = []
         for key, spec in checks:
+            if cost > spec.capacity:
+                raise _too_costly(cost, spec)
             state = self._live_state(key, now)
             new_state, result = DECIDERS[spec.strategy](state, now, cost, spec)
             decided.append((key, spec, state, new_state, result))
@@ -139,3 +143,10 @@ class MemoryStorage:
 
     async def aclose(self) -> None:
         """Nothing to release; present for the storage protocol."""
+
+
+def _too_costly(cost: int, spec: LimitSpec) -> ConfigurationError:
+    return ConfigurationError(
+        f"cost {cost} exceeds what {spec.describe()} can ever admit at once ({spec.capacity})",
+        field="cost",
+    )

@@ -168,3 +168,13 @@ def test_storage_from_url() -> None:
     assert "hunter2" not in str(caught.value)
     with pytest.raises(ConfigurationError, match="max_keys"):
         MemoryStorage(max_keys=0)
+
+
+def test_a_cost_above_capacity_is_refused_by_the_storage_itself() -> None:
+    storage = MemoryStorage(clock=ManualClock())
+    spec = LimitSpec(RateLimitStrategy.SLIDING_LOG, 3, SECOND, 3)
+    with pytest.raises(ConfigurationError, match="cost 4 exceeds"):
+        storage.decide_sync([LimitCheck("k", spec)], 4)
+    with pytest.raises(ConfigurationError, match="cost 4 exceeds"):
+        storage.decide_sync([LimitCheck("a", spec), LimitCheck("b", spec)], 4)
+    assert len(storage) == 0
