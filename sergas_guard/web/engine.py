@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import threading
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypedDict, Unpack
@@ -65,7 +66,10 @@ class EngineOptions(TypedDict, total=False):
 
 @dataclass
 class EngineStats:
-    """Counters of one middleware's decisions (this process only)."""
+    """Counters of one middleware's decisions (this process only).
+
+    WSGI servers decide in several threads at once, so counts go through :meth:`add`.
+    """
 
     admitted: int = 0
     rejected: int = 0
@@ -74,6 +78,14 @@ class EngineStats:
     storage_errors: int = 0
     unchecked: int = 0
     shadow_by_policy: dict[str, int] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, counter: str, policy: str | None = None) -> None:
+        """Count one event; a shadow rejection also counts under its ``policy``."""
+        with self._lock:
+            setattr(self, counter, getattr(self, counter) + 1)
+            if policy is not None:
+                self.shadow_by_policy[policy] = self.shadow_by_policy.get(policy, 0) + 1
 
 
 class RateLimitEngine:
@@ -121,7 +133,7 @@ class RateLimitEngine:
     def _prepare(self, plan: Plan, info: RequestInfo) -> tuple[RateLimiter, str, int] | None:
         """The limiter, key and cost to decide with; None when the request is exempt."""
         if plan.limiter is None or (plan.exempt is not None and plan.exempt(info)):
-            self.stats.exempt += 1
+            self.stats.add("exempt")
             return None
         cost = plan.cost if isinstance(plan.cost, int) else plan.cost(info)
         return plan.limiter, plan.key(info), cost
@@ -160,16 +172,14 @@ class RateLimitEngine:
         assert plan.policies is not None
         if isinstance(decision.result, UncheckedResult):
             # fail_open admitted without asking the storage: no state to report.
-            self.stats.unchecked += 1
+            self.stats.add("unchecked")
             return Action.PASS
         context.record(plan.policies, decision)
         if decision.allowed:
-            self.stats.admitted += 1
+            self.stats.add("admitted")
             return Action.PASS
         if plan.shadow:
-            self.stats.shadow_rejected += 1
-            by_policy = self.stats.shadow_by_policy
-            by_policy[plan.name] = by_policy.get(plan.name, 0) + 1
+            self.stats.add("shadow_rejected", plan.name)
             logger.info(
                 "shadow mode: would have rejected %s %s for %s under %r (retry after %.3fs)",
                 context.info.method,
@@ -179,11 +189,11 @@ class RateLimitEngine:
                 decision.result.retry_after,
             )
             return Action.PASS
-        self.stats.rejected += 1
+        self.stats.add("rejected")
         return Action.REJECT
 
     def _storage_failed(self, plan: Plan, exc: Exception) -> Action:
-        self.stats.storage_errors += 1
+        self.stats.add("storage_errors")
         if isinstance(exc, StorageFailClosed):
             return Action.UNAVAILABLE  # the failover storage refused on purpose, logged there
         logger.warning(

@@ -156,28 +156,32 @@ def test_on_reject_returns_a_wsgi_app() -> None:
 
 
 @pytest.fixture
-def served_flask(redis_url: str) -> Iterator[str]:
+def served_flask(redis_url: str) -> Iterator[tuple[str, RateLimitMiddleware]]:
     """The limited Flask app behind werkzeug's threaded WSGI server on loopback."""
     storage = storage_from_url(redis_url, socket_timeout=5.0, connect_timeout=5.0)
     app = limited(default_limits="15/minute", storage=storage)
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    middleware = app.wsgi_app
+    assert isinstance(middleware, RateLimitMiddleware)
     try:
-        yield f"http://127.0.0.1:{server.server_port}"
+        yield f"http://127.0.0.1:{server.server_port}", middleware
     finally:
         server.shutdown()
         thread.join(10)
-        middleware = app.wsgi_app
-        assert isinstance(middleware, RateLimitMiddleware)
         middleware.close()
 
 
 @pytest.mark.redis
-def test_real_wsgi_server_on_redis_admits_exactly_the_limit(served_flask: str) -> None:
+def test_real_wsgi_server_on_redis_admits_exactly_the_limit(
+    served_flask: tuple[str, RateLimitMiddleware],
+) -> None:
+    url, middleware = served_flask
+
     def get(_: int) -> httpx.Response:
         with httpx.Client() as client:
-            return client.get(served_flask + "/")
+            return client.get(url + "/")
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         responses = list(pool.map(get, range(40)))
@@ -185,3 +189,5 @@ def test_real_wsgi_server_on_redis_admits_exactly_the_limit(served_flask: str) -
     rejected = next(r for r in responses if r.status_code == 429)
     assert rejected.headers["content-type"] == "application/problem+json"
     assert int(rejected.headers["retry-after"]) >= 1
+    metrics = middleware.metrics()  # counted from 8 server threads, none lost
+    assert (metrics["admitted"], metrics["rejected"]) == (15, 25)
