@@ -80,6 +80,14 @@ class CircuitBreaker:
         else:
             self._shared = store.handle(name, self.config)
             self._local = LocalBreakerStore(clock).handle(name, self.config)
+        # Local state on our own clock (the usual case): a call admitted by the core's
+        # free pass skips the store's interface, and the clock read that ends a call's
+        # timing also dates its outcome.
+        self._core = (
+            self._local.core if self._shared is None and self._local.clock is clock else None
+        )
+        self._now = clock.monotonic
+        self._record_result = self.config.record_result
         self._listeners: list[Listener] = list(listeners)
         self._fallback_until = 0.0
         self._storage_errors = 0
@@ -207,7 +215,7 @@ class CircuitBreaker:
         # Local state does no I/O, so it is reached without creating a coroutine.
         local = self._shared is None
         store, decision = self._acquire_sync() if local else await self._acquire()
-        start = self.clock.monotonic()
+        start = self._now()
         try:
             result = fn(*args, **kwargs)
             if type(result) is CoroutineType or inspect.isawaitable(result):
@@ -217,7 +225,7 @@ class CircuitBreaker:
             raise
         failed = (
             False
-            if self.config.record_result is None
+            if self._record_result is None
             else self._classify_result(store, decision, result)
         )
         if local:
@@ -229,7 +237,7 @@ class CircuitBreaker:
     def call_sync(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run the sync ``fn`` through the breaker; raises CircuitOpenError when refused."""
         store, decision = self._acquire_sync()
-        start = self.clock.monotonic()
+        start = self._now()
         try:
             result = fn(*args, **kwargs)
         except BaseException as error:
@@ -237,7 +245,7 @@ class CircuitBreaker:
             raise
         failed = (
             False
-            if self.config.record_result is None
+            if self._record_result is None
             else self._classify_result(store, decision, result)
         )
         self._settle_sync(store, decision, start, failed)
@@ -343,6 +351,11 @@ class CircuitBreaker:
         )
 
     def _acquire_sync(self) -> tuple[BreakerHandle, Decision]:
+        core = self._core
+        if core is not None:
+            admitted = core.free  # no lock: see BreakerCore.free_pass
+            if admitted is not None:
+                return self._local, admitted
         store: BreakerHandle = self._local if self._shared is None else self._store()
         try:
             decision, events = store.acquire_sync()
@@ -375,7 +388,13 @@ class CircuitBreaker:
     def _settle_sync(
         self, store: BreakerHandle, decision: Decision, start: float, failed: bool | None
     ) -> None:
-        duration = self.clock.monotonic() - start
+        end = self._now()
+        if failed is not None and store is self._local and self._core is not None:
+            events = self._local.record_at(end, decision, end - start, failed)
+            if events:
+                self._publish(events)
+            return
+        duration = end - start
         try:
             if failed is None:
                 events = store.release_sync(decision)

@@ -27,6 +27,8 @@ _HALF_OPEN = CircuitState.HALF_OPEN
 _FORCED_OPEN = CircuitState.FORCED_OPEN
 _DISABLED = CircuitState.DISABLED
 _METRICS_ONLY = CircuitState.METRICS_ONLY
+# States that let every call through, so admitting one needs neither the clock nor a lock.
+_ADMIT_ALL = frozenset((_CLOSED, _METRICS_ONLY, _DISABLED))
 
 
 class Decision(NamedTuple):
@@ -61,11 +63,44 @@ class BreakerCore:
 
     ``events`` collects what the last operations produced; the owner drains it
     (outside its lock) with :meth:`drain_events` and hands the events to listeners.
+    ``free`` is the decision every call gets while the state admits all calls (CLOSED,
+    METRICS_ONLY, DISABLED) and None otherwise; it is replaced, never changed, at each
+    transition, so a caller may read it without the lock (see :meth:`free_pass`).
     """
+
+    __slots__ = (
+        "_failure_threshold",
+        "_minimum_calls",
+        "_slow_duration",
+        "_slow_threshold",
+        "config",
+        "consecutive_opens",
+        "entered_at",
+        "events",
+        "free",
+        "generation",
+        "half_calls",
+        "half_failures",
+        "half_slow",
+        "name",
+        "next_probe",
+        "not_permitted",
+        "open_wait",
+        "probes",
+        "rejected",
+        "state",
+        "window",
+    )
 
     def __init__(self, name: str, config: CircuitBreakerConfig, now: float) -> None:
         self.name = name
         self.config = config
+        # Read on every recorded outcome: plain attributes of a slotted object are
+        # cheaper to reach than fields of the (frozen) pydantic config.
+        self._slow_duration = config.slow_call_duration
+        self._minimum_calls = config.minimum_calls
+        self._failure_threshold = config.failure_rate_threshold
+        self._slow_threshold = config.slow_call_rate_threshold
         self.window: OutcomeWindow = (
             CountWindow(config.window_size)
             if config.window_type == "count"
@@ -81,9 +116,8 @@ class BreakerCore:
         self.half_calls = self.half_failures = self.half_slow = 0
         self.rejected = self.not_permitted = 0
         self.events: list[CircuitBreakerEvent] = []
-        # What every call gets while the state lets all calls through; rebuilt when
-        # the generation changes, so the hot path allocates nothing.
-        self._pass = Decision(True, self.state, self.generation)
+        # Rebuilt when the generation changes, so the hot path allocates nothing.
+        self.free: Decision | None = Decision(True, self.state, self.generation)
 
     # -- operations -----------------------------------------------------------------
 
@@ -95,21 +129,18 @@ class BreakerCore:
         thread opens the breaker carries the old generation and its outcome is ignored,
         exactly as if it had been admitted a moment earlier.
         """
-        admitted = self._pass
-        state = admitted.state
-        if state is _CLOSED or state is _METRICS_ONLY or state is _DISABLED:
-            return admitted
-        return None
+        return self.free
 
     def acquire(self, now: float) -> Decision:
         """Decide whether one call may run now."""
-        state = self.state
-        if state is _CLOSED or state is _METRICS_ONLY or state is _DISABLED:
-            return self._pass  # time moves none of these states: no refresh needed
+        admitted = self.free
+        if admitted is not None:
+            return admitted  # time moves none of these states: no refresh needed
         self._refresh(now)
+        admitted = self.free
+        if admitted is not None:
+            return admitted
         state = self.state
-        if state is _CLOSED or state is _METRICS_ONLY or state is _DISABLED:
-            return self._pass
         if state is _HALF_OPEN:
             if len(self.probes) + self.half_calls < self.config.permitted_calls_in_half_open:
                 probe = self.next_probe
@@ -126,22 +157,22 @@ class BreakerCore:
         self, now: float, generation: int, probe: int, duration: float, failed: bool
     ) -> None:
         """Record the outcome of a call admitted with ``generation``/``probe``."""
-        if self.state is _OPEN or self.state is _HALF_OPEN:
+        state = self.state
+        if state is _OPEN or state is _HALF_OPEN:
             self._refresh(now)
+            state = self.state
         if generation != self.generation:
             return
-        config = self.config
-        slow = duration >= config.slow_call_duration
-        state = self.state
+        slow = duration >= self._slow_duration
         if state is _CLOSED or state is _METRICS_ONLY:
             window = self.window
             window.add(now, failed, slow)
             calls = window.calls
             # The rates are compared inline (the same arithmetic as rate()) so that the
             # common case, a healthy call, costs no function call.
-            if calls >= config.minimum_calls and (
-                window.failures * 100.0 / calls >= config.failure_rate_threshold
-                or window.slow * 100.0 / calls >= config.slow_call_rate_threshold
+            if calls >= self._minimum_calls and (
+                window.failures * 100.0 / calls >= self._failure_threshold
+                or window.slow * 100.0 / calls >= self._slow_threshold
             ):
                 self._judge(calls, window.failures, window.slow)
                 if state is _CLOSED:
@@ -172,7 +203,7 @@ class BreakerCore:
             self._enter(_CLOSED, now)
         else:
             self.generation += 1
-            self._pass = Decision(True, _CLOSED, self.generation)
+            self.free = Decision(True, _CLOSED, self.generation)
             self.window.clear()
         self.consecutive_opens = self.rejected = self.not_permitted = 0
 
@@ -248,7 +279,7 @@ class BreakerCore:
         self.state = target
         self.entered_at = now
         self.generation += 1
-        self._pass = Decision(True, target, self.generation)
+        self.free = Decision(True, target, self.generation) if target in _ADMIT_ALL else None
         self.probes.clear()
         self.half_calls = self.half_failures = self.half_slow = 0
         if target is _OPEN:

@@ -105,11 +105,12 @@ class LocalBreakerHandle:
     """
 
     kind = "memory"
-    __slots__ = ("_now", "core", "lock")
+    __slots__ = ("_now", "clock", "core", "lock")
 
     def __init__(self, core: BreakerCore, lock: threading.Lock, clock: Clock) -> None:
         self.core = core
         self.lock = lock
+        self.clock = clock
         self._now = clock.monotonic
 
     def _events(self) -> Events:
@@ -123,7 +124,7 @@ class LocalBreakerHandle:
 
     def acquire_sync(self) -> tuple[Decision, Events]:
         core = self.core
-        admitted = core.free_pass()
+        admitted = core.free
         if admitted is not None:
             return admitted, NO_EVENTS
         with self.lock:
@@ -136,10 +137,27 @@ class LocalBreakerHandle:
         return self.acquire_sync()
 
     def record_sync(self, decision: Decision, duration: float, failed: bool) -> Events:
+        return self.record_at(self._now(), decision, duration, failed)
+
+    def record_at(self, now: float, decision: Decision, duration: float, failed: bool) -> Events:
+        """:meth:`record_sync` for an outcome known at ``now`` on this store's clock.
+
+        Lets a breaker on the same clock read it once per call, not twice.
+        """
         core = self.core
-        with self.lock:
-            core.record(self._now(), decision.generation, decision.probe, duration, failed)
-            return self._events() if core.events else NO_EVENTS
+        lock = self.lock
+        # acquire/release, not ``with``: this runs on every call and a with block
+        # costs twice as much as the two method calls.
+        lock.acquire()
+        try:
+            core.record(now, decision.generation, decision.probe, duration, failed)
+            events = core.events
+            if not events:
+                return NO_EVENTS
+            core.events = []
+            return events
+        finally:
+            lock.release()
 
     async def record(self, decision: Decision, duration: float, failed: bool) -> Events:
         return self.record_sync(decision, duration, failed)

@@ -62,13 +62,17 @@ class CountWindow:
 
     def add(self, now: float, failed: bool, slow: bool) -> None:
         index = self._next
-        old = self._ring[index]
+        self._next = 0 if index + 1 == self.size else index + 1
+        ring = self._ring
+        old = ring[index]
+        code = 1 + failed + 2 * slow  # outcome_code(), inlined: the hot path
+        if old == code:
+            return  # the outcome it replaces was the same: the totals stand
+        ring[index] = code
         if old:
             self.calls -= 1
             self.failures -= (old - 1) & 1
             self.slow -= (old - 1) >> 1
-        self._ring[index] = 1 + failed + 2 * slow  # outcome_code(), inlined: the hot path
-        self._next = (index + 1) % self.size
         self.calls += 1
         self.failures += failed
         self.slow += slow
