@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Literal, cast
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any, Literal, NamedTuple, cast
 
 from sergas_guard.clock import SYSTEM_CLOCK, Clock
 from sergas_guard.errors import ConfigurationError, RateLimitExceeded
@@ -26,8 +26,7 @@ GLOBAL_KEY = "*"
 StorageErrorPolicy = Literal["fail_open", "fail_closed", "fallback"]
 
 
-@dataclass(frozen=True, slots=True)
-class RateLimitDecision:
+class RateLimitDecision(NamedTuple):
     """A decision with the result of every limit, for headers that list each policy.
 
     ``result`` is the governing one (see :func:`most_restrictive`); ``governing`` its index.
@@ -62,12 +61,29 @@ class RateLimitDecision:
         )
 
 
+# tuple.__new__ straight from C: a NamedTuple's own __new__ is Python code, and these
+# two are built on every decision.
+_DecisionFields = tuple[str, tuple[LimitSpec, ...], tuple[RateLimitResult, ...], int]
+_new_decision = cast(
+    "Callable[[_DecisionFields], RateLimitDecision]", partial(tuple.__new__, RateLimitDecision)
+)
+_new_check = cast(
+    "Callable[[tuple[str, LimitSpec]], LimitCheck]", partial(tuple.__new__, LimitCheck)
+)
+
+
 class _Tally:
-    """This process's admitted units over the last window, for get_metrics (O(1), locked)."""
+    """This process's admitted units over the last window, for get_metrics (O(1), locked).
+
+    The same two-counter estimate as the sliding-window strategy, kept in plain
+    attributes because it runs on every decision.
+    """
 
     def __init__(self, window_us: int) -> None:
         self.window_us = window_us
-        self.state: tuple[int, int, int] | None = None
+        self.start = 0
+        self.current = 0
+        self.previous = 0
         self.admitted = 0
         self.rejected = 0
         self._lock = threading.Lock()
@@ -78,14 +94,18 @@ class _Tally:
                 self.rejected += 1
                 return
             self.admitted += 1
-            window = self.window_us
-            start = now - now % window
-            current, previous = sliding_window.counts(self.state, start, window)
-            self.state = (start, current + cost, previous)
+            start = now - now % self.window_us
+            if start != self.start:
+                follows = start - self.start == self.window_us
+                self.previous = self.current if follows else 0
+                self.current = 0
+                self.start = start
+            self.current += cost
 
     def in_window(self, now: int) -> float:
         with self._lock:
-            return sliding_window.estimate(self.state, now, self.window_us)
+            state = (self.start, self.current, self.previous)
+        return sliding_window.estimate(state, now, self.window_us)
 
 
 class RateLimiter:
@@ -137,7 +157,8 @@ class RateLimiter:
         self.storage: RateLimitStorage = storage
         self.clock: Clock = clock or getattr(storage, "clock", None) or SYSTEM_CLOCK
         self._key_head = f"{config.key_prefix}:{config.name}:{{"
-        self._key_tails = tuple(f"}}:{spec.slug}" for spec in self.specs)
+        self._tails_and_specs = tuple((f"}}:{spec.slug}", spec) for spec in self.specs)
+        self._single = self._tails_and_specs[0] if len(self.specs) == 1 else None
         self._tally = _Tally(self.specs[0].window_us)
 
     def __repr__(self) -> str:
@@ -156,10 +177,9 @@ class RateLimiter:
         The identity sits in a Redis Cluster hash tag so all its limits share a slot.
         """
         head = self._key_head + key
-        return [
-            LimitCheck(head + tail, spec)
-            for tail, spec in zip(self._key_tails, self.specs, strict=True)
-        ]
+        if self._single is not None:
+            return [_new_check((head + self._single[0], self._single[1]))]
+        return [_new_check((head + tail, spec)) for tail, spec in self._tails_and_specs]
 
     def _validate_cost(self, cost: int) -> None:
         if type(cost) is not int or cost < 0:
@@ -179,7 +199,7 @@ class RateLimiter:
         governing = most_restrictive(results) if len(results) > 1 else 0
         if cost:
             self._tally.record(self.clock.time_us(), results[governing].allowed, cost)
-        return RateLimitDecision(key, self.specs, tuple(results), governing)
+        return _new_decision((key, self.specs, tuple(results), governing))
 
     # -- async face -----------------------------------------------------------------
 
