@@ -66,12 +66,12 @@ class Server:
 
 
 @contextlib.contextmanager
-def uvicorn(factory: str, redis_url: str) -> Iterator[Server]:
+def uvicorn(factory: str, redis_url: str, http: str, loop: str) -> Iterator[Server]:
     port = free_port()
     command = [
         sys.executable, "-m", "uvicorn", "--factory", f"web_apps:{factory}",
         "--app-dir", str(APPS_DIR), "--host", "127.0.0.1", "--port", str(port),
-        "--log-level", "warning", "--no-access-log",
+        "--log-level", "warning", "--no-access-log", "--http", http, "--loop", loop,
     ]  # fmt: skip
     env = {**os.environ, "BENCH_REDIS_URL": redis_url}
     process = subprocess.Popen(command, env=env)
@@ -111,6 +111,12 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds of load first")
     parser.add_argument("--only", nargs="*", help="factories to run (default: all)")
+    parser.add_argument(
+        "--http", default="h11", choices=("h11", "httptools"), help="uvicorn's HTTP parser"
+    )
+    parser.add_argument(
+        "--loop", default="asyncio", choices=("asyncio", "uvloop"), help="uvicorn's event loop"
+    )
     options = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install wrk)")
@@ -123,7 +129,8 @@ def main() -> None:
     with contextlib.ExitStack() as stack:
         redis_url = stack.enter_context(redis_server()).url
         servers = {
-            label: stack.enter_context(uvicorn(factory, redis_url)) for label, factory, *_ in chosen
+            label: stack.enter_context(uvicorn(factory, redis_url, options.http, options.loop))
+            for label, factory, *_ in chosen
         }
         for label, server in servers.items():
             wrk(server, label, options.warmup, options.connections)

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from typing import Unpack
 
+from sergas_guard.ratelimit.decorator import decision_listener
 from sergas_guard.ratelimit.limiter import RateLimitDecision
 from sergas_guard.types import ASGIApp, Message, Receive, Scope, Send
 from sergas_guard.web.context import (
@@ -19,6 +20,7 @@ from sergas_guard.web.context import (
     current_context,
     enter_context,
     leave_context,
+    request_context,
 )
 from sergas_guard.web.engine import Action, EngineOptions, RateLimitEngine
 from sergas_guard.web.headers import HeaderMode, header_mode
@@ -46,10 +48,12 @@ def _with_headers(send: Send, context: RequestContext) -> Send:
     """``send`` that appends the context's rate-limit headers to the response start."""
 
     async def send_with_headers(message: Message) -> None:
-        if message["type"] == "http.response.start":
+        if not context.headers_sent and message["type"] == "http.response.start":
             extra = context.take_headers()
             if extra:
-                message["headers"] = [*message.get("headers", ()), *extra]
+                headers = message.get("headers")
+                # A new list: the app may reuse its own header list for other responses.
+                message["headers"] = [*headers, *extra] if headers else extra
         await send(message)
 
     return send_with_headers
@@ -144,24 +148,34 @@ class RateLimitMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if kind == "http" or (kind == "websocket" and self.websockets):
-            await self._limit(scope, receive, send)
-        elif kind == "lifespan":
-            await self.app(scope, receive, self._closing_on_shutdown(send))
-        else:
+        if kind != "http" and not (kind == "websocket" and self.websockets):
+            if kind == "lifespan":
+                send = self._closing_on_shutdown(send)
             await self.app(scope, receive, send)
-
-    async def _limit(self, scope: Scope, receive: Receive, send: Send) -> None:
+            return
+        # The request path, inlined: every call and allocation here is paid per request.
         engine = self.engine
-        outer = current_context()  # a context middleware further out already collects
-        context = outer or engine.context(AsgiRequestInfo(scope, engine.resolver))
-        tokens = None if outer else enter_context(context)
+        context = current_context()  # a context middleware further out already collects
+        if context is None:
+            context = RequestContext(
+                AsgiRequestInfo(scope, engine.resolver), engine.mode, engine.clock
+            )
+            tokens = (request_context.set(context), decision_listener.set(context.record_limiter))
+            # With no headers to add there is nothing for a send wrapper to do.
+            wrapped = send if engine.mode is HeaderMode.NONE else _with_headers(send, context)
+        else:
+            tokens = None
+            wrapped = send  # the outer middleware's wrapper adds the headers
         try:
-            plan = engine.plan(scope.get("method", "GET"), scope["path"])
-            action = await engine.decide(plan, context)
+            info = context.info
+            plan = engine.rules.match(info.method, info.path)
+            if plan.inline:
+                action = engine.decide_sync(plan, context)  # in-memory: no I/O to wait for
+            else:
+                action = await engine.decide(plan, context)
             if action is Action.PASS:
-                await self.app(scope, receive, send if outer else _with_headers(send, context))
-            elif scope["type"] == "websocket":
+                await self.app(scope, receive, wrapped)
+            elif kind == "websocket":
                 await receive()  # the websocket.connect message
                 await send({"type": "websocket.close", "code": 1008, "reason": "rate limited"})
             elif action is Action.REJECT:
@@ -170,7 +184,8 @@ class RateLimitMiddleware:
                 await send_rejection(send, unavailable_rejection())
         finally:
             if tokens is not None:
-                leave_context(tokens)
+                request_context.reset(tokens[0])
+                decision_listener.reset(tokens[1])
 
     async def _reject(
         self, scope: Scope, receive: Receive, send: Send, context: RequestContext

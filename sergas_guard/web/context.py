@@ -10,9 +10,11 @@ are recorded on it so the response carries their headers.
 
 from __future__ import annotations
 
+import functools
 import weakref
+from collections.abc import Callable
 from contextvars import ContextVar, Token
-from typing import Any
+from typing import Any, cast
 
 from sergas_guard.clock import SYSTEM_CLOCK, Clock
 from sergas_guard.ratelimit.decorator import decision_listener
@@ -26,9 +28,26 @@ from sergas_guard.web.headers import (
 )
 from sergas_guard.web.request import RequestInfo
 
-__all__ = ["RequestContext", "current_context", "enter_context", "leave_context", "policies_for"]
+__all__ = [
+    "RequestContext",
+    "current_context",
+    "enter_context",
+    "leave_context",
+    "new_recorded",
+    "policies_for",
+    "request_context",
+]
 
-_current: ContextVar[RequestContext | None] = ContextVar("sergas_guard_request", default=None)
+#: The request being served (None outside one); the ASGI middleware sets it directly.
+request_context: ContextVar[RequestContext | None] = ContextVar(
+    "sergas_guard_request", default=None
+)
+# tuple.__new__ straight from C: the NamedTuple's own __new__ is Python code, and one
+# of these is made for every request.
+new_recorded = cast(
+    "Callable[[tuple[PolicySet, RateLimitDecision]], RecordedDecision]",
+    functools.partial(tuple.__new__, RecordedDecision),
+)
 _policy_cache: weakref.WeakKeyDictionary[RateLimiter, PolicySet] = weakref.WeakKeyDictionary()
 
 
@@ -62,7 +81,7 @@ class RequestContext:
 
     def record(self, policies: PolicySet, decision: RateLimitDecision) -> None:
         """Remember a decision so the response carries its headers."""
-        self.recorded.append(RecordedDecision(policies, decision))
+        self.recorded.append(new_recorded((policies, decision)))
 
     def record_limiter(self, limiter: RateLimiter, decision: RateLimitDecision) -> None:
         """Listener for :func:`sergas_guard.ratelimit.rate_limited` decisions."""
@@ -77,7 +96,7 @@ class RequestContext:
         if self.headers_sent:
             return []
         self.headers_sent = True
-        return self.headers()
+        return rate_limit_headers(self.recorded, self.mode, self.clock)
 
 
 ContextTokens = tuple[Token[RequestContext | None], Token[Any]]
@@ -85,14 +104,14 @@ ContextTokens = tuple[Token[RequestContext | None], Token[Any]]
 
 def enter_context(context: RequestContext) -> ContextTokens:
     """Make ``context`` the current request's; pass the result to :func:`leave_context`."""
-    return _current.set(context), decision_listener.set(context.record_limiter)
+    return request_context.set(context), decision_listener.set(context.record_limiter)
 
 
 def leave_context(tokens: ContextTokens) -> None:
-    _current.reset(tokens[0])
+    request_context.reset(tokens[0])
     decision_listener.reset(tokens[1])
 
 
 def current_context() -> RequestContext | None:
     """The context of the request being served here, or None outside one."""
-    return _current.get()
+    return request_context.get()

@@ -11,17 +11,16 @@ import enum
 import logging
 import threading
 from collections.abc import Callable, Collection, Iterable
-from dataclasses import dataclass, field
 from typing import Any, TypedDict, Unpack
 
 from sergas_guard.clock import SYSTEM_CLOCK, Clock
 from sergas_guard.errors import ConfigurationError
-from sergas_guard.ratelimit.limiter import RateLimitDecision, RateLimiter, StorageErrorPolicy
+from sergas_guard.ratelimit.limiter import RateLimitDecision, StorageErrorPolicy
 from sergas_guard.ratelimit.result import RateLimitStrategy
 from sergas_guard.secrets import scrub
 from sergas_guard.storage.base import RateLimitStorage
 from sergas_guard.storage.failover import StorageFailClosed, UncheckedResult
-from sergas_guard.web.context import RequestContext
+from sergas_guard.web.context import RequestContext, new_recorded
 from sergas_guard.web.headers import HeaderMode, header_mode
 from sergas_guard.web.identity import ClientAddressResolver, ProxyHeader
 from sergas_guard.web.keys import client_ip
@@ -64,28 +63,45 @@ class EngineOptions(TypedDict, total=False):
     name: str
 
 
-@dataclass
+_COUNTERS = ("admitted", "rejected", "shadow_rejected", "exempt", "storage_errors", "unchecked")
+ADMITTED, REJECTED, SHADOW_REJECTED, EXEMPT, STORAGE_ERRORS, UNCHECKED = range(len(_COUNTERS))
+
+
+class _ThreadCounts(threading.local):
+    """One thread's counters: a thread only ever adds to its own list, so no lock."""
+
+    def __init__(self, registry: list[list[int]], lock: threading.Lock) -> None:
+        self.values = [0] * len(_COUNTERS)
+        with lock:
+            registry.append(self.values)
+
+
 class EngineStats:
     """Counters of one middleware's decisions (this process only).
 
-    WSGI servers decide in several threads at once, so counts go through :meth:`add`.
+    WSGI servers decide in several threads at once. A lock per request would cost
+    more than the rest of the bookkeeping, so each thread counts in a list of its own
+    (``stats.local.values[ADMITTED] += 1``) and readers add the lists up.
     """
 
-    admitted: int = 0
-    rejected: int = 0
-    shadow_rejected: int = 0
-    exempt: int = 0
-    storage_errors: int = 0
-    unchecked: int = 0
-    shadow_by_policy: dict[str, int] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._per_thread: list[list[int]] = []
+        self.local = _ThreadCounts(self._per_thread, self._lock)
+        self.shadow_by_policy: dict[str, int] = {}
 
-    def add(self, counter: str, policy: str | None = None) -> None:
+    def add(self, counter: int, policy: str | None = None) -> None:
         """Count one event; a shadow rejection also counts under its ``policy``."""
-        with self._lock:
-            setattr(self, counter, getattr(self, counter) + 1)
-            if policy is not None:
+        self.local.values[counter] += 1
+        if policy is not None:
+            with self._lock:
                 self.shadow_by_policy[policy] = self.shadow_by_policy.get(policy, 0) + 1
+
+    def totals(self) -> dict[str, int]:
+        """Every counter summed over the threads."""
+        with self._lock:
+            lists = list(self._per_thread)
+        return {name: sum(values[i] for values in lists) for i, name in enumerate(_COUNTERS)}
 
 
 class RateLimitEngine:
@@ -123,6 +139,7 @@ class RateLimitEngine:
             on_storage_error=on_storage_error,
             clock=clock,
             default_name=options.get("name", "default"),
+            client_key=self.resolver.client_key,
         )
         self.stats = EngineStats()
 
@@ -130,20 +147,17 @@ class RateLimitEngine:
         """The plan of the first rule matching the request (or the default plan)."""
         return self.rules.match(method, path)
 
-    def _prepare(self, plan: Plan, info: RequestInfo) -> tuple[RateLimiter, str, int] | None:
-        """The limiter, key and cost to decide with; None when the request is exempt."""
-        if plan.limiter is None or (plan.exempt is not None and plan.exempt(info)):
-            self.stats.add("exempt")
-            return None
-        cost = plan.cost if isinstance(plan.cost, int) else plan.cost(info)
-        return plan.limiter, plan.key(info), cost
-
     async def decide(self, plan: Plan, context: RequestContext) -> Action:
         """Decide the request in ``context`` under ``plan``, recording the decision on it."""
-        prepared = self._prepare(plan, context.info)
-        if prepared is None:
+        limiter = plan.limiter
+        info = context.info
+        if limiter is None or (plan.exempt is not None and plan.exempt(info)):
+            self.stats.local.values[EXEMPT] += 1
             return Action.PASS
-        limiter, key, cost = prepared
+        cost = plan.cost
+        if not isinstance(cost, int):
+            cost = cost(info)
+        key = plan.key(info)
         try:
             decision = await limiter.decide(key, cost)
         except ConfigurationError:
@@ -153,11 +167,20 @@ class RateLimitEngine:
         return self._settle(plan, key, decision, context)
 
     def decide_sync(self, plan: Plan, context: RequestContext) -> Action:
-        """Sync face of :meth:`decide` (WSGI): the storage's sync client, no event loop."""
-        prepared = self._prepare(plan, context.info)
-        if prepared is None:
+        """Sync face of :meth:`decide` (WSGI): the storage's sync client, no event loop.
+
+        The ASGI middleware uses it too for ``plan.inline`` plans, whose storage is this
+        process's memory: nothing to wait for, so no coroutine to pay for.
+        """
+        limiter = plan.limiter
+        info = context.info
+        if limiter is None or (plan.exempt is not None and plan.exempt(info)):
+            self.stats.local.values[EXEMPT] += 1
             return Action.PASS
-        limiter, key, cost = prepared
+        cost = plan.cost
+        if not isinstance(cost, int):
+            cost = cost(info)
+        key = plan.key(info)
         try:
             decision = limiter.decide_sync(key, cost)
         except ConfigurationError:
@@ -169,31 +192,31 @@ class RateLimitEngine:
     def _settle(
         self, plan: Plan, key: str, decision: RateLimitDecision, context: RequestContext
     ) -> Action:
-        assert plan.policies is not None
-        if isinstance(decision.result, UncheckedResult):
+        result = decision.results[decision.governing]
+        if isinstance(result, UncheckedResult):
             # fail_open admitted without asking the storage: no state to report.
-            self.stats.add("unchecked")
+            self.stats.local.values[UNCHECKED] += 1
             return Action.PASS
-        context.record(plan.policies, decision)
-        if decision.allowed:
-            self.stats.add("admitted")
+        context.recorded.append(new_recorded((plan.policies, decision)))
+        if result.allowed:
+            self.stats.local.values[ADMITTED] += 1
             return Action.PASS
         if plan.shadow:
-            self.stats.add("shadow_rejected", plan.name)
+            self.stats.add(SHADOW_REJECTED, plan.name)
             logger.info(
                 "shadow mode: would have rejected %s %s for %s under %r (retry after %.3fs)",
                 context.info.method,
                 context.info.path,
                 key,
                 plan.name,
-                decision.result.retry_after,
+                result.retry_after,
             )
             return Action.PASS
-        self.stats.add("rejected")
+        self.stats.add(REJECTED)
         return Action.REJECT
 
     def _storage_failed(self, plan: Plan, exc: Exception) -> Action:
-        self.stats.add("storage_errors")
+        self.stats.add(STORAGE_ERRORS)
         if isinstance(exc, StorageFailClosed):
             return Action.UNAVAILABLE  # the failover storage refused on purpose, logged there
         logger.warning(
@@ -215,13 +238,8 @@ class RateLimitEngine:
         """Decision counters and each limiter's own metrics."""
         stats = self.stats
         return {
-            "admitted": stats.admitted,
-            "rejected": stats.rejected,
-            "shadow_rejected": stats.shadow_rejected,
+            **stats.totals(),
             "shadow_by_policy": dict(stats.shadow_by_policy),
-            "exempt": stats.exempt,
-            "storage_errors": stats.storage_errors,
-            "unchecked": stats.unchecked,
             "limiters": [limiter.get_metrics() for limiter in self.rules.limiters],
         }
 

@@ -71,6 +71,8 @@ class PolicySet:
     policy_header: bytes
     #: ``b'"name";r='`` per policy: the start of its RateLimit value, built once.
     rate_prefixes: tuple[bytes, ...]
+    #: The ``RateLimit-Policy`` header of this set alone, ready to send.
+    policy_item: tuple[bytes, bytes]
 
     @classmethod
     def build(cls, scope: str, specs: Sequence[LimitSpec]) -> PolicySet:
@@ -84,7 +86,8 @@ class PolicySet:
             for q, spec in zip(quoted, specs, strict=True)
         ]
         prefixes = tuple(f"{q};r=".encode() for q in quoted)
-        return cls(names, quoted, ", ".join(items).encode(), prefixes)
+        header = ", ".join(items).encode()
+        return cls(names, quoted, header, prefixes, (b"ratelimit-policy", header))
 
 
 class RecordedDecision(NamedTuple):
@@ -117,6 +120,16 @@ def rate_limit_headers(
     recorded: Sequence[RecordedDecision], mode: HeaderMode, clock: Clock
 ) -> HeaderList:
     """The response headers for the decisions taken for one request (none if none)."""
+    if len(recorded) == 1 and mode is HeaderMode.IETF:
+        # Every request of the default configuration: only r and t are formatted here.
+        policies, decision = recorded[0]
+        result = decision.results[decision.governing]
+        seconds = result.reset_after if result.allowed else result.retry_after
+        rate = b"%d;t=%d" % (result.remaining, math.ceil(seconds) if seconds > 0 else 0)
+        return [
+            policies.policy_item,
+            (b"ratelimit", policies.rate_prefixes[decision.governing] + rate),
+        ]
     if not recorded or mode is HeaderMode.NONE:
         return []
     if len(recorded) == 1:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 from collections.abc import Callable, Iterable
-from typing import Literal
+from typing import Literal, Protocol
 
 from sergas_guard.errors import ConfigurationError
 
@@ -25,6 +25,17 @@ __all__ = ["ClientAddressResolver", "ProxyHeader", "parse_forwarded", "parse_x_f
 ProxyHeader = Literal["x-forwarded-for", "forwarded"]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+#: Peers whose ``ip:`` key is remembered (see ClientAddressResolver.client_key).
+PEER_KEY_CACHE = 4096
+
+
+class _Request(Protocol):
+    @property
+    def peer(self) -> str | None: ...
+    @property
+    def client_ip(self) -> str: ...
+
 
 # A hop is an address, an RFC 7239 obfuscated identifier (``_hidden``), or None (unknown).
 Hop = IPAddress | str | None
@@ -127,6 +138,7 @@ class ClientAddressResolver:
         self.ipv6_prefix = ipv6_prefix
         self.ipv4_prefix = ipv4_prefix
         self._group = functools.lru_cache(maxsize=4096)(self._group_uncached)
+        self._peer_keys: dict[str | None, str] = {}
 
     def __repr__(self) -> str:
         networks = [str(net) for net in self.trusted]
@@ -158,6 +170,23 @@ class ClientAddressResolver:
             if not self._is_trusted(hop):
                 break
         return self._group(str(current))
+
+    def client_key(self, request: _Request) -> str:
+        """``ip:<client address>``, what :func:`sergas_guard.web.keys.client_ip` returns.
+
+        Without trusted proxies the peer alone decides, so the key is remembered per
+        peer (a bounded dict, emptied when full): one lookup per request.
+        """
+        if self.trusted:
+            return "ip:" + request.client_ip
+        peer = request.peer
+        key = self._peer_keys.get(peer)
+        if key is None:
+            key = "ip:" + request.client_ip
+            if len(self._peer_keys) >= PEER_KEY_CACHE:
+                self._peer_keys.clear()
+            self._peer_keys[peer] = key
+        return key
 
     def _is_trusted(self, address: Hop) -> bool:
         if address is None or isinstance(address, str):
