@@ -44,6 +44,38 @@ def bare_starlette() -> Starlette:
     return Starlette(routes=[Route("/", hello)])
 
 
+class StaticHeaders:
+    """Reference, not a contender: the least a middleware adding two headers can cost.
+
+    Pure ASGI, no decision: it wraps ``send`` and appends two constant headers to the
+    response start, which is what every rate limiter's middleware does at least.
+    """
+
+    HEADERS = (
+        (b"ratelimit-policy", b'"default";q=1000000;w=1'),
+        (b"ratelimit", b'"default";r=1;t=1'),
+    )
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), *self.HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def static_headers() -> StaticHeaders:
+    return StaticHeaders(bare_starlette())
+
+
 def ours_memory() -> RateLimitMiddleware:
     return RateLimitMiddleware(bare_starlette(), HIGH_LIMIT)
 
