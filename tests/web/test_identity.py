@@ -12,11 +12,14 @@ from hypothesis import strategies as st
 
 from sergas_guard.errors import ConfigurationError
 from sergas_guard.web.identity import (
+    PEER_KEY_CACHE,
     ClientAddressResolver,
     ProxyHeader,
     parse_forwarded,
     parse_x_forwarded_for,
 )
+from sergas_guard.web.keys import client_ip
+from sergas_guard.web.request import AsgiRequestInfo
 
 
 def headers(**values: str) -> Callable[[str], list[str]]:
@@ -147,3 +150,28 @@ def test_a_client_behind_trusted_proxies_cannot_choose_its_identity(
     chain = [*forged, str(client), *proxies[:-1]]
     lines = {"x-forwarded-for": [", ".join(chain)]}
     assert resolver.resolve(proxies[-1], lambda name: lines.get(name, [])) == str(client)
+
+
+@given(
+    peer=st.one_of(st.ip_addresses().map(str), st.just("testclient"), st.none()),
+    proxies=st.sampled_from([(), ("10.0.0.0/8",)]),
+)
+def test_cached_client_key_is_the_client_ip_key(peer: str | None, proxies: tuple[str, ...]) -> None:
+    # The engine's default key goes through the per-peer cache; it must say exactly what
+    # the client_ip key function says, asked twice (the second answer from the cache).
+    resolver = ClientAddressResolver(proxies)
+    scope: dict[str, Any] = {"type": "http", "path": "/"}
+    scope["headers"] = [(b"x-forwarded-for", b"1.2.3.4")]
+    scope["client"] = (peer, 1234) if peer is not None else None
+    for _ in range(2):
+        request = AsgiRequestInfo(scope, resolver)
+        assert resolver.client_key(request) == client_ip(request)
+
+
+def test_peer_key_cache_stays_bounded() -> None:
+    resolver = ClientAddressResolver()
+    for n in range(PEER_KEY_CACHE + 10):
+        peer = str(ipaddress.IPv4Address(n + 1))
+        request = AsgiRequestInfo({"type": "http", "path": "/", "client": (peer, 1)}, resolver)
+        assert resolver.client_key(request) == "ip:" + peer
+    assert len(resolver._peer_keys) <= PEER_KEY_CACHE

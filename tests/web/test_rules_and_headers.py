@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from hypothesis import given
@@ -14,7 +16,9 @@ from sergas_guard.ratelimit import RateLimitConfig, RateLimiter, RateLimitStrate
 from sergas_guard.ratelimit.limiter import RateLimitDecision
 from sergas_guard.ratelimit.result import LimitSpec, RateLimitResult, most_restrictive
 from sergas_guard.storage import MemoryStorage
+from sergas_guard.storage.redis import RedisStorage
 from sergas_guard.web import ProblemText, Rule
+from sergas_guard.web.engine import ADMITTED, SHADOW_REJECTED, EngineStats
 from sergas_guard.web.headers import HeaderMode, PolicySet, RecordedDecision, rate_limit_headers
 from sergas_guard.web.keys import client_ip
 from sergas_guard.web.rules import RuleSet, compile_path
@@ -200,3 +204,61 @@ def test_problem_text_template_is_checked() -> None:
     assert "3" in ProblemText(detail="wait {retry_after}s").render(3, ["a"], "x")
     with pytest.raises(ConfigurationError):
         ProblemText(detail="wait {seconds}")
+
+
+def test_only_plans_counting_in_process_memory_decide_inline(redis_url: str) -> None:
+    # An inline plan is decided on the limiter's sync face inside the event loop: only
+    # safe when the storage does no I/O.
+    memory = ruleset([Rule("/x", "1/second")])
+    assert memory.default.inline
+    assert memory.match("GET", "/x").inline
+    remote = RuleSet(
+        [Rule("/x", "1/second"), Rule("/free", exempt=True)],
+        "5/minute",
+        storage=RedisStorage(redis_url),
+        key=client_ip,
+        strategy=None,
+        shadow=False,
+        on_storage_error="fallback",
+        clock=None,
+    )
+    assert not remote.default.inline
+    assert not remote.match("GET", "/x").inline
+    assert not remote.match("GET", "/free").inline
+
+
+@given(
+    remaining=st.integers(0, 10**9),
+    wait=st.floats(0, 10**6, allow_nan=False),
+    allowed=st.booleans(),
+    policies=st.integers(1, 3),
+)
+def test_single_decision_headers_match_the_general_form(
+    remaining: int, wait: float, allowed: bool, policies: int
+) -> None:
+    # IETF headers of one decision take a shortcut; BOTH goes the general way and must
+    # carry the very same two IETF headers.
+    results = [
+        RateLimitResult(allowed or n > 0, 10**9, remaining, 0.0 if allowed else wait, wait)
+        for n in range(policies)
+    ]
+    entry = recorded(results, [n + 1 for n in range(policies)], "p")
+    fast = rate_limit_headers([entry], HeaderMode.IETF, ManualClock())
+    general = rate_limit_headers([entry], HeaderMode.BOTH, ManualClock())
+    assert fast == general[:2]
+    assert dict(fast)[b"ratelimit"].endswith(b";t=%d" % math.ceil(wait))
+
+
+def test_engine_counters_add_up_across_threads() -> None:
+    stats = EngineStats()
+
+    def count(_: int) -> None:
+        for _ in range(500):
+            stats.add(ADMITTED)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(count, range(16)))
+    stats.add(SHADOW_REJECTED, "login")
+    assert stats.totals()["admitted"] == 16 * 500
+    assert stats.totals()["shadow_rejected"] == 1
+    assert stats.shadow_by_policy == {"login": 1}
