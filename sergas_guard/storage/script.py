@@ -4,7 +4,8 @@ The script is assembled once from the package data in ``lua/``: shared helpers, 
 file per strategy (each the twin of its Python module in
 :mod:`sergas_guard.ratelimit.strategies`), and the entry point that decides every
 limit of one request, all or nothing. Nothing here performs I/O on Redis; the storage
-sends what :func:`script_args` builds and reads replies with :func:`parse_reply`.
+sends what :func:`encode_call` (or, through redis-py's command machinery on a cluster,
+:func:`script_args`) builds and reads replies with :func:`parse_reply`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,14 @@ from sergas_guard.errors import ConfigurationError, StorageError
 from sergas_guard.ratelimit.result import LimitSpec, RateLimitResult, RateLimitStrategy
 from sergas_guard.storage.base import LimitCheck
 
-__all__ = ["DECIDE_SCRIPT", "DECIDE_SHA", "parse_reply", "script_args", "spec_arg"]
+__all__ = [
+    "DECIDE_SCRIPT",
+    "DECIDE_SHA",
+    "encode_call",
+    "parse_reply",
+    "script_args",
+    "spec_arg",
+]
 
 # Order matters: helpers first, the entry point last.
 _PARTS = (
@@ -72,6 +80,59 @@ def spec_arg(spec: LimitSpec) -> bytes:
     )
 
 
+def _bulk(data: bytes) -> bytes:
+    """One RESP bulk string."""
+    return b"$%d\r\n%b\r\n" % (len(data), data)
+
+
+# The constant head of each call, encoded once: the command and the script (its SHA1,
+# or its source when Redis has lost it from its cache).
+_EVALSHA_HEAD = _bulk(b"EVALSHA") + _bulk(DECIDE_SHA.encode())
+_EVAL_HEAD = _bulk(b"EVAL") + _bulk(DECIDE_SCRIPT.encode("utf-8"))
+
+
+@lru_cache(maxsize=1024)
+def _spec_bulk(spec: LimitSpec) -> bytes:
+    return _bulk(spec_arg(spec))
+
+
+def encode_call(
+    checks: Sequence[LimitCheck], cost: int, now_us: int | None, *, source: bool = False
+) -> bytes:
+    """One decision as the RESP bytes of ``EVALSHA`` (``EVAL`` with ``source=True``).
+
+    The same KEYS and ARGV as :func:`script_args`, encoded straight to the wire: redis-py's
+    generic packer costs more per call than the round trip's Redis work (keys are UTF-8,
+    as redis-py encodes them by default). Raises ConfigurationError like
+    :func:`script_args`.
+    """
+    if not checks:
+        raise ConfigurationError("a decision needs at least one limit", field="checks")
+    parts = [b""]  # the header, once the argument count is known
+    specs = []
+    for key, spec in checks:
+        if cost > spec.capacity:
+            raise _too_costly(cost, spec)
+        parts.append(_bulk(key.encode()))
+        specs.append(_spec_bulk(spec))
+    parts.append(_bulk(b"%d" % cost))
+    parts += specs
+    count = 4 + 2 * len(checks)
+    if now_us is not None:
+        parts.append(_bulk(b"%d" % now_us))
+        count += 1
+    head = _EVAL_HEAD if source else _EVALSHA_HEAD
+    parts[0] = b"*%d\r\n%b%b" % (count, head, _bulk(b"%d" % len(checks)))
+    return b"".join(parts)
+
+
+def _too_costly(cost: int, spec: LimitSpec) -> ConfigurationError:
+    return ConfigurationError(
+        f"cost {cost} exceeds the capacity of {spec.describe()} ({spec.capacity})",
+        field="cost",
+    )
+
+
 def script_args(
     checks: Sequence[LimitCheck], cost: int, now_us: int | None
 ) -> tuple[list[str], list[int | bytes]]:
@@ -86,10 +147,7 @@ def script_args(
     args: list[int | bytes] = [cost]
     for key, spec in checks:
         if cost > spec.capacity:
-            raise ConfigurationError(
-                f"cost {cost} exceeds the capacity of {spec.describe()} ({spec.capacity})",
-                field="cost",
-            )
+            raise _too_costly(cost, spec)
         keys.append(key)
         args.append(spec_arg(spec))
     if now_us is not None:
