@@ -1,0 +1,133 @@
+"""RedisStorage's own connections for decisions, against a real redis-server.
+
+Decisions on a single server bypass redis-py's per-command machinery; these tests pin
+what that path must still do: bound concurrency without failing, hand connections on,
+recover from a broken socket, give up on a frozen server, and never share a socket
+with a forked child.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+
+import pytest
+import redis
+
+from sergas_guard.errors import ConfigurationError, StorageUnavailable
+from sergas_guard.ratelimit.result import LimitSpec, RateLimitStrategy
+from sergas_guard.storage.base import LimitCheck
+from sergas_guard.storage.redis import RedisStorage
+from tests.servers import RedisServer
+
+pytestmark = pytest.mark.redis
+
+LONG_WINDOW_US = 10**12
+
+
+def checks(identity: str, limit: int = 1000) -> list[LimitCheck]:
+    spec = LimitSpec(RateLimitStrategy.FIXED_WINDOW, limit, LONG_WINDOW_US, limit)
+    return [LimitCheck(f"sg:conn:{{{identity}}}", spec)]
+
+
+async def test_200_concurrent_decisions_on_one_storage_all_succeed(redis_url: str) -> None:
+    # redis-py's default async pool refuses the 101st concurrent command ("Too many
+    # connections"), which a failover policy would take for an outage.
+    storage = RedisStorage(redis_url, connect_timeout=2.0, socket_timeout=2.0)
+    results = await asyncio.gather(*(storage.decide(checks("crowd"), 1) for _ in range(200)))
+    assert all(r[0].allowed for r in results)
+    # Exactly 200 units counted, each reported once: remaining values 999..800.
+    assert sorted(r[0].remaining for r in results) == list(range(800, 1000))
+    assert storage._async_connections is not None
+    assert storage._async_connections.opened <= 100
+    await storage.aclose()
+
+
+async def test_past_max_connections_tasks_wait_for_a_connection(redis_url: str) -> None:
+    storage = RedisStorage(redis_url, connect_timeout=2.0, socket_timeout=2.0, max_connections=3)
+    results = await asyncio.gather(*(storage.decide(checks("queue"), 1) for _ in range(60)))
+    assert all(r[0].allowed for r in results)
+    assert storage._async_connections is not None
+    assert storage._async_connections.opened == 3
+    clients = redis.Redis.from_url(redis_url).client_list()
+    # Our three, plus the client listing them.
+    assert len(clients) == 4
+    await storage.aclose()
+
+
+async def test_a_frozen_server_times_out_the_waiters_too(own_redis: RedisServer) -> None:
+    storage = RedisStorage(
+        own_redis.url, socket_timeout=0.3, connect_timeout=0.3, max_connections=1
+    )
+    await storage.decide(checks("ice"), 1)
+    own_redis.pause()
+    try:
+        outcomes = await asyncio.gather(
+            storage.decide(checks("ice"), 1),
+            storage.decide(checks("ice"), 1),
+            return_exceptions=True,
+        )
+    finally:
+        own_redis.resume()
+    assert all(isinstance(o, StorageUnavailable) for o in outcomes)
+    messages = sorted(str(o) for o in outcomes)
+    assert "busy" in messages[0]
+    assert "Timeout" in messages[1]
+    # The connection that timed out was closed, not left with a late reply to misread.
+    after = await storage.decide(checks("ice"), 0)
+    assert after[0].remaining in (997, 998)  # the frozen requests may have run on resume
+    await storage.aclose()
+
+
+async def test_a_restarted_server_costs_no_failed_decision(own_redis: RedisServer) -> None:
+    storage = RedisStorage(own_redis.url, connect_timeout=2.0, socket_timeout=2.0)
+    assert storage.decide_sync(checks("phoenix"), 1)[0].allowed
+    assert (await storage.decide(checks("phoenix"), 1))[0].allowed
+    own_redis.stop()
+    own_redis.start()
+    # Both pooled sockets are dead; the one retry on a broken connection reconnects.
+    assert storage.decide_sync(checks("phoenix"), 1)[0].allowed
+    assert (await storage.decide(checks("phoenix"), 1))[0].allowed
+    await storage.aclose()
+
+
+def test_without_retries_a_broken_connection_is_storage_unavailable(
+    own_redis: RedisServer,
+) -> None:
+    storage = RedisStorage(own_redis.url, connect_timeout=2.0, socket_timeout=2.0, retries=0)
+    assert storage.decide_sync(checks("once"), 1)[0].allowed
+    own_redis.stop()
+    own_redis.start()
+    with pytest.raises(StorageUnavailable):
+        storage.decide_sync(checks("once"), 1)
+    # The broken connection was closed; the next decision reconnects.
+    assert storage.decide_sync(checks("once"), 1)[0].allowed
+    storage.close_sync()
+
+
+def _decide_in_child(storage: RedisStorage, url: str) -> None:
+    result = storage.decide_sync(checks("fork"), 1)[0]
+    # The parent's idle connection, the child's own, and the one counting them.
+    clients = len(redis.Redis.from_url(url).client_list())
+    os._exit(0 if result.remaining == 998 and clients == 3 else 1)
+
+
+def test_a_forked_child_opens_its_own_connection(redis_url: str) -> None:
+    storage = RedisStorage(redis_url, connect_timeout=2.0, socket_timeout=2.0)
+    assert storage.decide_sync(checks("fork"), 1)[0].remaining == 999
+    child = multiprocessing.get_context("fork").Process(
+        target=_decide_in_child, args=(storage, redis_url)
+    )
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0
+    # Had the child written on the parent's socket, replies would now be crossed.
+    assert storage.decide_sync(checks("fork"), 1)[0].remaining == 997
+    storage.close_sync()
+
+
+def test_max_connections_must_be_positive(redis_url: str) -> None:
+    with pytest.raises(ConfigurationError) as error:
+        RedisStorage(redis_url, max_connections=0)
+    assert error.value.field == "max_connections"
