@@ -78,6 +78,22 @@ def ours_storage(strategy: RateLimitStrategy, keys: list[str]) -> Callable[[int]
     return run
 
 
+def ours_storage_async(
+    strategy: RateLimitStrategy, keys: list[str]
+) -> Callable[[int], Awaitable[None]]:
+    storage = MemoryStorage(max_keys=len(keys) * 2)
+    spec = RateLimitConfig(rate=RATE, strategy=strategy).specs()[0]
+    checks = [[LimitCheck(key, spec)] for key in keys]
+    count = len(checks)
+
+    async def run(n: int) -> None:
+        decide = storage.decide
+        for i in range(n):
+            await decide(checks[i % count], 1)
+
+    return run
+
+
 def ours_limiter(strategy: RateLimitStrategy, keys: list[str]) -> Callable[[int], None]:
     limiter = RateLimiter(RATE, MemoryStorage(max_keys=len(keys) * 2), strategy=strategy)
     count = len(keys)
@@ -186,9 +202,9 @@ def main() -> None:
     for scenario, keys in (("hot key", key_names(1)), ("10k keys", key_names(KEYS))):
         cases: list[tuple[str, str, Runner]] = []
         for strategy in RateLimitStrategy:
-            cases.append(
-                (f"sergas_guard storage {strategy.value}", "sync", ours_storage(strategy, keys))
-            )
+            name = f"sergas_guard storage {strategy.value}"
+            cases.append((name, "sync", ours_storage(strategy, keys)))
+            cases.append((name, "async", ours_storage_async(strategy, keys)))
         for strategy in (RateLimitStrategy.SLIDING_WINDOW, RateLimitStrategy.TOKEN_BUCKET):
             name = f"sergas_guard RateLimiter.hit {strategy.value}"
             cases.append((name, "sync", ours_limiter(strategy, keys)))

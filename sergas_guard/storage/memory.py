@@ -36,6 +36,7 @@ class MemoryStorage:
             raise ConfigurationError("max_keys must be at least 1", field="max_keys")
         self.max_keys = max_keys
         self.clock = clock
+        self._time_us = clock.time_us  # bound once: read on every decision
         # key -> (strategy state, expires_at_us); the order is recency of use.
         self._entries: OrderedDict[str, tuple[Any, int]] = OrderedDict()
         self._lock = threading.Lock()
@@ -53,7 +54,7 @@ class MemoryStorage:
     def decide_sync(
         self, checks: Sequence[LimitCheck], cost: int, now_us: int | None = None
     ) -> list[RateLimitResult]:
-        now = self.clock.time_us() if now_us is None else now_us
+        now = self._time_us() if now_us is None else now_us
         with self._lock:
             if len(checks) == 1:
                 # The common case, inlined: this is the hot path of every request.
