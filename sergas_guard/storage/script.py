@@ -17,7 +17,12 @@ from functools import lru_cache
 from importlib import resources
 
 from sergas_guard.errors import ConfigurationError, StorageError
-from sergas_guard.ratelimit.result import LimitSpec, RateLimitResult, RateLimitStrategy
+from sergas_guard.ratelimit.result import (
+    US_PER_SECOND,
+    LimitSpec,
+    RateLimitResult,
+    RateLimitStrategy,
+)
 from sergas_guard.storage.base import LimitCheck
 
 __all__ = [
@@ -156,8 +161,10 @@ def script_args(
 
 
 def parse_reply(reply: object, checks: Sequence[LimitCheck]) -> list[RateLimitResult]:
-    """The script's reply (five values per limit in one string) as results, in order.
+    """The script's reply (five integers per limit in one string) as results, in order.
 
+    The script gives both times in whole microseconds; dividing by 10^6 here yields the
+    very float the Python strategy computes from the same integer.
     Raises StorageError when the reply does not have the expected shape.
     """
     fields = reply.split() if isinstance(reply, bytes | str) else ()
@@ -170,8 +177,8 @@ def parse_reply(reply: object, checks: Sequence[LimitCheck]) -> list[RateLimitRe
                 int(fields[i]) == 1,
                 int(fields[i + 1]),
                 int(fields[i + 2]),
-                float(fields[i + 3]),
-                float(fields[i + 4]),
+                int(fields[i + 3]) / US_PER_SECOND,
+                int(fields[i + 4]) / US_PER_SECOND,
             )
         )
         for i in range(0, len(fields), 5)

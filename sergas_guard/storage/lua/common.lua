@@ -5,15 +5,6 @@
 -- operations run in the same order as in Python.
 local US = 1000000
 
--- Lua's own number-to-string conversion keeps 14 significant digits, and Redis truncates
--- numbers in a reply to integers: the reply's seconds go out through this, exactly.
-local function fmt_float(x)
-  if x == 0 then
-    return '0'  -- the common case (no wait), without a format call
-  end
-  return string.format('%.17g', x)
-end
-
 -- Python's a % b for non-negative integers; Lua's % computes a - floor(a/b)*b, whose
 -- float division can be off by one for large a, while fmod is exact.
 local function mod(a, b)

@@ -3,8 +3,10 @@
 -- window (us) and burst as little-endian doubles.
 -- ARGV[#KEYS + 2], when present, is the time in microseconds (tests); otherwise the
 -- server's clock (TIME) decides.
--- Reply: one string holding five values per key: allowed (1/0), limit, remaining,
--- retry_after and reset_after (seconds; Redis would truncate Lua floats in a table).
+-- Reply: one string holding five integers per key: allowed (1/0), limit, remaining,
+-- retry_after and reset_after. The strategies give both times in whole microseconds
+-- (their Python twins divide those same integers by 10^6), so nothing here formats a
+-- float: one string.format of integers per key, the cheapest exact reply.
 local cost = tonumber(ARGV[1])
 -- What must fit: the cost, or for a peek (cost 0) one unit (Python's `cost or 1`).
 local need = cost
@@ -47,7 +49,7 @@ for i = 1, #KEYS do
   if all_allowed then
     if d[3] then
       -- The key lives exactly as long as its state matters: until its horizon.
-      local expire_at_ms = math.ceil((now + math.ceil(reset_after * US)) / 1000)
+      local expire_at_ms = math.ceil((now + reset_after) / 1000)
       if strategy.write then
         strategy.write(KEYS[i], d[3], expire_at_ms)
       else
@@ -60,8 +62,8 @@ for i = 1, #KEYS do
     _, allowed, reported, remaining, retry_after, reset_after =
       strategy.decide(d[2], now, 0, 1, d[9], d[10], d[11])
   end
-  -- limit and remaining are small integers, which Lua's own conversion writes exactly.
-  reply[i] = (allowed and '1 ' or '0 ') .. reported .. ' ' .. remaining .. ' ' ..
-    fmt_float(retry_after) .. ' ' .. fmt_float(reset_after)
+  -- %d converts Lua's doubles to 64-bit integers: exact for every value here (< 2^53).
+  reply[i] = string.format('%d %d %d %d %d', allowed and 1 or 0, reported, remaining,
+    retry_after, reset_after)
 end
 return table.concat(reply, ' ')

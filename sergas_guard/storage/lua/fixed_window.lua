@@ -19,14 +19,13 @@ strategies['fw'] = function()
           used = used + cost
           new_state = {start, used}
         end
-        local reset = 0.0
+        local reset = 0
         if used ~= 0 then
-          reset = until_next / US
+          reset = until_next
         end
-        return new_state, true, limit, limit - used, 0.0, reset
+        return new_state, true, limit, limit - used, 0, reset
       end
-      local seconds = until_next / US
-      return nil, false, limit, limit - used, seconds, seconds
+      return nil, false, limit, limit - used, until_next, until_next
     end,
   }
 end

@@ -30,11 +30,10 @@ strategies['lb'] = function()
           backlog = backlog + cost * interval
           new_state = {now + backlog}
         end
-        return new_state, true, burst, math.floor((tolerance - backlog) / interval), 0.0,
-          backlog / US
+        return new_state, true, burst, math.floor((tolerance - backlog) / interval), 0, backlog
       end
       return nil, false, burst, math.floor((tolerance - backlog) / interval),
-        (backlog + need * interval - tolerance) / US, backlog / US
+        backlog + need * interval - tolerance, backlog
     end,
   }
 end

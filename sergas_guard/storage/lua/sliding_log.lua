@@ -38,16 +38,16 @@ strategies['sl'] = function()
         elseif live ~= 0 then
           last = sl_at(state, state.n - 1)
         end
-        local reset = 0.0
+        local reset = 0
         if live ~= 0 then
-          reset = (last + window - now) / US
+          reset = last + window - now
         end
-        return new_state, true, limit, limit - live, 0.0, reset
+        return new_state, true, limit, limit - live, 0, reset
       end
       -- The (live + need - limit)-th live entry must expire to make room.
       local freeing = sl_at(state, first_live + live + need - limit - 1)
-      return nil, false, limit, limit - live, (freeing + window - now) / US,
-        (sl_at(state, state.n - 1) + window - now) / US
+      return nil, false, limit, limit - live, freeing + window - now,
+        sl_at(state, state.n - 1) + window - now
     end,
     write = function(key, new_state, expire_at_ms)
       if new_state.trim > 0 then

@@ -22,12 +22,12 @@ strategies['sw'] = function()
 
   local function sw_reset(current, previous, start, now, window)
     if current ~= 0 then
-      return (start + 2 * window - now) / US
+      return start + 2 * window - now
     end
     if previous ~= 0 then
-      return (start + window - now) / US
+      return start + window - now
     end
-    return 0.0
+    return 0
   end
 
   return {
@@ -46,7 +46,7 @@ strategies['sw'] = function()
           used = used + cost
           new_state = {start, current, previous}
         end
-        return new_state, true, limit, math.max(0, math.floor(limit - used)), 0.0,
+        return new_state, true, limit, math.max(0, math.floor(limit - used)), 0,
           sw_reset(current, previous, start, now, window)
       end
       local target
@@ -58,7 +58,7 @@ strategies['sw'] = function()
       local wait = exact_wait_us(function(t)
         return sw_estimate(state, t, window) + need <= limit
       end, now, target - now)
-      return nil, false, limit, math.max(0, math.floor(limit - used)), wait / US,
+      return nil, false, limit, math.max(0, math.floor(limit - used)), wait,
         sw_reset(current, previous, start, now, window)
     end,
   }

@@ -9,15 +9,14 @@ strategies['tb'] = function()
     return math.min(burst, state[1] + math.max(0, t - state[2]) * rate)
   end
 
-  -- Seconds until the bucket is exactly full again (so the key may be forgotten then).
+  -- Microseconds until the bucket is exactly full again (so the key may be forgotten then).
   local function tb_reset(state, now, tokens, rate, burst)
     if tokens >= burst then
-      return 0.0
+      return 0
     end
-    local wait = exact_wait_us(function(t)
+    return exact_wait_us(function(t)
       return tb_tokens(state, t, rate, burst) >= burst
     end, now, (burst - tokens) / rate)
-    return wait / US
   end
 
   return {
@@ -35,13 +34,13 @@ strategies['tb'] = function()
           new_state = {tokens, now}
           state = new_state
         end
-        return new_state, true, burst, math.floor(tokens), 0.0,
+        return new_state, true, burst, math.floor(tokens), 0,
           tb_reset(state, now, tokens, rate, burst)
       end
       local wait = exact_wait_us(function(t)
         return tb_tokens(state, t, rate, burst) >= need
       end, now, (need - tokens) / rate)
-      return nil, false, burst, math.floor(tokens), wait / US,
+      return nil, false, burst, math.floor(tokens), wait,
         tb_reset(state, now, tokens, rate, burst)
     end,
   }
