@@ -11,7 +11,9 @@ second and microseconds per decision for:
 each sync sequentially and async with 1 and 50 concurrent tasks. Traffic is spread
 over 1,000 identities with a limit of 100 per minute, as a service would see it.
 Contenders take turns in short slices (best slice counts) so a busy machine's noise
-falls on all alike. Run: ``.venv/bin/python benchmarks/bench_redis.py [--ops N] [--rounds R]``.
+falls on all alike. A second table gives the Redis CPU each script costs per call
+(``INFO commandstats``), which no client-side change can remove.
+Run: ``.venv/bin/python benchmarks/bench_redis.py [--ops N] [--rounds R]``.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sergas_guard.ratelimit.result import LimitSpec, RateLimitStrategy
 from sergas_guard.storage.base import LimitCheck
 from sergas_guard.storage.redis import RedisStorage
+from sergas_guard.storage.script import DECIDE_SCRIPT, DECIDE_SHA, script_args
 from tests.servers import redis_server
 
 IDENTITIES = 1000
@@ -73,6 +76,9 @@ class Contender:
     name: str
     make_sync: Callable[[], SyncOp]
     make_async: AsyncFactory
+    # For script contenders: the EVALSHA of call i as (sha, keys, args), to measure the
+    # script's own Redis CPU.
+    script_call: Callable[[int], tuple[str, list[str], list[Any]]] | None = None
 
 
 # The machine is shared, so contenders take turns in short slices: noise then falls on all
@@ -150,7 +156,9 @@ def floor(url: str, script: str = "return 1", name: str = "floor") -> Contender:
 
         return op, client.aclose
 
-    return Contender(name, make_sync, make_async)
+    return Contender(
+        name, make_sync, make_async, lambda i: (sha, [f"floor:{{{i % IDENTITIES}}}"], [])
+    )
 
 
 def ours(url: str, strategy: RateLimitStrategy) -> Contender:
@@ -158,18 +166,22 @@ def ours(url: str, strategy: RateLimitStrategy) -> Contender:
     checks = [[LimitCheck(f"sg:bench:{{{n}}}:{spec.slug}", spec)] for n in range(IDENTITIES)]
 
     def make_sync() -> SyncOp:
-        storage = RedisStorage(url, socket_timeout=1.0)
+        storage = RedisStorage(url, connect_timeout=1.0, socket_timeout=1.0)
         return lambda i: storage.decide_sync(checks[i % IDENTITIES], 1)
 
     def make_async() -> tuple[AsyncOp, Callable[[], Awaitable[None]]]:
-        storage = RedisStorage(url, socket_timeout=1.0)
+        storage = RedisStorage(url, connect_timeout=1.0, socket_timeout=1.0)
 
         async def op(i: int) -> object:
             return await storage.decide(checks[i % IDENTITIES], 1)
 
         return op, storage.aclose
 
-    return Contender(f"ours {strategy.value}", make_sync, make_async)
+    def script_call(i: int) -> tuple[str, list[str], list[Any]]:
+        keys, args = script_args(checks[i % IDENTITIES], 1, None)
+        return DECIDE_SHA, keys, args
+
+    return Contender(f"ours {strategy.value}", make_sync, make_async, script_call)
 
 
 def peer(url: str, strategy: RateLimitStrategy) -> Contender:
@@ -202,6 +214,32 @@ def peer(url: str, strategy: RateLimitStrategy) -> Contender:
         return op, close
 
     return Contender(f"limits {strategy.value}", make_sync, make_async)
+
+
+def server_usec(contenders: list[Contender], url: str, ops: int, rounds: int) -> dict[str, float]:
+    """Redis CPU µs per call of each script contender (``INFO commandstats``, best round).
+
+    Calls are pipelined, so the figure is the script's steady-state cost, free of the
+    wake-ups and cache misses a sequential client adds on a busy machine.
+    """
+    admin = redis.Redis.from_url(url)
+    admin.script_load(DECIDE_SCRIPT)
+    best: dict[str, float] = {}
+    for contender in contenders:
+        if contender.script_call is None:
+            continue  # limits: several commands per decision, no single figure
+        for round_ in range(rounds):
+            admin.flushall(asynchronous=False)
+            admin.config_resetstat()
+            pipe = admin.pipeline(transaction=False)
+            for i in range(ops):
+                sha, keys, args = contender.script_call(round_ * ops + i)
+                pipe.evalsha(sha, len(keys), *keys, *args)
+            pipe.execute()
+            usec = float(admin.info("commandstats")["cmdstat_evalsha"]["usec_per_call"])
+            best[contender.name] = min(best.get(contender.name, usec), usec)
+    admin.close()
+    return best
 
 
 def render(rows: dict[str, dict[str, float]]) -> str:
@@ -243,8 +281,12 @@ def main() -> None:
             columns[f"async c={concurrency}"] = rates_async(
                 contenders, options.ops, options.rounds, concurrency
             )
+        cpu = server_usec(contenders, url, options.ops, 5)
     rows = {c.name: {mode: rates[c.name] for mode, rates in columns.items()} for c in contenders}
     print(render(rows))
+    print("\n| script | Redis CPU µs per call |\n| --- | --- |")
+    for name, usec in cpu.items():
+        print(f"| {name} | {usec:.2f} |")
     ratios = [r[m] / rows["floor"][m] for n, r in rows.items() if n.startswith("ours") for m in r]
     print(f"\nratio to the floor: worst {min(ratios):.2f}, median {statistics.median(ratios):.2f}")
 
