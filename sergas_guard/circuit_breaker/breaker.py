@@ -212,9 +212,13 @@ class CircuitBreaker:
 
         Raises CircuitOpenError when refused; otherwise whatever ``fn`` raises.
         """
-        # Local state does no I/O, so it is reached without creating a coroutine.
-        local = self._shared is None
-        store, decision = self._acquire_sync() if local else await self._acquire()
+        core = self._core
+        decision = None if core is None else core.free  # no lock: see BreakerCore.free_pass
+        store: BreakerHandle = self._local
+        if decision is None:
+            # Local state does no I/O, so it is reached without creating a coroutine.
+            local = self._shared is None
+            store, decision = self._acquire_sync() if local else await self._acquire()
         start = self._now()
         try:
             result = fn(*args, **kwargs)
@@ -223,12 +227,8 @@ class CircuitBreaker:
         except BaseException as error:
             await self._settle(store, decision, start, self._classify_error(error))
             raise
-        failed = (
-            False
-            if self._record_result is None
-            else self._classify_result(store, decision, result)
-        )
-        if local:
+        failed = self._record_result is not None and self._classify_result(store, decision, result)
+        if store is self._local:
             self._settle_sync(store, decision, start, failed)
         else:
             await self._settle(store, decision, start, failed)
@@ -236,28 +236,45 @@ class CircuitBreaker:
 
     def call_sync(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run the sync ``fn`` through the breaker; raises CircuitOpenError when refused."""
-        store, decision = self._acquire_sync()
+        core = self._core
+        decision = None if core is None else core.free  # no lock: see BreakerCore.free_pass
+        store: BreakerHandle = self._local
+        if decision is None:
+            store, decision = self._acquire_sync()
         start = self._now()
         try:
             result = fn(*args, **kwargs)
         except BaseException as error:
             self._settle_sync(store, decision, start, self._classify_error(error))
             raise
-        failed = (
-            False
-            if self._record_result is None
-            else self._classify_result(store, decision, result)
-        )
+        failed = self._record_result is not None and self._classify_result(store, decision, result)
         self._settle_sync(store, decision, start, failed)
         return result
 
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
         """Decorate ``fn`` (sync or async); the wrapper keeps its signature."""
         if inspect.iscoroutinefunction(fn):
+            coroutine_fn = cast(Callable[P, Awaitable[Any]], fn)
+            core, local, now, settle = self._core, self._local, self._now, self._settle_sync
 
             @functools.wraps(fn)
             async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-                return await self.call(fn, *args, **kwargs)
+                # The free pass of local state is taken here: awaiting self.call()
+                # would cost a second coroutine on every call.
+                decision = None if core is None else core.free
+                if decision is None:
+                    return await self.call(coroutine_fn, *args, **kwargs)
+                start = now()
+                try:
+                    result = await coroutine_fn(*args, **kwargs)
+                except BaseException as error:
+                    settle(local, decision, start, self._classify_error(error))
+                    raise
+                failed = self._record_result is not None and self._classify_result(
+                    local, decision, result
+                )
+                settle(local, decision, start, failed)
+                return result
 
             return cast(Callable[P, R], async_wrapper)
 
@@ -269,7 +286,7 @@ class CircuitBreaker:
 
     def __enter__(self) -> CircuitBreaker:
         store, decision = self._acquire_sync()
-        _ENTERED.set((*_ENTERED.get(), (self, store, decision, self.clock.monotonic())))
+        _ENTERED.set((*_ENTERED.get(), (self, store, decision, self._now())))
         return self
 
     def __exit__(
@@ -284,7 +301,7 @@ class CircuitBreaker:
 
     async def __aenter__(self) -> CircuitBreaker:
         store, decision = await self._acquire()
-        _ENTERED.set((*_ENTERED.get(), (self, store, decision, self.clock.monotonic())))
+        _ENTERED.set((*_ENTERED.get(), (self, store, decision, self._now())))
         return self
 
     async def __aexit__(
@@ -320,7 +337,7 @@ class CircuitBreaker:
             return bool(predicate(result))
         except BaseException:
             # A broken predicate must not leak the probe slot of the call it judged.
-            self._settle_sync(store, decision, self.clock.monotonic(), None)
+            self._settle_sync(store, decision, self._now(), None)
             raise
 
     # -- store access with fallback ------------------------------------------------------
@@ -351,11 +368,6 @@ class CircuitBreaker:
         )
 
     def _acquire_sync(self) -> tuple[BreakerHandle, Decision]:
-        core = self._core
-        if core is not None:
-            admitted = core.free  # no lock: see BreakerCore.free_pass
-            if admitted is not None:
-                return self._local, admitted
         store: BreakerHandle = self._local if self._shared is None else self._store()
         try:
             decision, events = store.acquire_sync()
@@ -389,20 +401,30 @@ class CircuitBreaker:
         self, store: BreakerHandle, decision: Decision, start: float, failed: bool | None
     ) -> None:
         end = self._now()
-        if failed is not None and store is self._local and self._core is not None:
-            events = self._local.record_at(end, decision, end - start, failed)
-            if events:
-                self._publish(events)
-            return
-        duration = end - start
-        try:
-            if failed is None:
-                events = store.release_sync(decision)
-            else:
-                events = store.record_sync(decision, duration, failed)
-        except StorageUnavailable as error:
-            self._fall_back(error)  # the outcome is lost with the store
-            return
+        core = self._core
+        events: Events
+        if core is not None and failed is not None and store is self._local:
+            # The closed path of local state on our clock: recorded here, without the
+            # store's interface, and ``end`` both times the call and dates its outcome.
+            # acquire/release rather than ``with``, which costs twice as much.
+            lock = self._local.lock
+            lock.acquire()
+            try:
+                core.record(end, decision.generation, decision.probe, end - start, failed)
+                events = core.events
+                if events:
+                    core.events = []
+            finally:
+                lock.release()
+        else:
+            try:
+                if failed is None:
+                    events = store.release_sync(decision)
+                else:
+                    events = store.record_sync(decision, end - start, failed)
+            except StorageUnavailable as error:
+                self._fall_back(error)  # the outcome is lost with the store
+                return
         if events:
             self._publish(events)
 

@@ -166,7 +166,11 @@ class BreakerCore:
         slow = duration >= self._slow_duration
         if state is _CLOSED or state is _METRICS_ONLY:
             window = self.window
-            window.add(now, failed, slow)
+            # Totals that stand were judged when they were reached, in this same CLOSED
+            # spell (entering CLOSED empties the window), and found below the
+            # thresholds. METRICS_ONLY judges every call, to report each excess.
+            if not window.add(now, failed, slow) and state is _CLOSED:
+                return
             calls = window.calls
             # The rates are compared inline (the same arithmetic as rate()) so that the
             # common case, a healthy call, costs no function call.

@@ -137,27 +137,10 @@ class LocalBreakerHandle:
         return self.acquire_sync()
 
     def record_sync(self, decision: Decision, duration: float, failed: bool) -> Events:
-        return self.record_at(self._now(), decision, duration, failed)
-
-    def record_at(self, now: float, decision: Decision, duration: float, failed: bool) -> Events:
-        """:meth:`record_sync` for an outcome known at ``now`` on this store's clock.
-
-        Lets a breaker on the same clock read it once per call, not twice.
-        """
         core = self.core
-        lock = self.lock
-        # acquire/release, not ``with``: this runs on every call and a with block
-        # costs twice as much as the two method calls.
-        lock.acquire()
-        try:
-            core.record(now, decision.generation, decision.probe, duration, failed)
-            events = core.events
-            if not events:
-                return NO_EVENTS
-            core.events = []
-            return events
-        finally:
-            lock.release()
+        with self.lock:
+            core.record(self._now(), decision.generation, decision.probe, duration, failed)
+            return self._events() if core.events else NO_EVENTS
 
     async def record(self, decision: Decision, duration: float, failed: bool) -> Events:
         return self.record_sync(decision, duration, failed)

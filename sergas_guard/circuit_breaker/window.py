@@ -30,8 +30,8 @@ class OutcomeWindow(Protocol):
     failures: int
     slow: int
 
-    def add(self, now: float, failed: bool, slow: bool) -> None:
-        """Record one outcome that completed at ``now``."""
+    def add(self, now: float, failed: bool, slow: bool) -> bool:
+        """Record one outcome that completed at ``now``; False when the totals stand."""
         ...
 
     def refresh(self, now: float) -> None:
@@ -60,14 +60,14 @@ class CountWindow:
     def refresh(self, now: float) -> None:
         """A count window does not age."""
 
-    def add(self, now: float, failed: bool, slow: bool) -> None:
+    def add(self, now: float, failed: bool, slow: bool) -> bool:
         index = self._next
         self._next = 0 if index + 1 == self.size else index + 1
         ring = self._ring
         old = ring[index]
         code = 1 + failed + 2 * slow  # outcome_code(), inlined: the hot path
         if old == code:
-            return  # the outcome it replaces was the same: the totals stand
+            return False  # it replaces the same outcome: the totals stand
         ring[index] = code
         if old:
             self.calls -= 1
@@ -76,6 +76,7 @@ class CountWindow:
         self.calls += 1
         self.failures += failed
         self.slow += slow
+        return True
 
 
 class TimeWindow:
@@ -108,7 +109,7 @@ class TimeWindow:
             self._calls[index] = self._failures[index] = self._slow[index] = 0
         self._head = second
 
-    def add(self, now: float, failed: bool, slow: bool) -> None:
+    def add(self, now: float, failed: bool, slow: bool) -> bool:
         self.refresh(now)
         # A time that lags the head (clocks of two hosts) counts in the newest second.
         index = self._head % self.size
@@ -118,3 +119,4 @@ class TimeWindow:
         self.calls += 1
         self.failures += failed
         self.slow += slow
+        return True
