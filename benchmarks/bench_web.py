@@ -99,7 +99,9 @@ def wrk(server: Server, label: str, duration: float, connections: int) -> Measur
     cpu = server.cpu_seconds() - cpu_before
     total = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
-    p99 = _milliseconds(re.search(r"99%\s+(\S+)", output).group(1))  # type: ignore[union-attr]
+    # Anchored: a "+/- Stdev" column such as "69.99%" must not pass for the 99th percentile.
+    p99_line = re.search(r"^\s*99%\s+(\S+)$", output, re.MULTILINE)
+    p99 = _milliseconds(p99_line.group(1))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
     non_2xx = int(errors.group(1)) if errors else 0
     return Measurement(label, rps, p99, non_2xx, cpu / max(total, 1) * 1e6)
