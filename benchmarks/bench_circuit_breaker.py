@@ -90,6 +90,7 @@ def overheads(calls: int, redis_url: str | None) -> list[tuple[str, str, float]]
         ("sergas_guard call_sync", lambda: breaker.call_sync(work)),
         ("sergas_guard @decorator", decorated),
         ("pybreaker call", lambda: py.call(work)),
+        ("pybreaker @decorator", py(work)),
     ]
     base, *timings = best_seconds(
         sync_loop(work, calls), *(sync_loop(call, calls) for _, call in contenders)
@@ -104,6 +105,7 @@ def overheads(calls: int, redis_url: str | None) -> list[tuple[str, str, float]]
         ("sergas_guard await call", lambda: abreaker.call(async_work)),
         ("sergas_guard @decorator", adecorated),
         ("aiobreaker call_async", lambda: aio.call_async(async_work)),
+        ("aiobreaker @decorator", aio(async_work)),
     ]
     async_base, *timings = best_seconds(
         async_loop(async_work, calls), *(async_loop(acall, calls) for _, acall in async_contenders)

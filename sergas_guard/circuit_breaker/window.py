@@ -82,7 +82,17 @@ class CountWindow:
 class TimeWindow:
     """Outcomes of the last ``size`` whole seconds, in one bucket per second."""
 
-    __slots__ = ("_calls", "_failures", "_head", "_slow", "calls", "failures", "size", "slow")
+    __slots__ = (
+        "_calls",
+        "_failures",
+        "_head",
+        "_head_index",
+        "_slow",
+        "calls",
+        "failures",
+        "size",
+        "slow",
+    )
 
     def __init__(self, size: int) -> None:
         self.size = size
@@ -93,6 +103,7 @@ class TimeWindow:
         self._failures = [0] * self.size
         self._slow = [0] * self.size
         self._head = -1  # the latest second the buckets describe; -1 before any
+        self._head_index = -1 % self.size
         self.calls = self.failures = self.slow = 0
 
     def refresh(self, now: float) -> None:
@@ -108,15 +119,20 @@ class TimeWindow:
             self.slow -= self._slow[index]
             self._calls[index] = self._failures[index] = self._slow[index] = 0
         self._head = second
+        self._head_index = second % self.size
 
     def add(self, now: float, failed: bool, slow: bool) -> bool:
-        self.refresh(now)
+        # Within the head's second (most calls) nothing ages: no call to refresh().
+        if now >= self._head + 1:
+            self.refresh(now)
         # A time that lags the head (clocks of two hosts) counts in the newest second.
-        index = self._head % self.size
+        index = self._head_index
         self._calls[index] += 1
-        self._failures[index] += failed
-        self._slow[index] += slow
         self.calls += 1
-        self.failures += failed
-        self.slow += slow
+        if failed:
+            self._failures[index] += 1
+            self.failures += 1
+        if slow:
+            self._slow[index] += 1
+            self.slow += 1
         return True
