@@ -14,10 +14,7 @@ Redis) or :class:`~sergas_guard.errors.StorageError` (Redis answered with an err
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
-import weakref
-from collections import deque
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -43,6 +40,7 @@ from sergas_guard.errors import ConfigurationError, StorageError, StorageUnavail
 from sergas_guard.ratelimit.result import RateLimitResult
 from sergas_guard.secrets import scrub
 from sergas_guard.storage.base import LimitCheck
+from sergas_guard.storage.redis_pool import AsyncConnections, SyncConnections
 from sergas_guard.storage.script import (
     DECIDE_SCRIPT,
     DECIDE_SHA,
@@ -139,8 +137,8 @@ class RedisStorage:
         self._async_ready = False
         self._cluster_lock: asyncio.Lock | None = None
         self._build_lock = threading.Lock()
-        self._sync_connections: _SyncConnections | None = None
-        self._async_connections: _AsyncConnections | None = None
+        self._sync_connections: SyncConnections | None = None
+        self._async_connections: AsyncConnections | None = None
         self._password = urlsplit(url).password or "" if url else ""
 
     def __repr__(self) -> str:
@@ -334,16 +332,16 @@ class RedisStorage:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _open_sync_connections(self) -> _SyncConnections:
+    def _open_sync_connections(self) -> SyncConnections:
         pool = self.sync_client.connection_pool
         with self._build_lock:  # threads racing to the first decision share one pool
             if self._sync_connections is None:
-                self._sync_connections = _SyncConnections(pool)
+                self._sync_connections = SyncConnections(pool)
         return self._sync_connections
 
-    def _open_async_connections(self) -> _AsyncConnections:
+    def _open_async_connections(self) -> AsyncConnections:
         if self._async_connections is None:
-            self._async_connections = _AsyncConnections(
+            self._async_connections = AsyncConnections(
                 self.client.connection_pool, self.max_connections, self.socket_timeout
             )
         return self._async_connections
@@ -494,112 +492,3 @@ def _batches(keys: Iterator[Any]) -> Iterator[list[Any]]:
             batch = []
     if batch:
         yield batch
-
-
-class _SyncConnections:
-    """Connections for sync decisions on one server, the most recently used first.
-
-    A thread takes one for a round trip and gives it back; ``list.pop`` and ``append``
-    are atomic, so no lock, no health poll and no bookkeeping per call. As many as
-    threads decide at once. Made like the redis-py pool's own (same class and options).
-    """
-
-    def __init__(self, pool: Any) -> None:
-        self._class: Any = pool.connection_class
-        self._options: dict[str, Any] = pool.connection_kwargs
-        self._idle: list[Any] = []
-        _FORKABLE.add(self)
-
-    def take(self) -> Any:
-        try:
-            return self._idle.pop()
-        except IndexError:
-            return self._class(**self._options)
-
-    def give(self, connection: Any) -> None:
-        self._idle.append(connection)
-
-    def forget(self) -> None:
-        """Drop every connection without closing it (a forked child shares the sockets)."""
-        self._idle = []
-
-    def close(self) -> None:
-        idle, self._idle = self._idle, []
-        for connection in idle:
-            connection.disconnect()
-
-
-class _AsyncConnections:
-    """Connections for async decisions: at most ``limit``; past it, tasks queue for one.
-
-    A waiting task gets a connection as soon as another task gives one back, or fails
-    with a ConnectionError after ``wait`` seconds. Connections are made without a socket
-    timeout: the storage bounds each round trip itself.
-    """
-
-    def __init__(self, pool: Any, limit: int, wait: float) -> None:
-        self._class: Any = pool.connection_class
-        self._options: dict[str, Any] = {**pool.connection_kwargs, "socket_timeout": None}
-        self._limit = limit
-        self._wait = wait
-        self._opened = 0
-        self._idle: list[Any] = []
-        self._waiters: deque[asyncio.Future[Any]] = deque()
-
-    async def take(self) -> Any:
-        if self._idle:
-            return self._idle.pop()
-        if self._opened < self._limit:
-            self._opened += 1
-            return self._class(**self._options)
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        try:
-            async with asyncio.timeout(self._wait):
-                return await waiter
-        except TimeoutError:
-            self._pass_on(waiter)
-            raise redis.ConnectionError(
-                f"all {self._limit} connections stayed busy for {self._wait:g} s"
-            ) from None
-        except BaseException:
-            self._pass_on(waiter)
-            raise
-
-    def _pass_on(self, waiter: asyncio.Future[Any]) -> None:
-        """A waiter that gives up: a connection handed to it too late goes to the next."""
-        if waiter.done() and not waiter.cancelled():
-            self.give(waiter.result())
-        else:
-            waiter.cancel()
-
-    def give(self, connection: Any) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(connection)
-                return
-        self._idle.append(connection)
-
-    @property
-    def opened(self) -> int:
-        """How many connections exist (idle or in use)."""
-        return self._opened
-
-    async def close(self) -> None:
-        idle, self._idle = self._idle, []
-        self._opened -= len(idle)
-        for connection in idle:
-            await connection.disconnect()
-
-
-# Pools of connections a forked child must not reuse (their sockets are the parent's).
-_FORKABLE: weakref.WeakSet[_SyncConnections] = weakref.WeakSet()
-
-
-def _forget_after_fork() -> None:
-    for connections in list(_FORKABLE):
-        connections.forget()
-
-
-os.register_at_fork(after_in_child=_forget_after_fork)
