@@ -62,6 +62,10 @@ DEFAULT_MAX_CONNECTIONS = 100
 _SCAN_COUNT = 1000
 _DELETE_BATCH = 500
 
+# What redis-py's own retries may repeat: a broken connection, not a timeout (redis-py's
+# default also retries timeouts, which could run a script twice).
+_RETRIED: tuple[type[RedisError], ...] = (redis.ConnectionError,)
+
 # Errors meaning "Redis cannot answer now" rather than "Redis refused this".
 _UNAVAILABLE = (
     redis.ConnectionError,
@@ -158,7 +162,7 @@ class RedisStorage:
         if self._client is None:
             if self.url is None:
                 raise ConfigurationError("no async client and no url to build one", field="url")
-            options = self._options(redis.asyncio.retry.Retry(NoBackoff(), self.retries))
+            options = self._options(redis.asyncio.retry.Retry(NoBackoff(), self.retries, _RETRIED))
             if self.is_cluster:
                 nodes, template = _cluster_nodes(self.url)
                 from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
@@ -192,7 +196,7 @@ class RedisStorage:
     def _build_sync_client(self) -> Any:
         if self.url is None:
             raise ConfigurationError("no sync client and no url to build one", field="url")
-        options = self._options(redis.retry.Retry(NoBackoff(), self.retries))
+        options = self._options(redis.retry.Retry(NoBackoff(), self.retries, _RETRIED))
         if self.is_cluster:
             nodes, template = _cluster_nodes(self.url)
             return RedisCluster.from_url(
