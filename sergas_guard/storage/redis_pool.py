@@ -68,6 +68,8 @@ class AsyncConnections:
         self._opened = 0
         self._idle: list[Any] = []
         self._waiters: deque[asyncio.Future[Any]] = deque()
+        self._closed = False
+        self._closing: set[asyncio.Task[None]] = set()
 
     async def take(self) -> Any:
         if self._idle:
@@ -91,12 +93,18 @@ class AsyncConnections:
 
     def _pass_on(self, waiter: asyncio.Future[Any]) -> None:
         """A waiter that gives up: a connection handed to it too late goes to the next."""
-        if waiter.done() and not waiter.cancelled():
+        if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
             self.give(waiter.result())
         else:
             waiter.cancel()
 
     def give(self, connection: Any) -> None:
+        if self._closed:
+            # Back from a decision that outlived close(): close it too, never leak it.
+            task = asyncio.ensure_future(connection.disconnect(nowait=True))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+            return
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
@@ -104,14 +112,14 @@ class AsyncConnections:
                 return
         self._idle.append(connection)
 
-    @property
-    def opened(self) -> int:
-        """How many connections exist (idle or in use)."""
-        return self._opened
-
     async def close(self) -> None:
+        """Close idle connections now, busy ones as they come back; waiters fail."""
+        self._closed = True
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(redis.ConnectionError("the storage was closed"))
         idle, self._idle = self._idle, []
-        self._opened -= len(idle)
         for connection in idle:
             await connection.disconnect()
 
