@@ -64,8 +64,17 @@ def decide(
         target = start + 2 * window - (limit - need) * window / current
     # Confirm the closed form with the admitting arithmetic itself (float rounding
     # must never make the promised wait come up short); the Lua twin does the same.
+    # Inlined estimate() at now + wait: within this window, or the next one, where
+    # this window's count is the weighted one (target never lies further ahead).
     wait = max(1, math.ceil(target - now))
-    while estimate(state, now + wait, window) + need > limit:
+    while True:
+        elapsed = now + wait - start
+        if elapsed < window:
+            seen = previous * ((window - elapsed) / window) + current
+        else:
+            seen = current * ((window - (elapsed - window)) / window)
+        if seen + need <= limit:
+            break
         wait += 1
     return state, RateLimitResult(
         False,

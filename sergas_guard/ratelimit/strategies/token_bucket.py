@@ -59,8 +59,19 @@ def decide(
             state = (tokens, now)
         reset = _wait_for(state[0], state[1], now, burst, rate, burst) if tokens < burst else 0
         return state, RateLimitResult(True, burst, math.floor(tokens), 0.0, reset / US_PER_SECOND)
-    wait = _wait_for(state[0], state[1], now, need, rate, burst)
-    reset = _wait_for(state[0], state[1], now, burst, rate, burst)
+    saved, updated_at = state
+    if now < updated_at:  # a clock behind the state's: the general path
+        wait = _wait_for(saved, updated_at, now, need, rate, burst)
+        reset = _wait_for(saved, updated_at, now, burst, rate, burst)
+    else:
+        # _wait_for inlined for the hot rejection path: past updated_at, and for
+        # levels up to the burst, _tokens_at(t) >= level is this sum being >= level.
+        wait = max(1, math.ceil((need - tokens) / rate))
+        while saved + (now + wait - updated_at) * rate < need:
+            wait += 1
+        reset = max(1, math.ceil((burst - tokens) / rate))
+        while saved + (now + reset - updated_at) * rate < burst:
+            reset += 1
     return state, RateLimitResult(
         False, burst, math.floor(tokens), wait / US_PER_SECOND, reset / US_PER_SECOND
     )
