@@ -6,7 +6,12 @@ twice the limit across a window boundary.
 
 from __future__ import annotations
 
-from sergas_guard.ratelimit.result import US_PER_SECOND, LimitSpec, RateLimitResult
+from sergas_guard.ratelimit.result import (
+    US_PER_SECOND,
+    LimitSpec,
+    RateLimitResult,
+    new_result,
+)
 
 State = tuple[int, int]
 
@@ -25,6 +30,6 @@ def decide(
             used += cost
             state = (start, used)
         reset = until_next / US_PER_SECOND if used else 0.0
-        return state, RateLimitResult(True, limit, limit - used, 0.0, reset)
+        return state, new_result((True, limit, limit - used, 0.0, reset))
     seconds = until_next / US_PER_SECOND
-    return state, RateLimitResult(False, limit, limit - used, seconds, seconds)
+    return state, new_result((False, limit, limit - used, seconds, seconds))

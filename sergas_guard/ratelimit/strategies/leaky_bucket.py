@@ -13,7 +13,12 @@ is admitted more than once per microsecond.
 
 from __future__ import annotations
 
-from sergas_guard.ratelimit.result import US_PER_SECOND, LimitSpec, RateLimitResult
+from sergas_guard.ratelimit.result import (
+    US_PER_SECOND,
+    LimitSpec,
+    RateLimitResult,
+    new_result,
+)
 
 State = tuple[int]
 
@@ -35,17 +40,21 @@ def decide(
         if cost:
             backlog += cost * interval
             state = (now + backlog,)
-        return state, RateLimitResult(
-            True,
+        return state, new_result(
+            (
+                True,
+                spec.burst,
+                (tolerance - backlog) // interval,
+                0.0,
+                backlog / US_PER_SECOND,
+            )
+        )
+    return state, new_result(
+        (
+            False,
             spec.burst,
             (tolerance - backlog) // interval,
-            0.0,
+            (backlog + need * interval - tolerance) / US_PER_SECOND,
             backlog / US_PER_SECOND,
         )
-    return state, RateLimitResult(
-        False,
-        spec.burst,
-        (tolerance - backlog) // interval,
-        (backlog + need * interval - tolerance) / US_PER_SECOND,
-        backlog / US_PER_SECOND,
     )

@@ -10,7 +10,12 @@ from __future__ import annotations
 
 from bisect import bisect_right
 
-from sergas_guard.ratelimit.result import US_PER_SECOND, LimitSpec, RateLimitResult
+from sergas_guard.ratelimit.result import (
+    US_PER_SECOND,
+    LimitSpec,
+    RateLimitResult,
+    new_result,
+)
 
 State = tuple[int, ...]
 
@@ -30,13 +35,15 @@ def decide(
             live += cost
             state = log
         reset = (log[-1] + window - now) / US_PER_SECOND if live else 0.0
-        return state, RateLimitResult(True, limit, limit - live, 0.0, reset)
+        return state, new_result((True, limit, limit - live, 0.0, reset))
     # The (live + need - limit)-th live entry must expire to make room.
     freeing = log[first_live + live + need - limit - 1]
-    return state, RateLimitResult(
-        False,
-        limit,
-        limit - live,
-        (freeing + window - now) / US_PER_SECOND,
-        (log[-1] + window - now) / US_PER_SECOND,
+    return state, new_result(
+        (
+            False,
+            limit,
+            limit - live,
+            (freeing + window - now) / US_PER_SECOND,
+            (log[-1] + window - now) / US_PER_SECOND,
+        )
     )

@@ -13,7 +13,12 @@ from __future__ import annotations
 
 import math
 
-from sergas_guard.ratelimit.result import US_PER_SECOND, LimitSpec, RateLimitResult
+from sergas_guard.ratelimit.result import (
+    US_PER_SECOND,
+    LimitSpec,
+    RateLimitResult,
+    new_result,
+)
 
 State = tuple[int, int, int]
 
@@ -49,12 +54,14 @@ def decide(
             current += cost
             used += cost
             state = (start, current, previous)
-        return state, RateLimitResult(
-            True,
-            limit,
-            max(0, math.floor(limit - used)),
-            0.0,
-            _reset(current, previous, start, now, window),
+        return state, new_result(
+            (
+                True,
+                limit,
+                max(0, math.floor(limit - used)),
+                0.0,
+                _reset(current, previous, start, now, window),
+            )
         )
     if current + need <= limit:
         # The previous window's weight must fall far enough within this window.
@@ -76,12 +83,14 @@ def decide(
         if seen + need <= limit:
             break
         wait += 1
-    return state, RateLimitResult(
-        False,
-        limit,
-        max(0, math.floor(limit - used)),
-        wait / US_PER_SECOND,
-        _reset(current, previous, start, now, window),
+    return state, new_result(
+        (
+            False,
+            limit,
+            max(0, math.floor(limit - used)),
+            wait / US_PER_SECOND,
+            _reset(current, previous, start, now, window),
+        )
     )
 
 

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import math
 
-from sergas_guard.ratelimit.result import US_PER_SECOND, LimitSpec, RateLimitResult
+from sergas_guard.ratelimit.result import (
+    US_PER_SECOND,
+    LimitSpec,
+    RateLimitResult,
+    new_result,
+)
 
 State = tuple[float, int]
 
@@ -47,10 +52,10 @@ def decide(
     if state is None:
         # A fresh bucket is full: admitting anything it can hold needs no arithmetic.
         if not cost:
-            return None, RateLimitResult(True, burst, burst, 0.0, 0.0)
+            return None, new_result((True, burst, burst, 0.0, 0.0))
         tokens = float(burst - cost)
         wait = _wait_for(tokens, now, now, burst, rate, burst)
-        return (tokens, now), RateLimitResult(True, burst, burst - cost, 0.0, wait / US_PER_SECOND)
+        return (tokens, now), new_result((True, burst, burst - cost, 0.0, wait / US_PER_SECOND))
     tokens = _tokens_at(state[0], state[1], now, rate, burst)
     need = cost or 1
     if tokens >= need:
@@ -58,7 +63,7 @@ def decide(
             tokens -= cost
             state = (tokens, now)
         reset = _wait_for(state[0], state[1], now, burst, rate, burst) if tokens < burst else 0
-        return state, RateLimitResult(True, burst, math.floor(tokens), 0.0, reset / US_PER_SECOND)
+        return state, new_result((True, burst, math.floor(tokens), 0.0, reset / US_PER_SECOND))
     saved, updated_at = state
     if now < updated_at:  # a clock behind the state's: the general path
         wait = _wait_for(saved, updated_at, now, need, rate, burst)
@@ -72,6 +77,6 @@ def decide(
         reset = max(1, math.ceil((burst - tokens) / rate))
         while saved + (now + reset - updated_at) * rate < burst:
             reset += 1
-    return state, RateLimitResult(
-        False, burst, math.floor(tokens), wait / US_PER_SECOND, reset / US_PER_SECOND
+    return state, new_result(
+        (False, burst, math.floor(tokens), wait / US_PER_SECOND, reset / US_PER_SECOND)
     )
