@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from sergas_guard.asgi import RateLimitMiddleware
 from sergas_guard.fastapi import RateLimit
-from sergas_guard.web.pipelining import pipelined_redis_storage
+from sergas_guard.storage.redis import RedisStorage
 
 HIGH_LIMIT = "1000000/second"
 
@@ -32,8 +32,7 @@ def _redis_url() -> str:
 def _our_redis() -> Any:
     # The peers run without timeouts; ours get 1 s instead of the 50 ms default so that
     # a loaded benchmark machine measures Redis decisions, never fail-open admissions.
-    # Pipelined, as RateLimitMiddleware(storage="redis://...") builds it.
-    return pipelined_redis_storage(_redis_url(), connect_timeout=1.0, socket_timeout=1.0)
+    return RedisStorage(_redis_url(), connect_timeout=1.0, socket_timeout=1.0)
 
 
 async def hello(request: Request) -> Response:

@@ -148,20 +148,11 @@ def _in_memory(limiter: RateLimiter) -> bool:
 def resolve_storage(
     storage: RateLimitStorage | str | None, clock: Clock | None = None
 ) -> RateLimitStorage:
-    """A storage object from a storage, a URL, or None (a private MemoryStorage).
-
-    A ``redis://`` (or ``rediss://``, ``unix://``) URL gets a storage whose async
-    decisions are pipelined across concurrent requests (:mod:`.pipelining`).
-    """
+    """A storage object from a storage, a URL, or None (a private MemoryStorage)."""
     if storage is None:
         return MemoryStorage(clock=clock or SYSTEM_CLOCK)
     if isinstance(storage, str):
         from sergas_guard.storage.url import storage_from_url
-        from sergas_guard.web.pipelining import pipelined_redis_storage
-
-        if storage.split("://", 1)[0].lower() in ("redis", "rediss", "unix"):
-            pipelined: RateLimitStorage = pipelined_redis_storage(storage)
-            return pipelined
 
         built: RateLimitStorage = storage_from_url(storage)
         return built

@@ -13,7 +13,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from sergas_guard.asgi import RateLimitMiddleware
-from sergas_guard.web.pipelining import pipelined_redis_storage
+from sergas_guard.storage.redis import RedisStorage
 
 
 async def pid(request: Request) -> Response:
@@ -24,9 +24,7 @@ def create_app() -> RateLimitMiddleware:
     app = Starlette(routes=[Route("/", pid)])
     # Generous timeouts: on a loaded test machine a 50 ms timeout would fail open and
     # admit an uncounted request, which is the policy working, not what is tested here.
-    storage = pipelined_redis_storage(
-        os.environ["SG_WEB_STORAGE"], socket_timeout=5.0, connect_timeout=5.0
-    )
+    storage = RedisStorage(os.environ["SG_WEB_STORAGE"], socket_timeout=5.0, connect_timeout=5.0)
     return RateLimitMiddleware(
         app,
         os.environ.get("SG_WEB_LIMIT", "25/minute"),

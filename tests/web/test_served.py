@@ -19,7 +19,6 @@ from starlette.routing import Route
 from sergas_guard.asgi import RateLimitMiddleware
 from sergas_guard.ratelimit.limiter import StorageErrorPolicy
 from sergas_guard.storage import RedisStorage
-from sergas_guard.web.pipelining import pipelined_redis_storage
 from tests.servers import RedisServer, free_port, wait_for_port
 from tests.web.conftest import Serve, asgi_client
 
@@ -49,12 +48,10 @@ async def test_uvicorn_admits_exactly_the_limit_under_concurrency(uvicorn_app: S
 
 
 @pytest.mark.redis
-@pytest.mark.parametrize("pipelined", [False, True])
 async def test_uvicorn_on_redis_admits_exactly_the_limit(
-    uvicorn_app: Serve, redis_url: str, pipelined: bool
+    uvicorn_app: Serve, redis_url: str
 ) -> None:
-    make = pipelined_redis_storage if pipelined else RedisStorage
-    storage = make(redis_url, socket_timeout=5.0, connect_timeout=5.0)
+    storage = RedisStorage(redis_url, socket_timeout=5.0, connect_timeout=5.0)
     app = RateLimitMiddleware(hello_app(), "40/minute", storage=storage, strategy="sliding_log")
     with uvicorn_app(app) as base:
         counts = await burst([base + "/"], 100)
@@ -134,7 +131,7 @@ async def test_lifespan_closes_the_storage_connections(uvicorn_app: Serve, redis
 async def test_a_redis_outage_never_becomes_a_500(
     own_redis: RedisServer, policy: StorageErrorPolicy, status: int, headers: bool, by_url: bool
 ) -> None:
-    storage = own_redis.url if by_url else RedisStorage(own_redis.url)  # by URL: pipelined
+    storage = own_redis.url if by_url else RedisStorage(own_redis.url)
     app = RateLimitMiddleware(hello_app(), "5/minute", storage=storage, on_storage_error=policy)
     async with asgi_client(app) as client:
         assert (await client.get("/")).status_code == 200
