@@ -244,7 +244,7 @@ async def test_a_frozen_redis_cannot_hold_the_endpoint(
 @pytest.mark.redis
 async def test_through_real_uvicorn_healthy(redis_url: str, uvicorn_app: Serve) -> None:
     registry = HealthCheckRegistry()
-    registry.register(CacheHealthCheck("cache", redis_url))
+    registry.register(CacheHealthCheck("cache", redis_url, timeout=5, degraded_latency=2.0))
     with uvicorn_app(_starlette(registry)) as base:
         async with httpx.AsyncClient(base_url=base, timeout=5) as client:
             response = await client.get("/readyz", headers={"accept": "application/json"})

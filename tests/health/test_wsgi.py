@@ -118,7 +118,7 @@ def test_threads_share_one_run_on_the_background_loop() -> None:
 @pytest.mark.redis
 def test_real_redis_through_flask(redis_url: str) -> None:
     registry = HealthCheckRegistry()
-    registry.register(CacheHealthCheck("cache", redis_url))
+    registry.register(CacheHealthCheck("cache", redis_url, timeout=5, degraded_latency=2.0))
     health = HealthWSGIApp(registry, details="always")
     try:
         document = _flask(health).test_client().get("/ops/health").json
