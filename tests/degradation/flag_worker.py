@@ -17,7 +17,8 @@ from sergas_guard.storage.redis import RedisStorage
 
 def main() -> None:
     url, flag = sys.argv[1], sys.argv[2]
-    flags = FeatureFlags(storage=RedisStorage(url), refresh_interval=0.5)
+    storage = RedisStorage(url, socket_timeout=2.0, connect_timeout=2.0)
+    flags = FeatureFlags(storage=storage, refresh_interval=0.5)
     if "--set" in sys.argv:
         flags.disable(flag)
         print(f"set {time.monotonic()}", flush=True)

@@ -30,7 +30,9 @@ def new_storage() -> Iterator[Callable[[str], RedisStorage]]:
     made: list[RedisStorage] = []
 
     def make(url: str) -> RedisStorage:
-        made.append(RedisStorage(url))
+        # Patient timeouts: these tests are about sharing, and a loaded CI machine
+        # can stall a reply past the 50 ms production default.
+        made.append(RedisStorage(url, socket_timeout=2.0, connect_timeout=2.0))
         return made[-1]
 
     yield make
@@ -110,7 +112,9 @@ def test_a_change_made_in_another_process_is_seen_here(
 async def test_async_readers_see_changes_through_the_asyncio_client(
     redis_url: str, clock: ManualClock
 ) -> None:
-    writer_store, reader_store = RedisStorage(redis_url), RedisStorage(redis_url)
+    writer_store, reader_store = (
+        RedisStorage(redis_url, socket_timeout=2.0, connect_timeout=2.0) for _ in range(2)
+    )
     writer = FeatureFlags(storage=writer_store)
     reader = FeatureFlags(storage=reader_store, refresh_interval=0.5, clock=clock)
     writer.register("chat", rollout_percentage=100)
@@ -253,7 +257,7 @@ async def test_the_shared_level_is_read_by_the_async_evaluation(
     redis_url: str, clock: ManualClock, new_storage: Callable[[str], RedisStorage]
 ) -> None:
     writer = DegradationManager(feature_flags=FeatureFlags(storage=new_storage(redis_url)))
-    store = RedisStorage(redis_url)
+    store = RedisStorage(redis_url, socket_timeout=2.0, connect_timeout=2.0)
     reader = DegradationManager(feature_flags=FeatureFlags(storage=store), clock=clock)
     writer.set_degradation_level("critical")
     assert await reader.evaluate_async() is DegradationLevel.CRITICAL

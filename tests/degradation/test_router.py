@@ -174,7 +174,7 @@ async def test_the_authenticator_may_raise_http_exceptions(manager: DegradationM
 async def test_changes_through_the_router_reach_every_worker(redis_url: str) -> None:
     from sergas_guard.storage.redis import RedisStorage
 
-    stores = [RedisStorage(redis_url), RedisStorage(redis_url)]
+    stores = [RedisStorage(redis_url, socket_timeout=2.0, connect_timeout=2.0) for _ in range(2)]
     served = DegradationManager(feature_flags=FeatureFlags(storage=stores[0]))
     served.feature_flags.register("recommendations")
     other_worker = FeatureFlags(storage=stores[1], refresh_interval=0)
