@@ -67,13 +67,16 @@ _COUNTERS = ("admitted", "rejected", "shadow_rejected", "exempt", "storage_error
 ADMITTED, REJECTED, SHADOW_REJECTED, EXEMPT, STORAGE_ERRORS, UNCHECKED = range(len(_COUNTERS))
 
 
+#: Past this many registered threads, the counts of finished ones are folded together.
+_FOLD_AFTER = 64
+
+
 class _ThreadCounts(threading.local):
     """One thread's counters: a thread only ever adds to its own list, so no lock."""
 
-    def __init__(self, registry: list[list[int]], lock: threading.Lock) -> None:
+    def __init__(self, stats: EngineStats) -> None:
         self.values = [0] * len(_COUNTERS)
-        with lock:
-            registry.append(self.values)
+        stats._register(threading.current_thread(), self.values)
 
 
 class EngineStats:
@@ -81,14 +84,31 @@ class EngineStats:
 
     WSGI servers decide in several threads at once. A lock per request would cost
     more than the rest of the bookkeeping, so each thread counts in a list of its own
-    (``stats.local.values[ADMITTED] += 1``) and readers add the lists up.
+    (``stats.local.values[ADMITTED] += 1``) and readers add the lists up. Servers that
+    start a thread per request would grow that registry without end, so the lists of
+    finished threads are folded into one when it gets long.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._per_thread: list[list[int]] = []
-        self.local = _ThreadCounts(self._per_thread, self._lock)
+        self._per_thread: list[tuple[threading.Thread, list[int]]] = []
+        self._finished = [0] * len(_COUNTERS)
+        self.local = _ThreadCounts(self)
         self.shadow_by_policy: dict[str, int] = {}
+
+    def _register(self, thread: threading.Thread, values: list[int]) -> None:
+        with self._lock:
+            if len(self._per_thread) >= _FOLD_AFTER:
+                alive = []
+                for entry in self._per_thread:
+                    if entry[0].is_alive():
+                        alive.append(entry)
+                    else:  # a finished thread never counts again: safe to fold
+                        self._finished = [
+                            a + b for a, b in zip(self._finished, entry[1], strict=True)
+                        ]
+                self._per_thread = alive
+            self._per_thread.append((thread, values))
 
     def add(self, counter: int, policy: str | None = None) -> None:
         """Count one event; a shadow rejection also counts under its ``policy``."""
@@ -100,8 +120,12 @@ class EngineStats:
     def totals(self) -> dict[str, int]:
         """Every counter summed over the threads."""
         with self._lock:
-            lists = list(self._per_thread)
+            lists = [self._finished, *(values for _, values in self._per_thread)]
         return {name: sum(values[i] for values in lists) for i, name in enumerate(_COUNTERS)}
+
+    def threads_tracked(self) -> int:
+        """How many threads' lists are kept apart (the rest are folded)."""
+        return len(self._per_thread)
 
 
 class RateLimitEngine:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -249,6 +250,17 @@ def test_single_decision_headers_match_the_general_form(
     assert dict(fast)[b"ratelimit"].endswith(b";t=%d" % math.ceil(wait))
 
 
+def test_counts_of_finished_threads_are_kept_but_their_lists_are_folded() -> None:
+    # A server starting a thread per request must not grow the registry without end.
+    stats = EngineStats()
+    for _ in range(200):
+        thread = threading.Thread(target=stats.add, args=(ADMITTED,))
+        thread.start()
+        thread.join()
+    assert stats.totals()["admitted"] == 200
+    assert stats.threads_tracked() <= 65
+
+
 def test_engine_counters_add_up_across_threads() -> None:
     stats = EngineStats()
 
@@ -260,5 +272,6 @@ def test_engine_counters_add_up_across_threads() -> None:
         list(pool.map(count, range(16)))
     stats.add(SHADOW_REJECTED, "login")
     assert stats.totals()["admitted"] == 16 * 500
+    assert stats.threads_tracked() <= 9
     assert stats.totals()["shadow_rejected"] == 1
     assert stats.shadow_by_policy == {"login": 1}
