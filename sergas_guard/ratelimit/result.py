@@ -60,12 +60,15 @@ class LimitSpec:
     window_us: int
     burst: int
     capacity: int = field(init=False, repr=False, compare=False)
+    rate: float = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         buckets = (RateLimitStrategy.TOKEN_BUCKET, RateLimitStrategy.LEAKY_BUCKET)
         capacity = self.burst if self.strategy in buckets else self.limit
         # Read on every decision, so computed once (the dataclass is frozen).
         object.__setattr__(self, "capacity", capacity)
+        # Units per microsecond; the Lua twin divides the same two numbers.
+        object.__setattr__(self, "rate", self.limit / self.window_us)
 
     @property
     def window_seconds(self) -> float:

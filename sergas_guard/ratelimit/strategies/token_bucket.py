@@ -48,7 +48,7 @@ def decide(
     state: State | None, now: int, cost: int, spec: LimitSpec
 ) -> tuple[State | None, RateLimitResult]:
     burst = spec.burst
-    rate = spec.limit / spec.window_us
+    rate = spec.rate
     if state is None:
         # A fresh bucket is full: admitting anything it can hold needs no arithmetic.
         if not cost:
@@ -56,7 +56,12 @@ def decide(
         tokens = float(burst - cost)
         wait = _wait_for(tokens, now, now, burst, rate, burst)
         return (tokens, now), new_result((True, burst, burst - cost, 0.0, wait / US_PER_SECOND))
-    tokens = _tokens_at(state[0], state[1], now, rate, burst)
+    saved, updated_at = state
+    # _tokens_at inlined: this line runs on every decision of a known key.
+    elapsed = now - updated_at
+    tokens = saved + elapsed * rate if elapsed > 0 else saved
+    if tokens > burst:
+        tokens = float(burst)
     need = cost or 1
     if tokens >= need:
         if cost:
@@ -64,7 +69,6 @@ def decide(
             state = (tokens, now)
         reset = _wait_for(state[0], state[1], now, burst, rate, burst) if tokens < burst else 0
         return state, new_result((True, burst, math.floor(tokens), 0.0, reset / US_PER_SECOND))
-    saved, updated_at = state
     if now < updated_at:  # a clock behind the state's: the general path
         wait = _wait_for(saved, updated_at, now, need, rate, burst)
         reset = _wait_for(saved, updated_at, now, burst, rate, burst)
