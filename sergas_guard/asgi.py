@@ -44,8 +44,35 @@ RejectCallback = Callable[
 ]
 
 
+def _is_last(message: Message) -> bool:
+    return message["type"] == "http.response.body" and not message.get("more_body", False)
+
+
+async def _send_last(send: Send, message: Message) -> None:
+    """Send the response's last message with the request's context variables cleared.
+
+    Servers arm a callback in this call (uvicorn's keep-alive timer, ``loop.call_later``),
+    and a callback keeps a copy of the current context. Holding the request's context,
+    each idle connection's timer would keep its last request's scope, RequestInfo and
+    decisions alive: under load, long enough for young collections to promote them, so
+    the old generation fills and a full collection (tens of ms, every request waiting)
+    comes every second or two. The variables are put back afterwards for whatever the
+    app still runs (background tasks).
+    """
+    context = request_context.get()
+    listener = decision_listener.get()
+    request_context.set(None)
+    decision_listener.set(None)
+    try:
+        await send(message)
+    finally:
+        request_context.set(context)
+        decision_listener.set(listener)
+
+
 def _with_headers(send: Send, context: RequestContext) -> Send:
-    """``send`` that appends the context's rate-limit headers to the response start."""
+    """``send`` that appends the context's rate-limit headers to the response start
+    (and sends the last message through :func:`_send_last`)."""
 
     async def send_with_headers(message: Message) -> None:
         if not context.headers_sent and message["type"] == "http.response.start":
@@ -54,9 +81,24 @@ def _with_headers(send: Send, context: RequestContext) -> Send:
                 headers = message.get("headers")
                 # A new list: the app may reuse its own header list for other responses.
                 message["headers"] = [*headers, *extra] if headers else extra
+        elif _is_last(message):
+            await _send_last(send, message)
+            return
         await send(message)
 
     return send_with_headers
+
+
+def _without_context_at_last(send: Send) -> Send:
+    """``send`` that only sends the last message through :func:`_send_last`."""
+
+    async def send_plain(message: Message) -> None:
+        if _is_last(message):
+            await _send_last(send, message)
+        else:
+            await send(message)
+
+    return send_plain
 
 
 async def send_rejection(send: Send, rejection: Rejection) -> None:
@@ -64,7 +106,7 @@ async def send_rejection(send: Send, rejection: Rejection) -> None:
     await send(
         {"type": "http.response.start", "status": rejection.status, "headers": rejection.headers}
     )
-    await send({"type": "http.response.body", "body": rejection.body})
+    await _send_last(send, {"type": "http.response.body", "body": rejection.body})
 
 
 class RequestContextMiddleware:
@@ -161,8 +203,11 @@ class RateLimitMiddleware:
                 AsgiRequestInfo(scope, engine.resolver), engine.mode, engine.clock
             )
             tokens = (request_context.set(context), decision_listener.set(context.record_limiter))
-            # With no headers to add there is nothing for a send wrapper to do.
-            wrapped = send if engine.mode is HeaderMode.NONE else _with_headers(send, context)
+            wrapped = (
+                _without_context_at_last(send)
+                if engine.mode is HeaderMode.NONE
+                else _with_headers(send, context)
+            )
         else:
             tokens = None
             wrapped = send  # the outer middleware's wrapper adds the headers
