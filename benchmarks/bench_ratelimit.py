@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -120,21 +121,25 @@ def ours_limiter_async(
     return run
 
 
+LIMITS_CLASSES = {
+    "fixed": "FixedWindowRateLimiter",
+    "moving": "MovingWindowRateLimiter",
+    "sliding-counter": "SlidingWindowCounterRateLimiter",
+}
+
+
+def limits_limiter(kind: str, asynchronous: bool) -> Any:
+    """A limits 5.x strategy of ``kind`` on its in-memory storage (sync or asyncio package)."""
+    package = "limits.aio" if asynchronous else "limits"
+    strategies = importlib.import_module(f"{package}.strategies")
+    storage = importlib.import_module(f"{package}.storage").MemoryStorage()
+    return getattr(strategies, LIMITS_CLASSES[kind])(storage)
+
+
 def limits_sync(kind: str, keys: list[str], stats: bool) -> Callable[[int], None]:
     from limits import parse
-    from limits.storage import MemoryStorage as LimitsMemory
-    from limits.strategies import (
-        FixedWindowRateLimiter,
-        MovingWindowRateLimiter,
-        SlidingWindowCounterRateLimiter,
-    )
 
-    classes: dict[str, Any] = {
-        "fixed": FixedWindowRateLimiter,
-        "moving": MovingWindowRateLimiter,
-        "sliding-counter": SlidingWindowCounterRateLimiter,
-    }
-    limiter = classes[kind](LimitsMemory())
+    limiter = limits_limiter(kind, asynchronous=False)
     item = parse(RATE)
     count = len(keys)
 
@@ -152,19 +157,8 @@ def limits_sync(kind: str, keys: list[str], stats: bool) -> Callable[[int], None
 
 def limits_async(kind: str, keys: list[str]) -> Callable[[int], Awaitable[None]]:
     from limits import parse
-    from limits.aio.storage import MemoryStorage as LimitsAsyncMemory
-    from limits.aio.strategies import (
-        FixedWindowRateLimiter,
-        MovingWindowRateLimiter,
-        SlidingWindowCounterRateLimiter,
-    )
 
-    classes: dict[str, Any] = {
-        "fixed": FixedWindowRateLimiter,
-        "moving": MovingWindowRateLimiter,
-        "sliding-counter": SlidingWindowCounterRateLimiter,
-    }
-    limiter = classes[kind](LimitsAsyncMemory())
+    limiter = limits_limiter(kind, asynchronous=True)
     item = parse(RATE)
     count = len(keys)
 
