@@ -24,9 +24,15 @@ HOST = "127.0.0.1"  # the demo never listens beyond this machine
 )
 def command(port: int, storage: str) -> None:
     """Serve a small FastAPI app guarded by rate limits, a breaker and health routes."""
-    import uvicorn
+    try:
+        import uvicorn
 
-    from sergas_guard.demo_app import ROUTES, create_app, try_line
+        from sergas_guard.demo_app import ROUTES, create_app, try_line
+    except ModuleNotFoundError as exc:
+        raise click.ClickException(
+            f"the demo service needs {exc.name}, from the web extra: "
+            "pip install 'sergas-guard[web]' (or pip install -e '.[web]' in a checkout)"
+        ) from None
 
     try:
         app = create_app(storage)
