@@ -15,7 +15,7 @@ from typing import Any
 
 from sergas_guard.clock import SYSTEM_CLOCK, Clock
 from sergas_guard.errors import ConfigurationError
-from sergas_guard.ratelimit.result import LimitSpec, RateLimitResult
+from sergas_guard.ratelimit.result import US_PER_SECOND, LimitSpec, RateLimitResult, new_result
 from sergas_guard.ratelimit.strategies import DECIDERS
 from sergas_guard.storage.base import LimitCheck
 
@@ -37,9 +37,12 @@ class MemoryStorage:
         self.max_keys = max_keys
         self.clock = clock
         self._time_us = clock.time_us  # bound once: read on every decision
-        # key -> (strategy state, expires_at_us); the order is recency of use.
-        self._entries: OrderedDict[str, tuple[Any, int]] = OrderedDict()
+        # key -> (strategy state, expires_at_us, rejection memo or None); the order
+        # is recency of use.
+        self._entries: OrderedDict[str, tuple[Any, int, _Memo | None]] = OrderedDict()
         self._lock = threading.Lock()
+        self._acquire = self._lock.acquire
+        self._release = self._lock.release
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -55,26 +58,49 @@ class MemoryStorage:
         self, checks: Sequence[LimitCheck], cost: int, now_us: int | None = None
     ) -> list[RateLimitResult]:
         now = self._time_us() if now_us is None else now_us
-        with self._lock:
-            if len(checks) == 1:
-                # The common case, inlined: this is the hot path of every request.
-                key, spec = checks[0]
-                if cost > spec.capacity:
-                    raise _too_costly(cost, spec)
-                entries = self._entries
-                entry = entries.get(key)
-                state = None
-                if entry is not None:
-                    if entry[1] > now:
-                        state = entry[0]
-                        entries.move_to_end(key)
-                    else:
-                        del entries[key]
-                new_state, result = DECIDERS[spec.strategy](state, now, cost, spec)
-                if new_state is not state:
-                    self._store(key, new_state, now, result)
-                return [result]
-            return self._decide_many(checks, cost, now)
+        if len(checks) != 1:
+            with self._lock:
+                return self._decide_many(checks, cost, now)
+        # One limit, inlined: this is the hot path of every request.
+        key, spec = checks[0]
+        if cost > spec.capacity:
+            raise _too_costly(cost, spec)
+        entries = self._entries
+        # acquire/release rather than ``with``: half the cost, and nothing between
+        # them can raise except a strategy bug, which the finally still covers.
+        self._acquire()
+        try:
+            entry = entries.get(key)
+            state = None
+            if entry is not None:
+                if entry[1] > now:
+                    entries.move_to_end(key)
+                    memo = entry[2]
+                    if memo is not None and cost < 2 and memo[0] <= now < memo[1]:
+                        return [
+                            new_result(
+                                (
+                                    False,
+                                    memo[2],
+                                    0,
+                                    (memo[1] - now) / US_PER_SECOND,
+                                    (memo[3] - now) / US_PER_SECOND,
+                                )
+                            )
+                        ]
+                    state = entry[0]
+                else:
+                    del entries[key]
+            new_state, result = DECIDERS[spec.strategy](state, now, cost, spec)
+            if new_state is not state:
+                entries[key] = (new_state, now + math.ceil(result.reset_after * 1e6), None)
+                if len(entries) > self.max_keys:
+                    entries.popitem(last=False)
+            elif not result[0] and state is not None and cost < 2 and not result[2]:
+                entries[key] = (state, entry[1], _rejection_memo(now, result))  # type: ignore[index]
+            return [result]
+        finally:
+            self._release()
 
     def _live_state(self, key: str, now: int) -> Any:
         """The key's state, or None when absent or fully reset (then it is dropped)."""
@@ -111,7 +137,7 @@ class MemoryStorage:
 
     def _store(self, key: str, state: Any, now: int, result: RateLimitResult) -> None:
         entries = self._entries
-        entries[key] = (state, now + math.ceil(result.reset_after * 1_000_000))
+        entries[key] = (state, now + math.ceil(result.reset_after * 1e6), None)
         if len(entries) > self.max_keys:
             entries.popitem(last=False)
 
@@ -144,6 +170,25 @@ class MemoryStorage:
 
     async def aclose(self) -> None:
         """Nothing to release; present for the storage protocol."""
+
+
+# A rejection of cost 1 (or a peek) holds, unchanged but for the clock, until the
+# moment it names: (since_us, admit_at_us, limit, reset_at_us). Every strategy's
+# rejection of one unit reports remaining 0, a wait to a fixed instant and a reset
+# to a fixed instant, and its state does not move while it rejects; so a key under
+# constant rejection (a client hammering, the case that most needs to be cheap) is
+# answered from the memo without the strategy's arithmetic. Any stored state
+# change replaces the entry and with it the memo.
+_Memo = tuple[int, int, int, int]
+
+
+def _rejection_memo(now: int, result: RateLimitResult) -> _Memo:
+    return (
+        now,
+        now + round(result.retry_after * US_PER_SECOND),
+        result.limit,
+        now + round(result.reset_after * US_PER_SECOND),
+    )
 
 
 def _too_costly(cost: int, spec: LimitSpec) -> ConfigurationError:

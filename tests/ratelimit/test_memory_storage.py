@@ -17,7 +17,7 @@ from sergas_guard.errors import ConfigurationError
 from sergas_guard.ratelimit.result import LimitSpec, RateLimitStrategy
 from sergas_guard.ratelimit.strategies import decide
 from sergas_guard.storage import LimitCheck, MemoryStorage, storage_from_url
-from tests.ratelimit.strategies_support import arrivals, limit_specs
+from tests.ratelimit.strategies_support import EPOCH_US, arrivals, limit_specs
 
 SECOND = 1_000_000
 
@@ -31,6 +31,29 @@ def test_memory_storage_decides_exactly_like_the_pure_strategy(data: st.DataObje
     storage = MemoryStorage()
     state: Any = None
     for now, cost in sequence:
+        state, expected = decide(state, now, cost, spec)
+        assert storage.decide_sync([LimitCheck("k", spec)], cost, now) == [expected]
+
+
+@given(data=st.data())
+@settings(max_examples=300, deadline=None)
+def test_a_hammered_key_is_answered_exactly_as_the_pure_strategy_would(
+    data: st.DataObject,
+) -> None:
+    """Repeated rejections are served from a memo; they must match the strategy to the µs.
+
+    A burst fills the limit, then requests of cost 1 and peeks arrive at short,
+    irregular gaps (a client retrying too early), with the odd heavier request, so
+    memos are made, used, outlived and replaced by admissions.
+    """
+    spec = data.draw(limit_specs())
+    now = data.draw(st.integers(EPOCH_US, EPOCH_US + 10 * spec.window_us))
+    interval = max(1, spec.window_us // spec.limit)
+    storage = MemoryStorage()
+    state: Any = None
+    for _ in range(data.draw(st.integers(1, 80))):
+        cost = data.draw(st.sampled_from([1, 1, 1, 0, min(2, spec.capacity)]))
+        now += data.draw(st.one_of(st.just(0), st.integers(1, 50), st.integers(0, 2 * interval)))
         state, expected = decide(state, now, cost, spec)
         assert storage.decide_sync([LimitCheck("k", spec)], cost, now) == [expected]
 

@@ -69,20 +69,9 @@ def decide(
     else:
         # Only in the next window, where this window's count becomes the weighted one.
         target = start + 2 * window - (limit - need) * window / current
-    # Confirm the closed form with the admitting arithmetic itself (float rounding
-    # must never make the promised wait come up short); the Lua twin does the same.
-    # Inlined estimate() at now + wait: within this window, or the next one, where
-    # this window's count is the weighted one (target never lies further ahead).
-    wait = max(1, math.ceil(target - now))
-    while True:
-        elapsed = now + wait - start
-        if elapsed < window:
-            seen = previous * ((window - elapsed) / window) + current
-        else:
-            seen = current * ((window - (elapsed - window)) / window)
-        if seen + need <= limit:
-            break
-        wait += 1
+    wait = _fewest_us_to_admission(
+        now, math.ceil(target - now), start, window, current, previous, need, limit
+    )
     return state, new_result(
         (
             False,
@@ -92,6 +81,42 @@ def decide(
             _reset(current, previous, start, now, window),
         )
     )
+
+
+def _fewest_us_to_admission(
+    now: int,
+    estimate: int,
+    start: int,
+    window: int,
+    current: int,
+    previous: int,
+    need: int,
+    limit: int,
+) -> int:
+    """The fewest whole microseconds (at least 1) until ``need`` units fit.
+
+    The closed-form estimate is moved down, then up, with the admitting arithmetic
+    itself: float rounding can never make the promised wait come up short, and the
+    answer names the same instant whenever it is asked (the memory storage answers
+    repeated rejections from it). The Lua twin does the same.
+    """
+
+    def admits(t: int) -> bool:
+        # estimate() at t, seen from now's window: within it, or in the next one,
+        # where this window's count is the weighted one (the answer lies no further).
+        elapsed = t - start
+        if elapsed < window:
+            seen = previous * ((window - elapsed) / window) + current
+        else:
+            seen = current * ((window - (elapsed - window)) / window)
+        return seen + need <= limit
+
+    wait = max(1, estimate)
+    while wait > 1 and admits(now + wait - 1):
+        wait -= 1
+    while not admits(now + wait):
+        wait += 1
+    return wait
 
 
 def _reset(current: int, previous: int, start: int, now: int, window: int) -> float:

@@ -29,16 +29,20 @@ def _tokens_at(tokens: float, updated_at: int, t: int, rate: float, burst: int) 
 def _wait_for(
     tokens: float, updated_at: int, now: int, level: float, rate: float, burst: int
 ) -> int:
-    """Whole microseconds (at least 1) until a bucket at ``tokens`` holds ``level``.
+    """The fewest whole microseconds (at least 1) until a bucket at ``tokens`` holds ``level``.
 
-    The closed form is confirmed with the same arithmetic that admits requests, so
-    float rounding can never make a promised wait come up short; the Lua twin runs
-    the same loop, which moves the estimate by a microsecond at most.
+    The closed form is moved down, then up, with the same arithmetic that admits
+    requests, so float rounding can never make a promised wait come up short, and
+    the answer names the same instant whenever it is asked (the memory storage
+    answers repeated rejections from it). The Lua twin runs the same loops, which
+    move the estimate by a microsecond at most.
     """
     current = _tokens_at(tokens, updated_at, now, rate, burst)
     wait = math.ceil((level - current) / rate)
     if wait < 1:
         wait = 1
+    while wait > 1 and _tokens_at(tokens, updated_at, now + wait - 1, rate, burst) >= level:
+        wait -= 1
     while _tokens_at(tokens, updated_at, now + wait, rate, burst) < level:
         wait += 1
     return wait
@@ -69,18 +73,9 @@ def decide(
             state = (tokens, now)
         reset = _wait_for(state[0], state[1], now, burst, rate, burst) if tokens < burst else 0
         return state, new_result((True, burst, math.floor(tokens), 0.0, reset / US_PER_SECOND))
-    if now < updated_at:  # a clock behind the state's: the general path
-        wait = _wait_for(saved, updated_at, now, need, rate, burst)
-        reset = _wait_for(saved, updated_at, now, burst, rate, burst)
-    else:
-        # _wait_for inlined for the hot rejection path: past updated_at, and for
-        # levels up to the burst, _tokens_at(t) >= level is this sum being >= level.
-        wait = max(1, math.ceil((need - tokens) / rate))
-        while saved + (now + wait - updated_at) * rate < need:
-            wait += 1
-        reset = max(1, math.ceil((burst - tokens) / rate))
-        while saved + (now + reset - updated_at) * rate < burst:
-            reset += 1
+    # Rejections are rare on the hot path (the memory storage memoizes them).
+    wait = _wait_for(saved, updated_at, now, need, rate, burst)
+    reset = _wait_for(saved, updated_at, now, burst, rate, burst)
     return state, new_result(
         (False, burst, math.floor(tokens), wait / US_PER_SECOND, reset / US_PER_SECOND)
     )

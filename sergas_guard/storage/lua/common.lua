@@ -11,12 +11,20 @@ local function mod(a, b)
   return math.fmod(a, b)
 end
 
--- Smallest whole-microsecond wait >= ceil(estimate), >= 1, at which admits_at holds:
--- the closed form confirmed with the admitting arithmetic, as the Python strategies do
--- (token bucket's _wait_for, sliding window's loop). Float error moves the estimate by a
--- microsecond at most; the bound keeps a script from ever spinning inside Redis.
+-- Smallest whole-microsecond wait >= 1 at which admits_at holds: the closed-form
+-- estimate moved down and then up with the admitting arithmetic itself, as the Python
+-- strategies do (token bucket's _wait_for, sliding window's _first_admitting_wait).
+-- Being the smallest, it names the same instant whenever it is asked, which the memory
+-- storage relies on to answer repeated rejections. Float error moves the estimate by
+-- a microsecond at most; the bounds keep a script from ever spinning inside Redis.
 local function exact_wait_us(admits_at, now, estimate)
   local wait = math.max(1, math.ceil(estimate))
+  for _ = 1, 8 do
+    if wait <= 1 or not admits_at(now + wait - 1) then
+      break
+    end
+    wait = wait - 1
+  end
   for _ = 1, 8 do
     if admits_at(now + wait) then
       return wait
