@@ -1,0 +1,99 @@
+"""A minimal Django project for the Django tests: settings, and URLconfs built per test.
+
+Django's settings are process-wide, so :func:`configure` sets them once per session
+(only if nothing configured Django before) and the tests change them with
+``override_settings``, which puts them back afterwards. Each test builds its own
+URLconf with :func:`urlconf`, so the limiters of ``@rate_limited`` views start empty.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import AsyncIterator, Iterator
+
+import django
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.urls import path
+
+from sergas_guard.errors import CircuitOpenError
+from sergas_guard.ratelimit import rate_limited
+from sergas_guard.web import client_ip
+
+RATE_LIMIT = "sergas_guard.django.RateLimitMiddleware"
+GUARD_ERRORS = "sergas_guard.django.GuardErrorMiddleware"
+
+
+def configure() -> None:
+    """Configure Django for these tests, once; a no-op if it is configured already."""
+    if settings.configured:
+        return
+    settings.configure(
+        DEBUG=False,
+        SECRET_KEY="sergas-guard-tests",
+        ALLOWED_HOSTS=["*"],
+        INSTALLED_APPS=[],
+        DATABASES={},
+        MIDDLEWARE=[RATE_LIMIT, GUARD_ERRORS],
+        ROOT_URLCONF=__name__,
+        USE_TZ=True,
+        LOGGING_CONFIG=None,  # leave the test run's logging alone
+    )
+    django.setup()
+
+
+def urlconf() -> types.ModuleType:
+    """A fresh URLconf (a module object, which Django accepts as ROOT_URLCONF)."""
+
+    def index(request: HttpRequest) -> HttpResponse:
+        return HttpResponse("index")
+
+    def item(request: HttpRequest, item_id: int) -> JsonResponse:
+        return JsonResponse({"id": item_id})
+
+    def stream(request: HttpRequest) -> StreamingHttpResponse:
+        def chunks() -> Iterator[bytes]:
+            yield from (b"a", b"b", b"c")
+
+        return StreamingHttpResponse(chunks(), content_type="text/plain")
+
+    @rate_limited("1/minute", key=client_ip)
+    def decorated(request: HttpRequest) -> HttpResponse:
+        return HttpResponse("decorated")
+
+    def down(request: HttpRequest) -> HttpResponse:
+        raise CircuitOpenError("search", retry_after=2.5, state="open")
+
+    def broken(request: HttpRequest) -> HttpResponse:
+        raise RuntimeError("a bug in a view")
+
+    async def async_index(request: HttpRequest) -> HttpResponse:
+        return HttpResponse("async")
+
+    async def async_stream(request: HttpRequest) -> StreamingHttpResponse:
+        async def chunks() -> AsyncIterator[bytes]:
+            for chunk in (b"x", b"y"):
+                yield chunk
+
+        return StreamingHttpResponse(chunks(), content_type="text/plain")
+
+    @rate_limited("1/minute", key=client_ip)
+    async def async_decorated(request: HttpRequest) -> HttpResponse:
+        return HttpResponse("async decorated")
+
+    module = types.ModuleType("tests.web.django_urls")
+    module.urlpatterns = [  # type: ignore[attr-defined]
+        path("", index),
+        path("items/<int:item_id>", item),
+        path("stream", stream),
+        path("decorated", decorated),
+        path("down", down),
+        path("broken", broken),
+        path("async", async_index),
+        path("async/stream", async_stream),
+        path("async/decorated", async_decorated),
+    ]
+    return module
+
+
+urlpatterns = urlconf().urlpatterns
