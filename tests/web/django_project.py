@@ -9,7 +9,8 @@ URLconf with :func:`urlconf`, so the limiters of ``@rate_limited`` views start e
 from __future__ import annotations
 
 import types
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 import django
 from django.conf import settings
@@ -22,6 +23,7 @@ from sergas_guard.web import client_ip
 
 RATE_LIMIT = "sergas_guard.django.RateLimitMiddleware"
 GUARD_ERRORS = "sergas_guard.django.GuardErrorMiddleware"
+HEADER_LOGIN = "tests.web.django_project.header_login"
 
 
 def configure() -> None:
@@ -40,6 +42,28 @@ def configure() -> None:
         LOGGING_CONFIG=None,  # leave the test run's logging alone
     )
     django.setup()
+
+
+class HeaderUser:
+    """What Django's User offers key functions: ``is_authenticated`` and ``str()``."""
+
+    def __init__(self, username: str) -> None:
+        self.username = username
+        self.is_authenticated = bool(username)
+
+    def __str__(self) -> str:
+        return self.username
+
+
+def header_login(get_response: Callable[[HttpRequest], Any]) -> Callable[[HttpRequest], Any]:
+    """Stands in for AuthenticationMiddleware (which needs a database): the user is the
+    ``X-User`` header, anonymous without it."""
+
+    def middleware(request: HttpRequest) -> Any:
+        request.user = HeaderUser(request.headers.get("X-User", ""))
+        return get_response(request)
+
+    return middleware
 
 
 def urlconf() -> types.ModuleType:

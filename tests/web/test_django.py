@@ -3,6 +3,7 @@ real Redis for exact counts and outages."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -15,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from django.core.asgi import get_asgi_application
 from django.core.exceptions import ImproperlyConfigured
 from django.core.wsgi import get_wsgi_application
 from django.http import HttpRequest, HttpResponse
@@ -27,11 +29,11 @@ from sergas_guard.clock import ManualClock
 from sergas_guard.errors import CircuitOpenError, ConfigurationError, RateLimitExceeded
 from sergas_guard.fastapi import install_exception_handlers
 from sergas_guard.storage import MemoryStorage, RedisStorage
-from sergas_guard.web import RequestInfo
+from sergas_guard.web import RequestInfo, authenticated_user
 from tests.servers import RedisServer
 from tests.web import django_project
-from tests.web.conftest import asgi_client
-from tests.web.django_project import GUARD_ERRORS, RATE_LIMIT
+from tests.web.conftest import Serve, asgi_client
+from tests.web.django_project import GUARD_ERRORS, HEADER_LOGIN, RATE_LIMIT
 
 QUOTA_EXCEEDED = "https://iana.org/assignments/http-problem-types#quota-exceeded"
 DECORATED_POLICY = "tests.web.django_project.urlconf.<locals>.decorated"
@@ -178,6 +180,23 @@ def test_functions_given_as_dotted_paths() -> None:
     assert replaced.content == b"busy"
     assert replaced["Retry-After"] == "9"
     assert replaced["RateLimit"].startswith('"default";r=0;')  # headers added to it
+
+
+def test_default_key_by_dotted_path_and_by_authenticated_user() -> None:
+    with project(default_limits="1/minute", key_func=f"{__name__}.by_tenant"):
+        client = Client()
+        tenants = [client.get("/", headers={"X-Tenant": t}).status_code for t in "aba"]
+    assert tenants == [200, 200, 429]
+    # after the (stand-in) authentication middleware, request.user is the identity
+    middleware = [HEADER_LOGIN, RATE_LIMIT]
+    with project(middleware, default_limits="1/minute", key_func=authenticated_user()):
+        client = Client()
+        users = [client.get("/", headers={"X-User": u}).status_code for u in ("ann", "bob", "ann")]
+        anonymous = [
+            client.get("/", REMOTE_ADDR=ip).status_code for ip in ("192.0.2.1", "192.0.2.2")
+        ]
+    assert users == [200, 200, 429]
+    assert anonymous == [200, 200]  # no user: each address is its own client
 
 
 def test_rate_limited_view_answers_429_through_the_error_middleware() -> None:
@@ -419,6 +438,43 @@ def test_redis_outage_is_never_a_500(own_redis: RedisServer, policy: str, status
     else:
         assert during[0]["Content-Type"] == "application/problem+json"
         assert during[0]["Retry-After"] == "1"
+
+
+def closing_storage_on_shutdown(app: Any, storage: RedisStorage) -> Any:
+    """Django's ASGI handler refuses lifespan messages: this test's wrapper answers them
+    and closes the storage's async connections in the server's own loop at shutdown."""
+
+    async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            await app(scope, receive, send)
+            return
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                await storage.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    return asgi
+
+
+@pytest.mark.redis
+async def test_real_asgi_server_on_redis_admits_exactly_the_limit(
+    uvicorn_app: Serve, redis_url: str
+) -> None:
+    storage = RedisStorage(redis_url, socket_timeout=5.0, connect_timeout=5.0)
+    # A sliding log admits at most the limit in any window: exact even across a boundary.
+    with project(default_limits="20/minute", strategy="sliding_log", storage=storage):
+        app = closing_storage_on_shutdown(get_asgi_application(), storage)
+    with uvicorn_app(app) as base:
+        limits = httpx.Limits(max_connections=50, max_keepalive_connections=0)
+        async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+            responses = await asyncio.gather(*(client.get(base + "/async") for _ in range(50)))
+    assert Counter(r.status_code for r in responses) == Counter({200: 20, 429: 30})
+    assert {r.content for r in responses if r.status_code == 200} == {b"async"}
+    assert all("ratelimit" in r.headers for r in responses)
 
 
 @pytest.mark.redis
