@@ -1,9 +1,10 @@
 """Django middleware: rate limits, and problem+json answers to sergas_guard's errors.
 
 Both classes run on Django's sync and async request paths (``sync_capable`` and
-``async_capable``): Django hands each one the mode of its neighbours, and the rate
-limiter then decides on the storage's sync face in a sync chain and on its async face
-in an async one. Neither ever starts an event loop.
+``async_capable``): Django calls each in the mode of what it wraps (sync under WSGI;
+async under ASGI unless a sync-only middleware is listed after it), and the rate
+limiter decides on the storage's sync face when called synchronously and on its
+async face when awaited. Neither starts an event loop.
 
 Each request gets a :class:`~sergas_guard.web.context.RequestContext`, the one the
 ASGI and WSGI edges use: key functions of ``@rate_limited`` views read the request

@@ -7,10 +7,12 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import threading
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,10 +24,12 @@ from django.core.wsgi import get_wsgi_application
 from django.http import HttpRequest, HttpResponse
 from django.test import AsyncClient, Client, override_settings
 from django.urls import path
+from django.utils.module_loading import import_string
 from fastapi import FastAPI
 from werkzeug.serving import make_server
 
 from sergas_guard.clock import ManualClock
+from sergas_guard.django import GuardSettings
 from sergas_guard.errors import CircuitOpenError, ConfigurationError, RateLimitExceeded
 from sergas_guard.fastapi import install_exception_handlers
 from sergas_guard.storage import MemoryStorage, RedisStorage
@@ -318,6 +322,15 @@ def test_sync_chain_decides_on_the_sync_face() -> None:
     assert storage.faces == ["sync"] * 3
 
 
+async def test_sync_only_middleware_inside_makes_ours_sync_under_asgi() -> None:
+    storage = FaceSpy()
+    with project([RATE_LIMIT, HEADER_LOGIN], default_limits="1/minute", storage=storage):
+        client = AsyncClient()
+        responses = [await client.get("/async") for _ in range(2)]
+    assert [r.status_code for r in responses] == [200, 429]
+    assert storage.faces == ["sync"] * 2  # Django ran ours in a thread: the sync face
+
+
 async def test_async_rate_limited_view_through_the_error_middleware() -> None:
     with project(default_limits="100/minute"):
         client = AsyncClient()
@@ -488,3 +501,32 @@ async def test_async_chain_on_real_redis(redis_url: str) -> None:
         await storage.aclose()
     assert [r.status_code for r in responses] == [200, 200, 429]
     assert responses[2]["Retry-After"] != "0"
+
+
+def python_blocks(markdown: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", markdown, flags=re.DOTALL)
+
+
+def test_the_documented_examples_work() -> None:
+    blocks = python_blocks((Path(__file__).parents[2] / "docs" / "django.md").read_text())
+    settings_blocks = [b for b in blocks if "SERGAS_GUARD_RATELIMIT = " in b]
+    assert len(settings_blocks) == 3
+    for block in settings_blocks:
+        namespace: dict[str, Any] = {}
+        exec(block, namespace)
+        GuardSettings.from_mapping(namespace["SERGAS_GUARD_RATELIMIT"]).engine().close()
+        ours = [m for m in namespace.get("MIDDLEWARE", []) if m.startswith("sergas_guard")]
+        for dotted in ours:  # (Django's own need their apps installed to import)
+            assert callable(import_string(dotted))
+    testing = next(b for b in blocks if "def test_login_is_limited" in b)
+    namespace = {"__name__": "docs_django"}  # Django's URL resolver wants a __module__
+    exec(testing, namespace)
+    with override_settings(ROOT_URLCONF=django_project.urlconf()):
+        namespace["test_login_is_limited"]()  # limited before routing: 404, 404, 429
+    exec(next(b for b in blocks if "def report" in b), namespace)
+    urls = type(django_project)("tests.web.django_report")
+    urls.urlpatterns = [path("report", namespace["report"])]  # type: ignore[attr-defined]
+    with override_settings(SERGAS_GUARD_RATELIMIT={}, ROOT_URLCONF=urls):
+        client = Client()
+        codes = [client.get("/report").status_code for _ in range(6)]
+    assert codes == [200] * 5 + [429]
