@@ -39,13 +39,13 @@ from tests.web import django_project
 from tests.web.conftest import Serve, asgi_client
 from tests.web.django_project import GUARD_ERRORS, HEADER_LOGIN, RATE_LIMIT
 
+# At import, not in a fixture: once this module is collected, django.conf.settings (a
+# lazy proxy) exists, and code that inspects every object (gc.get_objects) in other
+# tests would make an unconfigured one raise ImproperlyConfigured.
+django_project.configure()
+
 QUOTA_EXCEEDED = "https://iana.org/assignments/http-problem-types#quota-exceeded"
 DECORATED_POLICY = "tests.web.django_project.urlconf.<locals>.decorated"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _django() -> None:
-    django_project.configure()
 
 
 @contextlib.contextmanager
