@@ -268,11 +268,30 @@ class FailoverStorage:
 
     # -- the protocol ---------------------------------------------------------------
 
+    def _admit(self) -> Decision:
+        """The permit for one decision; while the circuit is closed, without the lock.
+
+        A closed breaker hands every call the same permit and changes nothing doing so,
+        so reading it is the whole of ``acquire`` (one attribute read is atomic).
+        """
+        return self._core.free or self._acquire()
+
+    def _succeeded(self, permit: Decision) -> None:
+        """Record a success, unless it cannot change what the breaker will decide.
+
+        The breaker opens after ``failure_threshold`` failures in a row: while its
+        window holds no failure in the same closed spell, one more success changes
+        nothing, and the healthy path skips the lock and the bookkeeping.
+        """
+        core = self._core
+        if core.window.failures or permit is not core.free:
+            self._record(permit, None)
+
     def decide_sync(
         self, checks: Sequence[LimitCheck], cost: int, now_us: int | None = None
     ) -> list[RateLimitResult]:
         """Decide through the storage, or by the policy when it fails or cools down."""
-        permit = self._acquire()
+        permit = self._admit()
         if permit.permitted:
             try:
                 results = self.primary.decide_sync(checks, cost, now_us)
@@ -282,7 +301,7 @@ class FailoverStorage:
             except Exception as exc:  # any failure of the storage takes the policy
                 self._record(permit, exc)
             else:
-                self._record(permit, None)
+                self._succeeded(permit)
                 return results
         return self._degraded(checks, cost, now_us)
 
@@ -290,7 +309,7 @@ class FailoverStorage:
         self, checks: Sequence[LimitCheck], cost: int, now_us: int | None = None
     ) -> list[RateLimitResult]:
         """Async face of :meth:`decide_sync`."""
-        permit = self._acquire()
+        permit = self._admit()
         if permit.permitted:
             try:
                 results = await self.primary.decide(checks, cost, now_us)
@@ -304,7 +323,7 @@ class FailoverStorage:
                 self._release(permit)
                 raise
             else:
-                self._record(permit, None)
+                self._succeeded(permit)
                 return results
         return self._degraded(checks, cost, now_us)
 

@@ -291,50 +291,16 @@ class RedisStorage:
         call = encode_call(checks, cost, now_us)
         try:
             connections = self._async_connections or self._open_async_connections()
-            connection = await connections.take()
-            try:
-                reply = await self._round_trip(connection, call, checks, cost, now_us)
-            finally:
-                connections.give(connection)
+            reply = await connections.call(call)
+            if reply is None:
+                # NOSCRIPT: the script cache is empty (first use, SCRIPT FLUSH, a failover
+                # to a replica); EVAL runs the script and caches it again.
+                reply = await connections.call(encode_call(checks, cost, now_us, source=True))
         except ConfigurationError:
             raise
         except Exception as exc:  # the driver's errors, and its bugs, are storage errors
             raise self._error(exc, "decision") from exc
         return parse_reply(reply, checks)
-
-    async def _round_trip(
-        self,
-        connection: Any,
-        call: bytes,
-        checks: Sequence[LimitCheck],
-        cost: int,
-        now_us: int | None,
-    ) -> Any:
-        """Async face of :meth:`_round_trip_sync`, under one deadline per attempt.
-
-        Our async connections have no socket timeout of their own (redis-py would spawn
-        a task per write to enforce it): one ``asyncio.timeout`` bounds the attempt, and
-        a cancelled read disconnects the connection, so no late reply is ever misread.
-        """
-        for attempt in range(self.retries + 1):
-            deadline = self.socket_timeout
-            if not connection.is_connected:
-                deadline += self.connect_timeout
-            try:
-                async with asyncio.timeout(deadline):
-                    try:
-                        await connection.send_packed_command(call, check_health=False)
-                        return await connection.read_response()
-                    except NoScriptError:
-                        source = encode_call(checks, cost, now_us, source=True)
-                        await connection.send_packed_command(source, check_health=False)
-                        return await connection.read_response()
-            except TimeoutError:
-                raise redis.TimeoutError(f"Timeout: no reply within {deadline:g} s") from None
-            except redis.ConnectionError:
-                if attempt == self.retries:
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover
 
     def _open_sync_connections(self) -> SyncConnections:
         pool = self.sync_client.connection_pool
@@ -346,7 +312,11 @@ class RedisStorage:
     def _open_async_connections(self) -> AsyncConnections:
         if self._async_connections is None:
             self._async_connections = AsyncConnections(
-                self.client.connection_pool, self.max_connections, self.socket_timeout
+                self.client.connection_pool,
+                self.max_connections,
+                self.socket_timeout,
+                self.connect_timeout,
+                self.retries,
             )
         return self._async_connections
 

@@ -1,0 +1,147 @@
+"""Async Redis decisions leave nothing for the garbage collector, on every path.
+
+An object freed by its reference count costs nothing later; one caught in a reference
+cycle (an exception whose traceback holds a frame whose locals hold the exception) waits
+for a collection, and under load such leftovers are promoted to the old generation and
+make the slow full collections come often: the latency outliers of a loaded server.
+Each test runs decisions against a real redis-server with the collector disabled, then
+counts what is left of the objects a decision creates (exceptions, tracebacks, frames,
+coroutines, futures, timer handles, our results): everything must already be gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import gc
+import types
+from collections.abc import Awaitable, Callable, Iterator
+
+import pytest
+import redis
+
+from sergas_guard.ratelimit.result import LimitSpec, RateLimitResult, RateLimitStrategy
+from sergas_guard.storage.base import LimitCheck
+from sergas_guard.storage.failover import FailoverStorage
+from sergas_guard.storage.redis import RedisStorage
+from tests.servers import RedisServer
+
+pytestmark = pytest.mark.redis
+
+SPEC = LimitSpec(RateLimitStrategy.SLIDING_WINDOW, 1_000_000, 60_000_000, 1_000_000)
+CHECKS = [LimitCheck("sg:garbage:{client}:sw", SPEC)]
+CONCURRENT = 32
+
+
+def _watched(obj: object) -> str | None:
+    """The kind of ``obj`` if a decision creates objects of that kind, else None."""
+    if isinstance(obj, BaseException):
+        return type(obj).__name__
+    if isinstance(obj, types.TracebackType | types.FrameType | types.CoroutineType):
+        return type(obj).__name__
+    if isinstance(obj, asyncio.Handle) and obj.cancelled():
+        return None  # an empty shell the loop drops when its time comes
+    if isinstance(obj, asyncio.Future | asyncio.Handle | RateLimitResult | LimitCheck):
+        return type(obj).__name__
+    return None
+
+
+def _census() -> collections.Counter[str]:
+    kinds = (_watched(obj) for obj in gc.get_objects())
+    return collections.Counter(kind for kind in kinds if kind is not None)
+
+
+@pytest.fixture
+def no_collector() -> Iterator[None]:
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+async def _left_behind(run: Callable[[], Awaitable[None]]) -> dict[str, int]:
+    """What ``run`` leaves alive (with the collector off), by kind."""
+    before = _census()
+    await run()
+    # Leave the loop step that resumed us (its handle still holds the gather's future),
+    # and let closed transports finish closing.
+    for _ in range(3):
+        await asyncio.sleep(0)
+    return dict(_census() - before)
+
+
+async def _burst(storage: RedisStorage | FailoverStorage) -> None:
+    async def one() -> None:
+        results = await storage.decide(CHECKS, 1)
+        assert results[0].allowed
+
+    await asyncio.gather(*(one() for _ in range(CONCURRENT)))
+
+
+async def test_a_burst_of_decisions_leaves_nothing(redis_url: str, no_collector: None) -> None:
+    storage = FailoverStorage(RedisStorage(redis_url, connect_timeout=2.0, socket_timeout=2.0))
+    await _burst(storage)  # connections opened, script cached
+    for _ in range(3):
+        assert await _left_behind(lambda: _burst(storage)) == {}
+    await storage.aclose()
+
+
+async def test_a_flushed_script_cache_on_fresh_connections_leaves_nothing(
+    redis_url: str, no_collector: None
+) -> None:
+    # The first decision of each connection meets NOSCRIPT and resends with EVAL; an
+    # error reply raised as an exception (there, or in redis-py's handshake of a new
+    # connection) would leave error, traceback and frames behind. The connections are
+    # closed at the end, so that everything the burst made must be gone.
+    flusher = redis.Redis.from_url(redis_url)
+    flusher.script_flush()
+    flusher.config_resetstat()
+    storage = FailoverStorage(RedisStorage(redis_url, connect_timeout=2.0, socket_timeout=2.0))
+
+    async def burst_then_close() -> None:
+        await _burst(storage)
+        await storage.aclose()
+
+    assert await _left_behind(burst_then_close) == {}
+    assert flusher.info("commandstats")["cmdstat_eval"]["calls"] >= 1  # NOSCRIPT happened
+    flusher.close()
+
+
+async def test_a_restarted_server_leaves_nothing(
+    own_redis: RedisServer, no_collector: None
+) -> None:
+    # Every pooled connection is broken by the restart; each decision retries on a fresh
+    # one, so the caller sees no error, and the broken connections' errors must not linger.
+    storage = RedisStorage(own_redis.url, connect_timeout=2.0, socket_timeout=2.0)
+    await _burst(storage)
+    own_redis.stop()
+    own_redis.start()
+    assert await _left_behind(lambda: _burst(storage)) == {}
+    await storage.aclose()
+
+
+async def test_a_timed_out_decision_leaves_nothing(
+    own_redis: RedisServer, no_collector: None
+) -> None:
+    # The timed-out connection is closed; redis-py keeps its last stream until it
+    # reconnects, which the burst after the pause makes it do.
+    storage = FailoverStorage(
+        RedisStorage(own_redis.url, connect_timeout=2.0, socket_timeout=0.2), "fail_open"
+    )
+    await _burst(storage)
+
+    async def timed_out_then_recovered() -> None:
+        own_redis.pause()
+        try:
+            results = await storage.decide(CHECKS, 1)
+        finally:
+            own_redis.resume()
+        assert type(results[0]).__name__ == "UncheckedResult"  # the policy answered
+        del results
+        await _burst(storage)
+
+    assert await _left_behind(timed_out_then_recovered) == {}
+    assert storage.get_metrics()["errors_by_type"] == {"StorageUnavailable": 1}
+    await storage.aclose()
