@@ -12,12 +12,10 @@ import logging
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from typing import Unpack
 
-from sergas_guard.ratelimit.decorator import decision_listener
 from sergas_guard.ratelimit.limiter import RateLimitDecision
 from sergas_guard.types import ASGIApp, Message, Receive, Scope, Send
 from sergas_guard.web.context import (
     RequestContext,
-    current_context,
     enter_context,
     leave_context,
     request_context,
@@ -39,6 +37,12 @@ __all__ = [
 
 logger = logging.getLogger("sergas_guard.web")
 
+# Enum members looked up on their class cost a Python-level attribute lookup each
+# time; these are compared on every request.
+_PASS = Action.PASS
+_REJECT = Action.REJECT
+_NO_HEADERS = HeaderMode.NONE
+
 RejectCallback = Callable[
     [RequestInfo, RateLimitDecision], "ASGIApp | Awaitable[ASGIApp | None] | None"
 ]
@@ -49,42 +53,47 @@ def _is_last(message: Message) -> bool:
 
 
 async def _send_last(send: Send, message: Message) -> None:
-    """Send the response's last message with the request's context variables cleared.
+    """Send the response's last message with the request context variable cleared.
 
     Servers arm a callback in this call (uvicorn's keep-alive timer, ``loop.call_later``),
     and a callback keeps a copy of the current context. Holding the request's context,
     each idle connection's timer would keep its last request's scope, RequestInfo and
     decisions alive: under load, long enough for young collections to promote them, so
     the old generation fills and a full collection (tens of ms, every request waiting)
-    comes every second or two. The variables are put back afterwards for whatever the
+    comes every second or two. The variable is put back afterwards for whatever the
     app still runs (background tasks).
     """
     context = request_context.get()
-    listener = decision_listener.get()
     request_context.set(None)
-    decision_listener.set(None)
     try:
         await send(message)
     finally:
         request_context.set(context)
-        decision_listener.set(listener)
 
 
 def _with_headers(send: Send, context: RequestContext) -> Send:
-    """``send`` that appends the context's rate-limit headers to the response start
-    (and sends the last message through :func:`_send_last`)."""
+    """``send`` that appends the context's rate-limit headers to the response start,
+    and sends the last message outside the request context (see :func:`_send_last`)."""
 
     async def send_with_headers(message: Message) -> None:
-        if not context.headers_sent and message["type"] == "http.response.start":
-            extra = context.take_headers()
-            if extra:
-                headers = message.get("headers")
-                # A new list: the app may reuse its own header list for other responses.
-                message["headers"] = [*headers, *extra] if headers else extra
-        elif _is_last(message):
-            await _send_last(send, message)
-            return
-        await send(message)
+        kind = message["type"]
+        if kind == "http.response.start":
+            if not context.headers_sent:
+                extra = context.take_headers()
+                if extra:
+                    headers = message.get("headers")
+                    # A new list: the app may reuse its own header list for other responses.
+                    message["headers"] = [*headers, *extra] if headers else extra
+            await send(message)
+        elif kind == "http.response.body" and not message.get("more_body", False):
+            # _send_last inlined: the context is ours, set by our middleware.
+            request_context.set(None)
+            try:
+                await send(message)
+            finally:
+                request_context.set(context)
+        else:
+            await send(message)
 
     return send_with_headers
 
@@ -133,7 +142,7 @@ class RequestContextMiddleware:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or current_context() is not None:
+        if scope["type"] != "http" or request_context.get() is not None:
             await self.app(scope, receive, send)
             return
         context = RequestContext(AsgiRequestInfo(scope, self.resolver), self.mode)
@@ -197,19 +206,19 @@ class RateLimitMiddleware:
             return
         # The request path, inlined: every call and allocation here is paid per request.
         engine = self.engine
-        context = current_context()  # a context middleware further out already collects
+        context = request_context.get()  # a context middleware further out already collects
         if context is None:
             context = RequestContext(
                 AsgiRequestInfo(scope, engine.resolver), engine.mode, engine.clock
             )
-            tokens = (request_context.set(context), decision_listener.set(context.record_limiter))
+            token = request_context.set(context)
             wrapped = (
                 _without_context_at_last(send)
-                if engine.mode is HeaderMode.NONE
+                if engine.mode is _NO_HEADERS
                 else _with_headers(send, context)
             )
         else:
-            tokens = None
+            token = None
             wrapped = send  # the outer middleware's wrapper adds the headers
         try:
             info = context.info
@@ -218,19 +227,18 @@ class RateLimitMiddleware:
                 action = engine.decide_sync(plan, context)  # in-memory: no I/O to wait for
             else:
                 action = await engine.decide(plan, context)
-            if action is Action.PASS:
+            if action is _PASS:
                 await self.app(scope, receive, wrapped)
             elif kind == "websocket":
                 await receive()  # the websocket.connect message
                 await send({"type": "websocket.close", "code": 1008, "reason": "rate limited"})
-            elif action is Action.REJECT:
+            elif action is _REJECT:
                 await self._reject(scope, receive, send, context)
             else:
                 await send_rejection(send, unavailable_rejection())
         finally:
-            if tokens is not None:
-                request_context.reset(tokens[0])
-                decision_listener.reset(tokens[1])
+            if token is not None:
+                request_context.reset(token)
 
     async def _reject(
         self, scope: Scope, receive: Receive, send: Send, context: RequestContext

@@ -8,7 +8,7 @@ import inspect
 import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from typing import Any, Literal, ParamSpec, TypeVar, cast
+from typing import Any, Literal, ParamSpec, Protocol, TypeVar, cast
 
 from sergas_guard.errors import ConfigurationError
 from sergas_guard.ratelimit.config import RateLimitConfig
@@ -16,7 +16,7 @@ from sergas_guard.ratelimit.limiter import GLOBAL_KEY, RateLimitDecision, RateLi
 from sergas_guard.ratelimit.result import RateLimitStrategy
 from sergas_guard.storage.base import RateLimitStorage
 
-__all__ = ["decision_listener", "rate_limited"]
+__all__ = ["DecisionListener", "decision_listener", "rate_limited"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -24,10 +24,20 @@ R = TypeVar("R")
 KeyArg = str | Callable[..., str] | None
 CostArg = int | Callable[..., int]
 
-#: Set by a web edge for the duration of a request: it is told each final decision
-#: (admitted, or rejected and about to raise) so the response can carry its headers.
-decision_listener: ContextVar[Callable[[RateLimiter, RateLimitDecision], None] | None] = ContextVar(
-    "sergas_guard_decision_listener", default=None
+
+class DecisionListener(Protocol):
+    """What hears the final decisions of ``@rate_limited`` functions during a request."""
+
+    def record_limiter(self, limiter: RateLimiter, decision: RateLimitDecision) -> None:
+        """Called with each final decision (admitted, or rejected and about to raise)."""
+        ...
+
+
+#: Set by a web edge for the duration of a request to the request's context, so the
+#: response can carry the headers of decisions taken inside the app. The web edges
+#: use this same variable as their request context (one set per request, not two).
+decision_listener: ContextVar[DecisionListener | None] = ContextVar(
+    "sergas_guard_request", default=None
 )
 
 
@@ -62,7 +72,7 @@ def rate_limited(
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
         limiter = _limiter_for(func, limit, storage, strategy, name)
         if isinstance(cost, int):
-            limiter._validate_cost(cost)
+            limiter.validate_cost(cost)
         identity = _key_function(key)
         units = _cost_function(cost)
         wait = on_limit == "wait"
@@ -107,7 +117,7 @@ def rate_limited(
 def _tell_listener(limiter: RateLimiter, decision: RateLimitDecision) -> None:
     listener = decision_listener.get()
     if listener is not None:
-        listener(limiter, decision)
+        listener.record_limiter(limiter, decision)
 
 
 def _pause_or_raise(

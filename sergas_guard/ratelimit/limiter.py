@@ -16,7 +16,6 @@ from sergas_guard.ratelimit.result import (
     RateLimitStrategy,
     most_restrictive,
 )
-from sergas_guard.ratelimit.strategies import sliding_window
 from sergas_guard.storage.base import LimitCheck, RateLimitStorage
 from sergas_guard.storage.memory import MemoryStorage
 
@@ -72,40 +71,59 @@ _new_check = cast(
 )
 
 
+#: Identities whose storage keys a limiter remembers; past it the memory is emptied.
+CHECKS_CACHE = 4096
+
+
 class _Tally:
     """This process's admitted units over the last window, for get_metrics (O(1), locked).
 
-    The same two-counter estimate as the sliding-window strategy, kept in plain
-    attributes because it runs on every decision.
+    The same two-counter estimate as the sliding-window strategy, on the clock's
+    monotonic seconds (a C function for the system clock), kept in plain attributes
+    because it runs on every decision.
     """
 
-    def __init__(self, window_us: int) -> None:
-        self.window_us = window_us
-        self.start = 0
+    def __init__(self, window_us: int, clock: Clock) -> None:
+        self.window = window_us / 1_000_000
+        self._monotonic = clock.monotonic
+        self.index = 0
         self.current = 0
         self.previous = 0
         self.admitted = 0
         self.rejected = 0
-        self._lock = threading.Lock()
+        lock = threading.Lock()
+        self._acquire = lock.acquire
+        self._release = lock.release
 
-    def record(self, now: int, allowed: bool, cost: int) -> None:
-        with self._lock:
+    def record(self, allowed: bool, cost: int) -> None:
+        index = int(self._monotonic() // self.window)
+        self._acquire()
+        try:
             if not allowed:
                 self.rejected += 1
                 return
             self.admitted += 1
-            start = now - now % self.window_us
-            if start != self.start:
-                follows = start - self.start == self.window_us
-                self.previous = self.current if follows else 0
+            if index != self.index:
+                self.previous = self.current if index - self.index == 1 else 0
                 self.current = 0
-                self.start = start
+                self.index = index
             self.current += cost
+        finally:
+            self._release()
 
-    def in_window(self, now: int) -> float:
-        with self._lock:
-            state = (self.start, self.current, self.previous)
-        return sliding_window.estimate(state, now, self.window_us)
+    def in_window(self) -> float:
+        position = self._monotonic() / self.window
+        index = int(position // 1)
+        self._acquire()
+        try:
+            known, current, previous = self.index, self.current, self.previous
+        finally:
+            self._release()
+        if index == known:
+            return previous * (1.0 - (position - index)) + current
+        if index == known + 1:
+            return current * (1.0 - (position - index))
+        return 0.0
 
 
 class RateLimiter:
@@ -158,8 +176,9 @@ class RateLimiter:
         self.clock: Clock = clock or getattr(storage, "clock", None) or SYSTEM_CLOCK
         self._key_head = f"{config.key_prefix}:{config.name}:{{"
         self._tails_and_specs = tuple((f"}}:{spec.slug}", spec) for spec in self.specs)
-        self._single = self._tails_and_specs[0] if len(self.specs) == 1 else None
-        self._tally = _Tally(self.specs[0].window_us)
+        self._tally = _Tally(self.specs[0].window_us, self.clock)
+        self._record = self._tally.record
+        self._checks: dict[str, tuple[LimitCheck, ...]] = {}
 
     def __repr__(self) -> str:
         limits = "; ".join(spec.describe() for spec in self.specs)
@@ -171,41 +190,60 @@ class RateLimiter:
     def name(self) -> str:
         return self.config.name
 
-    def checks(self, key: str) -> list[LimitCheck]:
+    def checks(self, key: str) -> tuple[LimitCheck, ...]:
         """The storage keys and limits for an identity: ``<prefix>:<name>:{<key>}:<limit>``.
 
         The identity sits in a Redis Cluster hash tag so all its limits share a slot.
+        Remembered per identity (a bounded dict, emptied when full): one lookup per
+        request for the clients of the moment.
         """
-        head = self._key_head + key
-        if self._single is not None:
-            return [_new_check((head + self._single[0], self._single[1]))]
-        return [_new_check((head + tail, spec)) for tail, spec in self._tails_and_specs]
+        checks = self._checks.get(key)
+        if checks is None:
+            head = self._key_head + key
+            checks = tuple(_new_check((head + tail, spec)) for tail, spec in self._tails_and_specs)
+            if len(self._checks) >= CHECKS_CACHE:
+                self._checks.clear()
+            self._checks[key] = checks
+        return checks
 
-    def _validate_cost(self, cost: int) -> None:
+    def validate_cost(self, cost: object) -> None:
+        """Raise ConfigurationError unless ``cost`` is a whole number this limiter can admit."""
+        if type(cost) is not int or not 0 <= cost <= self.capacity:
+            raise self._bad_cost(cost)
+
+    def _bad_cost(self, cost: object) -> ConfigurationError:
         if type(cost) is not int or cost < 0:
-            raise ConfigurationError(
+            return ConfigurationError(
                 f"cost must be a whole number >= 0, not {cost!r}", field="cost"
             )
-        if cost > self.capacity:
-            raise ConfigurationError(
-                f"cost {cost} exceeds what limiter {self.config.name!r} can ever admit at once "
-                f"({self.capacity}); no amount of waiting would admit it",
-                field="cost",
-            )
+        return ConfigurationError(
+            f"cost {cost} exceeds what limiter {self.config.name!r} can ever admit at once "
+            f"({self.capacity}); no amount of waiting would admit it",
+            field="cost",
+        )
 
     def _decision(
         self, key: str, cost: int, results: Sequence[RateLimitResult]
     ) -> RateLimitDecision:
-        governing = most_restrictive(results) if len(results) > 1 else 0
+        if len(results) == 1:
+            if cost:
+                self._record(results[0][0], cost)
+            return _new_decision((key, self.specs, tuple(results), 0))
+        governing = most_restrictive(results)
         if cost:
-            self._tally.record(self.clock.time_us(), results[governing].allowed, cost)
+            self._record(results[governing][0], cost)
         return _new_decision((key, self.specs, tuple(results), governing))
 
     # -- async face -----------------------------------------------------------------
 
     async def decide(self, key: str = GLOBAL_KEY, cost: int = 1) -> RateLimitDecision:
-        """Decide a request of ``cost`` units for ``key``, with every limit's result."""
-        self._validate_cost(cost)
+        """Decide a request of ``cost`` units for ``key``, with every limit's result.
+
+        Raises ConfigurationError for a cost that is not a whole number >= 0 or that
+        exceeds what the limits can ever admit at once.
+        """
+        if type(cost) is not int or not 0 <= cost <= self.capacity:
+            raise self._bad_cost(cost)
         return self._decision(key, cost, await self.storage.decide(self.checks(key), cost))
 
     async def hit(self, key: str = GLOBAL_KEY, cost: int = 1) -> RateLimitResult:
@@ -237,7 +275,8 @@ class RateLimiter:
 
     def decide_sync(self, key: str = GLOBAL_KEY, cost: int = 1) -> RateLimitDecision:
         """Sync face of :meth:`decide` (no event loop involved)."""
-        self._validate_cost(cost)
+        if type(cost) is not int or not 0 <= cost <= self.capacity:
+            raise self._bad_cost(cost)
         return self._decision(key, cost, self.storage.decide_sync(self.checks(key), cost))
 
     def hit_sync(self, key: str = GLOBAL_KEY, cost: int = 1) -> RateLimitResult:
@@ -271,7 +310,7 @@ class RateLimiter:
         storage's own figures (e.g. errors, a failover state).
         """
         spec = self.specs[0]
-        current = self._tally.in_window(self.clock.time_us())
+        current = self._tally.in_window()
         metrics: dict[str, Any] = {
             "name": self.config.name,
             "strategy": spec.strategy.value,

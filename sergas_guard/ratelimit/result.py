@@ -61,6 +61,7 @@ class LimitSpec:
     burst: int
     capacity: int = field(init=False, repr=False, compare=False)
     rate: float = field(init=False, repr=False, compare=False)
+    interval_us: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         buckets = (RateLimitStrategy.TOKEN_BUCKET, RateLimitStrategy.LEAKY_BUCKET)
@@ -69,6 +70,9 @@ class LimitSpec:
         object.__setattr__(self, "capacity", capacity)
         # Units per microsecond; the Lua twin divides the same two numbers.
         object.__setattr__(self, "rate", self.limit / self.window_us)
+        # The leaky bucket's emission interval: window / limit rounded up to a whole µs.
+        interval = -(-self.window_us // self.limit) if self.limit > 0 else self.window_us
+        object.__setattr__(self, "interval_us", max(1, interval))
 
     @property
     def window_seconds(self) -> float:

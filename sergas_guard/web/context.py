@@ -14,7 +14,7 @@ import functools
 import weakref
 from collections.abc import Callable
 from contextvars import ContextVar, Token
-from typing import Any, cast
+from typing import cast
 
 from sergas_guard.clock import SYSTEM_CLOCK, Clock
 from sergas_guard.ratelimit.decorator import decision_listener
@@ -39,9 +39,10 @@ __all__ = [
 ]
 
 #: The request being served (None outside one); the ASGI middleware sets it directly.
-request_context: ContextVar[RequestContext | None] = ContextVar(
-    "sergas_guard_request", default=None
-)
+#: It is the decorator's ``decision_listener`` itself: a RequestContext is what listens
+#: to ``@rate_limited`` decisions, and one variable costs one set per request, not two.
+#: Only the web edges set it, always to a RequestContext.
+request_context = cast("ContextVar[RequestContext | None]", decision_listener)
 # tuple.__new__ straight from C: the NamedTuple's own __new__ is Python code, and one
 # of these is made for every request.
 new_recorded = cast(
@@ -99,17 +100,16 @@ class RequestContext:
         return rate_limit_headers(self.recorded, self.mode, self.clock)
 
 
-ContextTokens = tuple[Token[RequestContext | None], Token[Any]]
+ContextTokens = Token[RequestContext | None]
 
 
 def enter_context(context: RequestContext) -> ContextTokens:
     """Make ``context`` the current request's; pass the result to :func:`leave_context`."""
-    return request_context.set(context), decision_listener.set(context.record_limiter)
+    return request_context.set(context)
 
 
 def leave_context(tokens: ContextTokens) -> None:
-    request_context.reset(tokens[0])
-    decision_listener.reset(tokens[1])
+    request_context.reset(tokens)
 
 
 def current_context() -> RequestContext | None:

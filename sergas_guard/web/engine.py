@@ -63,6 +63,12 @@ class EngineOptions(TypedDict, total=False):
     name: str
 
 
+# Enum members looked up on their class cost a Python-level attribute lookup each
+# time; the request path returns these.
+_PASS = Action.PASS
+_REJECT = Action.REJECT
+_UNAVAILABLE = Action.UNAVAILABLE
+
 _COUNTERS = ("admitted", "rejected", "shadow_rejected", "exempt", "storage_errors", "unchecked")
 ADMITTED, REJECTED, SHADOW_REJECTED, EXEMPT, STORAGE_ERRORS, UNCHECKED = range(len(_COUNTERS))
 
@@ -177,7 +183,7 @@ class RateLimitEngine:
         info = context.info
         if limiter is None or (plan.exempt is not None and plan.exempt(info)):
             self.stats.local.values[EXEMPT] += 1
-            return Action.PASS
+            return _PASS
         cost = plan.cost
         if not isinstance(cost, int):
             cost = cost(info)
@@ -200,7 +206,7 @@ class RateLimitEngine:
         info = context.info
         if limiter is None or (plan.exempt is not None and plan.exempt(info)):
             self.stats.local.values[EXEMPT] += 1
-            return Action.PASS
+            return _PASS
         cost = plan.cost
         if not isinstance(cost, int):
             cost = cost(info)
@@ -220,11 +226,11 @@ class RateLimitEngine:
         if isinstance(result, UncheckedResult):
             # fail_open admitted without asking the storage: no state to report.
             self.stats.local.values[UNCHECKED] += 1
-            return Action.PASS
+            return _PASS
         context.recorded.append(new_recorded((plan.policies, decision)))
         if result.allowed:
             self.stats.local.values[ADMITTED] += 1
-            return Action.PASS
+            return _PASS
         if plan.shadow:
             self.stats.add(SHADOW_REJECTED, plan.name)
             logger.info(
@@ -235,21 +241,21 @@ class RateLimitEngine:
                 plan.name,
                 result.retry_after,
             )
-            return Action.PASS
+            return _PASS
         self.stats.add(REJECTED)
-        return Action.REJECT
+        return _REJECT
 
     def _storage_failed(self, plan: Plan, exc: Exception) -> Action:
         self.stats.add(STORAGE_ERRORS)
         if isinstance(exc, StorageFailClosed):
-            return Action.UNAVAILABLE  # the failover storage refused on purpose, logged there
+            return _UNAVAILABLE  # the failover storage refused on purpose, logged there
         logger.warning(
             "rate limit %r not applied, storage failed (%s): %s",
             plan.name,
             self.on_storage_error,
             scrub(f"{type(exc).__name__}: {exc}"),
         )
-        return Action.UNAVAILABLE if self.on_storage_error == "fail_closed" else Action.PASS
+        return _UNAVAILABLE if self.on_storage_error == "fail_closed" else _PASS
 
     def rejection(self, context: RequestContext) -> Rejection:
         """The 429 for a rejected request, carrying every recorded decision's headers."""

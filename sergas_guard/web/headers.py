@@ -52,6 +52,12 @@ def header_mode(value: HeaderMode | str) -> HeaderMode:
         ) from None
 
 
+# Enum members looked up on their class cost a Python-level attribute lookup each time.
+_IETF = HeaderMode.IETF
+_LEGACY = HeaderMode.LEGACY
+_NONE = HeaderMode.NONE
+
+
 def _sf_string(text: str) -> str:
     """A structured-field String (RFC 8941 §3.3.3): quoted, with ``"`` and ``\\`` escaped."""
     printable = "".join(c if " " <= c <= "~" else "?" for c in text)
@@ -120,7 +126,7 @@ def rate_limit_headers(
     recorded: Sequence[RecordedDecision], mode: HeaderMode, clock: Clock
 ) -> HeaderList:
     """The response headers for the decisions taken for one request (none if none)."""
-    if len(recorded) == 1 and mode is HeaderMode.IETF:
+    if len(recorded) == 1 and mode is _IETF:
         # Every request of the default configuration: only r and t are formatted here.
         policies, decision = recorded[0]
         result = decision.results[decision.governing]
@@ -130,7 +136,7 @@ def rate_limit_headers(
             policies.policy_item,
             (b"ratelimit", policies.rate_prefixes[decision.governing] + rate),
         ]
-    if not recorded or mode is HeaderMode.NONE:
+    if not recorded or mode is _NONE:
         return []
     if len(recorded) == 1:
         entry = recorded[0]
@@ -141,11 +147,11 @@ def rate_limit_headers(
     result = entry.decision.result
     t = seconds_until_retry(result)
     headers: HeaderList = []
-    if mode is not HeaderMode.LEGACY:
+    if mode is not _LEGACY:
         prefix = entry.policies.rate_prefixes[entry.decision.governing]
         headers.append((b"ratelimit-policy", policy))
         headers.append((b"ratelimit", prefix + b"%d;t=%d" % (result.remaining, t)))
-    if mode is not HeaderMode.IETF:
+    if mode is not _IETF:
         reset = math.ceil(clock.time()) + t
         headers.append((b"x-ratelimit-limit", str(result.limit).encode()))
         headers.append((b"x-ratelimit-remaining", str(result.remaining).encode()))

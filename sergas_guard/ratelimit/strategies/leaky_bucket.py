@@ -25,16 +25,19 @@ State = tuple[int]
 
 def emission_interval(spec: LimitSpec) -> int:
     """``window / limit`` in whole microseconds, rounded up (at least 1)."""
-    return -(-spec.window_us // spec.limit)
+    return spec.interval_us
 
 
 def decide(
     state: State | None, now: int, cost: int, spec: LimitSpec
 ) -> tuple[State | None, RateLimitResult]:
-    interval = emission_interval(spec)
-    tolerance = spec.burst * interval
+    interval = spec.interval_us
+    burst = spec.burst
+    tolerance = burst * interval
     # How far the theoretical arrival time runs ahead of now.
-    backlog = max(0, state[0] - now) if state is not None else 0
+    backlog = state[0] - now if state is not None else 0
+    if backlog < 0:
+        backlog = 0
     need = cost or 1
     if backlog + need * interval <= tolerance:
         if cost:
@@ -43,7 +46,7 @@ def decide(
         return state, new_result(
             (
                 True,
-                spec.burst,
+                burst,
                 (tolerance - backlog) // interval,
                 0.0,
                 backlog / US_PER_SECOND,
@@ -52,7 +55,7 @@ def decide(
     return state, new_result(
         (
             False,
-            spec.burst,
+            burst,
             (tolerance - backlog) // interval,
             (backlog + need * interval - tolerance) / US_PER_SECOND,
             backlog / US_PER_SECOND,

@@ -46,21 +46,33 @@ def decide(
     window = spec.window_us
     limit = spec.limit
     start = now - now % window
-    current, previous = counts(state, start, window)
+    # counts() inlined: every decision runs it.
+    if state is None:
+        current = previous = 0
+    elif state[0] == start:
+        current = state[1]
+        previous = state[2]
+    else:
+        current = 0
+        previous = state[1] if state[0] == start - window else 0
     used = previous * ((window - (now - start)) / window) + current
     need = cost or 1
     if used + need <= limit:
-        if cost:
-            current += cost
-            used += cost
-            state = (start, current, previous)
-        return state, new_result(
+        if not cost:
+            return state, new_result(
+                (True, limit, int(limit - used), 0.0, _reset(current, previous, start, now, window))
+            )
+        current += cost
+        used += cost  # as the Lua twin adds it: the float rounding must match
+        # limit - used stays >= 0 here, so int() is the floor; with this window's count
+        # above zero, the state is gone two windows from this one's start.
+        return (start, current, previous), new_result(
             (
                 True,
                 limit,
-                max(0, math.floor(limit - used)),
+                int(limit - used),
                 0.0,
-                _reset(current, previous, start, now, window),
+                (start + 2 * window - now) / US_PER_SECOND,
             )
         )
     if current + need <= limit:

@@ -68,11 +68,20 @@ def decide(
         tokens = float(burst)
     need = cost or 1
     if tokens >= need:
-        if cost:
-            tokens -= cost
-            state = (tokens, now)
-        reset = _wait_for(state[0], state[1], now, burst, rate, burst) if tokens < burst else 0
-        return state, new_result((True, burst, math.floor(tokens), 0.0, reset / US_PER_SECOND))
+        if not cost:  # a peek: the stored state stays, and so does its refill arithmetic
+            reset = _wait_for(saved, updated_at, now, burst, rate, burst) if tokens < burst else 0
+            return state, new_result((True, burst, int(tokens), 0.0, reset / US_PER_SECOND))
+        tokens -= cost
+        # _wait_for(tokens, now, now, burst, ...) inlined, as every admission runs it:
+        # from the new state, the level at now + w is tokens + w * rate.
+        reset = math.ceil((burst - tokens) / rate)
+        if reset < 1:
+            reset = 1
+        while reset > 1 and tokens + (reset - 1) * rate >= burst:
+            reset -= 1
+        while tokens + reset * rate < burst:
+            reset += 1
+        return (tokens, now), new_result((True, burst, int(tokens), 0.0, reset / US_PER_SECOND))
     # Rejections are rare on the hot path (the memory storage memoizes them).
     wait = _wait_for(saved, updated_at, now, need, rate, burst)
     reset = _wait_for(saved, updated_at, now, burst, rate, burst)
