@@ -72,25 +72,105 @@ def _decision_options(options: dict[str, Any]) -> dict[str, Any]:
 
 
 class ReplyTimeout(Exception):
-    """No reply within the deadline (set on the connection's reader by the watchdog)."""
+    """No reply within the deadline (set on the connection's reply reader by the watchdog)."""
+
+
+class _Replies(asyncio.Protocol):
+    """Reads the replies of one decision connection, taken over from redis-py's stream.
+
+    redis-py connects and shakes hands (TLS, AUTH, HELLO, SELECT); then this protocol
+    receives the socket's data, and each call awaits one future that
+    :meth:`data_received` resolves with the parsed reply: ``bytes`` for a bulk string,
+    ``str`` for an error. redis-py's own protocol is told when the connection is lost,
+    so that its close handshake completes as usual.
+    """
+
+    def __init__(self, stream_protocol: asyncio.BaseProtocol) -> None:
+        self.buffer = bytearray()
+        self.waiter: asyncio.Future[bytes | str] | None = None
+        self.lost = False
+        self._stream_protocol = stream_protocol
+
+    def expect(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[bytes | str]:
+        """The future of the next reply (to await at once: a future kept in a local
+        would make a cycle with the traceback of its exception)."""
+        waiter = self.waiter = loop.create_future()
+        return waiter
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer
+        buffer += data
+        waiter = self.waiter
+        if waiter is None:
+            return  # unasked for: the next call finds the buffer dirty and reconnects
+        end = buffer.find(b"\r\n")
+        if end < 0:
+            return
+        reply: bytes | str
+        if buffer[0] == 36:  # b"$": a bulk string
+            size = int(buffer[1:end])
+            start = end + 2
+            if size < 0:
+                reply, end = b"", start
+            else:
+                end = start + size + 2
+                if len(buffer) < end:
+                    return  # more to come
+                reply = bytes(buffer[start : end - 2])
+        elif buffer[0] == 45:  # b"-": an error
+            reply = buffer[1:end].decode("utf-8", "replace")
+            end += 2
+        else:
+            self.fail(redis.exceptions.InvalidResponse(f"unexpected reply {bytes(buffer[:40])!r}"))
+            return
+        del buffer[:end]
+        self.waiter = None
+        if not waiter.done():
+            waiter.set_result(reply)
+
+    def fail(self, error: Exception) -> None:
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(error)
+
+    def eof_received(self) -> bool:
+        return False  # close the transport: connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.fail(redis.ConnectionError("Redis closed the connection"))
+        self._stream_protocol.connection_lost(exc)
+
+
+class _Link:
+    """One decision connection: redis-py's connection and, while open, its reply reader."""
+
+    __slots__ = ("connection", "replies")
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+        self.replies: _Replies | None = None
 
 
 class AsyncConnections:
     """Connections for async decisions: at most ``limit``; past it, tasks queue for one.
 
     :meth:`call` runs one command on a free connection: it writes the pre-encoded bytes
-    and reads one reply straight from the connection's stream within ``timeout``
-    seconds (connecting, when needed, within ``connect_timeout`` more). A connection
-    that broke is retried up to ``retries`` times on a fresh socket; one that timed out
-    never is (the script may have run). A waiting task gets a connection as soon as
-    another gives one back, or fails with a ConnectionError after ``timeout`` seconds.
-    Connections are made like the redis-py pool's own (class and options: TLS,
-    passwords, database), without a socket timeout of their own.
+    and reads one reply within ``timeout`` seconds (connecting, when needed, within
+    ``connect_timeout`` more). A connection that broke is retried up to ``retries``
+    times on a fresh socket; one that timed out never is (the script may have run). A
+    waiting task gets a connection as soon as another gives one back, or fails with a
+    ConnectionError after ``timeout`` seconds. Connections are made like the redis-py
+    pool's own (class and options: TLS, passwords, database), without a socket timeout.
 
-    Deadlines are kept by one watchdog timer per pool, not one timer per call: every
-    call has the same timeout, so the calls in flight, in the order they started, are
-    also in the order of their deadlines; the watchdog fires at the earliest one, fails
-    the overdue reads through their streams and sleeps until the next deadline.
+    After redis-py's handshake, a connection's replies are read by a small protocol of
+    ours (:class:`_Replies`): each call awaits one future, where redis-py's reader would
+    run several coroutines and a timeout per read (more client work than the decision's
+    whole Redis work, and more objects alive per decision in flight for the garbage
+    collector to scan). Deadlines are kept by one watchdog timer per pool, not one timer
+    per call: every call has the same timeout, so the calls in flight, in the order they
+    started, are also in the order of their deadlines; the watchdog fires at the
+    earliest, fails the overdue calls and sleeps until the next deadline.
     """
 
     def __init__(
@@ -108,12 +188,12 @@ class AsyncConnections:
         self._connect_timeout = timeout if connect_timeout is None else connect_timeout
         self._retries = retries
         self._opened = 0
-        self._idle: list[Any] = []
-        self._waiters: deque[asyncio.Future[Any]] = deque()
+        self._idle: list[_Link] = []
+        self._waiters: deque[asyncio.Future[_Link]] = deque()
         self._closed = False
         self._closing: set[asyncio.Task[None]] = set()
-        # Readers awaiting a reply -> their deadline (loop time), oldest first.
-        self._busy: dict[asyncio.StreamReader, float] = {}
+        # Reply readers awaiting a reply -> their deadline (loop time), oldest first.
+        self._busy: dict[_Replies, float] = {}
         self._watchdog: asyncio.TimerHandle | None = None
         self._watch_loop: asyncio.AbstractEventLoop | None = None
 
@@ -123,112 +203,85 @@ class AsyncConnections:
         Returns None when Redis answers NOSCRIPT (the caller resends with EVAL); raises
         redis-py's exception for any other error reply, redis.TimeoutError when no
         reply came in time, redis.ConnectionError when the connection broke on every try.
-
-        The reply is read from the connection's own stream (redis-py's ``_reader``),
-        not through redis-py's reader, whose layers of coroutines and per-read timeout
-        cost more than the decision; a deadline fails the read through the stream, so
-        no task is cancelled on the way. A connection in doubt is closed.
+        A connection in doubt (timed out, cancelled, broken) is closed.
         """
         idle = self._idle
-        connection = idle.pop() if idle else await self.take()
-        busy = self._busy
+        link = idle.pop() if idle else await self.take()
         attempt = 0
         try:
             while True:
-                reader = connection._reader  # redis-py's StreamReader while connected
+                replies = link.replies
                 try:
-                    if reader is None or reader.at_eof():
-                        reader = await self._connect(connection)
-                    connection._writer.write(command)
-                    self._watch(reader)
-                    head = await reader.readuntil(b"\r\n")
-                    kind = head[:1]
-                    if kind == b"$":
-                        size = int(head[1:-2])
-                        reply = (await reader.readexactly(size + 2))[:-2] if size >= 0 else b""
-                    elif kind == b"-":
-                        reply = head[1:-2]
-                    else:
-                        raise redis.exceptions.InvalidResponse(f"unexpected reply {head[:40]!r}")
-                except ReplyTimeout as exc:
-                    # The reader holds this error, and the error's traceback holds frames
-                    # that hold the reader: without the traceback, no cycle is left for
-                    # the garbage collector.
-                    exc.__traceback__ = None
-                    await self._drop(connection, reader)
-                    reader = None
+                    if replies is None or replies.lost or replies.buffer:
+                        replies = await self._connect(link)
+                    # No reply can arrive before we await (this task holds the loop).
+                    link.connection._writer.write(command)
+                    loop = asyncio.get_running_loop()
+                    self._busy[replies] = loop.time() + self._timeout
+                    if self._watchdog is None or self._watch_loop is not loop:
+                        self._watch(loop)
+                    reply = await replies.expect(loop)
+                except ReplyTimeout:
+                    await self._drop(link)
                     raise redis.TimeoutError(
                         f"Timeout: no reply within {self._timeout:g} s"
                     ) from None
-                except (OSError, asyncio.IncompleteReadError, redis.ConnectionError) as exc:
-                    if isinstance(exc, OSError):
-                        exc.__traceback__ = None  # possibly the reader's too, as above
-                    await self._drop(connection, reader)
-                    reader = None
+                except (OSError, redis.ConnectionError):
+                    await self._drop(link)
                     if attempt >= self._retries:
-                        if isinstance(exc, redis.ConnectionError):
-                            raise
-                        raise redis.ConnectionError(
-                            f"connection lost: {type(exc).__name__}: {exc}"
-                        ) from None
+                        raise
                     attempt += 1  # a broken connection: the command never ran
                     continue
                 except BaseException:
                     # Cancelled, or a reply we cannot read: a late reply must never be
                     # read as the next command's.
-                    await self._drop(connection, reader)
-                    reader = None
+                    await self._drop(link)
                     raise
-                busy.pop(reader, None)
+                self._busy.pop(replies, None)
                 break
-            if reader.exception() is not None:
-                # The deadline passed after the reply arrived: the reply stands, the
-                # stream is spent.
-                await connection.disconnect(nowait=True)
         finally:
-            self.give(connection)
-        if kind == b"-":
-            if reply.startswith(b"NOSCRIPT"):
+            self.give(link)
+        if type(reply) is str:
+            if reply.startswith("NOSCRIPT"):
                 return None
             # redis-py's exception for the error code (READONLY, LOADING, BUSY...).
-            raise BaseParser.parse_error(reply.decode("utf-8", "replace"))  # type: ignore[no-untyped-call]
-        return reply
+            raise BaseParser.parse_error(reply)  # type: ignore[no-untyped-call]
+        return reply  # type: ignore[return-value]
 
-    async def _drop(self, connection: Any, reader: asyncio.StreamReader | None) -> None:
-        """Close a connection in doubt and stop watching its reader."""
-        self._busy.pop(reader, None)  # type: ignore[arg-type]
-        await connection.disconnect(nowait=True)
+    async def _drop(self, link: _Link) -> None:
+        """Close a connection in doubt (it reconnects on its next use)."""
+        if link.replies is not None:
+            self._busy.pop(link.replies, None)
+            link.replies = None
+        await link.connection.disconnect(nowait=True)
 
-    def _watch(self, reader: asyncio.StreamReader) -> None:
-        """Give ``reader``'s reply ``timeout`` seconds from now."""
-        loop = asyncio.get_running_loop()
-        self._busy[reader] = loop.time() + self._timeout
-        if self._watchdog is None or self._watch_loop is not loop:
-            self._watch_loop = loop
-            self._watchdog = loop.call_at(loop.time() + self._timeout, self._patrol)
+    def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._watch_loop = loop
+        self._watchdog = loop.call_at(loop.time() + self._timeout, self._patrol)
 
     def _patrol(self) -> None:
-        """Fail the reads past their deadline; wake up again at the next deadline."""
+        """Fail the calls past their deadline; wake up again at the next deadline."""
         self._watchdog = None
         loop = self._watch_loop
         assert loop is not None
         now = loop.time()
         overdue = []
-        for reader, deadline in self._busy.items():
+        for replies, deadline in self._busy.items():
             if deadline > now:
                 self._watchdog = loop.call_at(deadline, self._patrol)
                 break
-            overdue.append(reader)
-        for reader in overdue:
-            del self._busy[reader]
+            overdue.append(replies)
+        for replies in overdue:
+            del self._busy[replies]
             # A fresh exception each time: a shared one would keep the traceback, and
-            # so the frames, of the last read it failed.
-            reader.set_exception(ReplyTimeout())
+            # so the frames, of the last call it failed.
+            replies.fail(ReplyTimeout())
 
-    async def _connect(self, connection: Any) -> asyncio.StreamReader:
-        """(Re)connect, with its handshake, within the connect and reply timeouts."""
+    async def _connect(self, link: _Link) -> _Replies:
+        """(Re)connect with redis-py's handshake, then take the socket's replies over."""
+        connection = link.connection
         if connection.is_connected:
-            await connection.disconnect(nowait=True)  # the server closed it
+            await self._drop(link)  # the server closed it, or it holds unasked-for data
         deadline = self._connect_timeout + self._timeout
         try:
             async with asyncio.timeout(deadline):
@@ -236,15 +289,19 @@ class AsyncConnections:
         except TimeoutError:
             await connection.disconnect(nowait=True)
             raise redis.TimeoutError(f"Timeout: not connected within {deadline:g} s") from None
-        return connection._reader  # type: ignore[no-any-return]
+        transport = connection._writer.transport
+        replies = _Replies(transport.get_protocol())
+        transport.set_protocol(replies)
+        link.replies = replies
+        return replies
 
-    async def take(self) -> Any:
+    async def take(self) -> _Link:
         if self._idle:
             return self._idle.pop()
         if self._opened < self._limit:
             self._opened += 1
-            return self._class(**self._options)
-        waiter = asyncio.get_running_loop().create_future()
+            return _Link(self._class(**self._options))
+        waiter: asyncio.Future[_Link] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
             async with asyncio.timeout(self._timeout):
@@ -258,26 +315,26 @@ class AsyncConnections:
             self._pass_on(waiter)
             raise
 
-    def _pass_on(self, waiter: asyncio.Future[Any]) -> None:
+    def _pass_on(self, waiter: asyncio.Future[_Link]) -> None:
         """A waiter that gives up: a connection handed to it too late goes to the next."""
         if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
             self.give(waiter.result())
         else:
             waiter.cancel()
 
-    def give(self, connection: Any) -> None:
+    def give(self, link: _Link) -> None:
         if self._closed:
             # Back from a decision that outlived close(): close it too, never leak it.
-            task = asyncio.ensure_future(connection.disconnect(nowait=True))
+            task = asyncio.ensure_future(self._drop(link))
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
             return
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
-                waiter.set_result(connection)
+                waiter.set_result(link)
                 return
-        self._idle.append(connection)
+        self._idle.append(link)
 
     async def close(self) -> None:
         """Close idle connections now, busy ones as they come back; waiters fail."""
@@ -290,8 +347,9 @@ class AsyncConnections:
             if not waiter.done():
                 waiter.set_exception(redis.ConnectionError("the storage was closed"))
         idle, self._idle = self._idle, []
-        for connection in idle:
-            await connection.disconnect()
+        for link in idle:
+            link.replies = None
+            await link.connection.disconnect()
 
 
 # Pools of connections a forked child must not reuse (their sockets are the parent's).
