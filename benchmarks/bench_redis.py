@@ -8,7 +8,8 @@ second and microseconds per decision for:
 * limits' Redis storage doing ``hit()`` + ``get_window_stats()`` (what a peer needs
   to produce the same headers), for the strategies it has;
 
-each sync sequentially and async with 1 and 50 concurrent tasks. Traffic is spread
+each sync sequentially and async with 1 and 50 concurrent tasks (with the client's own
+CPU time per async decision). Traffic is spread
 over 1,000 identities with a limit of 100 per minute, as a service would see it.
 Contenders take turns in short slices (best slice counts) so a busy machine's noise
 falls on all alike. A second table gives the Redis CPU each script costs per call
@@ -103,12 +104,18 @@ def rates_sync(contenders: list[Contender], ops: int, rounds: int) -> dict[str, 
 
 def rates_async(
     contenders: list[Contender], ops: int, rounds: int, concurrency: int
-) -> dict[str, float]:
-    """Like :func:`rates_sync`, with ``concurrency`` tasks sharing each slice."""
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Like :func:`rates_sync`, with ``concurrency`` tasks sharing each slice.
 
-    async def run() -> dict[str, float]:
+    Also returns each contender's least client CPU (this process's user + system time,
+    µs) per decision over its slices: the client's own cost, which the round trip's
+    waiting and the other jobs on the machine do not blur as they blur the rate.
+    """
+
+    async def run() -> tuple[dict[str, float], dict[str, float]]:
         made = {c.name: c.make_async() for c in contenders}
         best = dict.fromkeys(made, 0.0)
+        cpu = dict.fromkeys(made, float("inf"))
         per_task = ops // concurrency
         for op, _ in made.values():
             await op(0)
@@ -120,13 +127,15 @@ def rates_async(
                         await op(offset + i * concurrency)
 
                 base = round_ * ops
-                started = time.perf_counter()
+                started, cpu_started = time.perf_counter(), time.process_time()
                 await asyncio.gather(*(worker(base + k) for k in range(concurrency)))
                 elapsed = time.perf_counter() - started
+                used = time.process_time() - cpu_started
                 best[name] = max(best[name], per_task * concurrency / elapsed)
+                cpu[name] = min(cpu[name], used / (per_task * concurrency) * 1e6)
         for _, close in made.values():
             await close()
-        return best
+        return best, cpu
 
     return asyncio.run(run())
 
@@ -277,13 +286,20 @@ def main() -> None:
         contenders += [ours(url, strategy) for strategy in RateLimitStrategy]
         contenders += [peer(url, strategy) for strategy in LIMITS_PEERS]
         columns = {"sync": rates_sync(contenders, options.ops, options.rounds)}
+        client_cpu: dict[str, dict[str, float]] = {}
         for concurrency in CONCURRENCY:
-            columns[f"async c={concurrency}"] = rates_async(
+            mode = f"async c={concurrency}"
+            columns[mode], client_cpu[mode] = rates_async(
                 contenders, options.ops, options.rounds, concurrency
             )
         cpu = server_usec(contenders, url, options.ops, 5)
     rows = {c.name: {mode: rates[c.name] for mode, rates in columns.items()} for c in contenders}
     print(render(rows))
+    modes = list(client_cpu)
+    print("\n| storage | " + " | ".join(f"client CPU µs, {m}" for m in modes) + " |")
+    print("|" + " --- |" * (len(modes) + 1))
+    for c in contenders:
+        print(f"| {c.name} | " + " | ".join(f"{client_cpu[m][c.name]:.1f}" for m in modes) + " |")
     print("\n| script | Redis CPU µs per call |\n| --- | --- |")
     for name, usec in cpu.items():
         print(f"| {name} | {usec:.2f} |")

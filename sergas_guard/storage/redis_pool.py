@@ -3,7 +3,9 @@
 redis-py's pools do bookkeeping on every command (a lock, a health poll, counters for its
 observability hooks); a decision is cheap enough in Redis for that to dominate. These
 pools hand out connections made like the redis-py pool's own (same class and options: TLS,
-passwords and databases apply) and do nothing else per call.
+passwords and databases apply) and do nothing else per call. On the async side, replies
+are read by a small protocol of ours once redis-py has shaken hands, and one watchdog
+timer per pool keeps every call's deadline.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ class SyncConnections:
 
     def __init__(self, pool: Any) -> None:
         self._class: Any = pool.connection_class
-        self._options: dict[str, Any] = pool.connection_kwargs
+        self._options = _decision_options(pool.connection_kwargs)
         self._idle: list[Any] = []
         _FORKABLE.add(self)
 
@@ -57,13 +59,13 @@ class SyncConnections:
 def _decision_options(options: dict[str, Any]) -> dict[str, Any]:
     """The pool's connection options, for connections that only run our script.
 
-    No socket timeout (each call has its deadline). No maintenance push notifications:
-    a push arriving before a reply would be read as the reply. No ``CLIENT SETINFO``
+    No maintenance push notifications: a push arriving before a reply would be read as
+    the reply by the async reader, and neither face has a use for them. No ``CLIENT SETINFO``
     unless the caller set a library name: Redis before 7.2 refuses it, and redis-py
     raises and swallows each refusal, leaving error, traceback and frames in a cycle
     per connection for the garbage collector.
     """
-    chosen = {**options, "socket_timeout": None}
+    chosen = dict(options)
     chosen.pop("maint_notifications_pool_handler", None)
     chosen["maint_notifications_config"] = MaintNotificationsConfig(enabled=False)
     if not {"driver_info", "lib_name", "lib_version"} & options.keys():
@@ -182,7 +184,8 @@ class AsyncConnections:
         retries: int = 0,
     ) -> None:
         self._class: Any = pool.connection_class
-        self._options = _decision_options(pool.connection_kwargs)
+        # No socket timeout: each call has its deadline.
+        self._options = {**_decision_options(pool.connection_kwargs), "socket_timeout": None}
         self._limit = limit
         self._timeout = timeout
         self._connect_timeout = timeout if connect_timeout is None else connect_timeout
