@@ -21,7 +21,7 @@ from sergas_guard.web.context import (
     request_context,
 )
 from sergas_guard.web.engine import Action, EngineOptions, RateLimitEngine
-from sergas_guard.web.headers import HeaderMode, header_mode
+from sergas_guard.web.headers import HeaderMode, header_mode, rate_limit_headers
 from sergas_guard.web.identity import ClientAddressResolver, ProxyHeader
 from sergas_guard.web.rejection import ProblemText, Rejection, unavailable_rejection
 from sergas_guard.web.request import AsgiRequestInfo, RequestInfo
@@ -79,7 +79,8 @@ def _with_headers(send: Send, context: RequestContext) -> Send:
         kind = message["type"]
         if kind == "http.response.start":
             if not context.headers_sent:
-                extra = context.take_headers()
+                context.headers_sent = True  # take_headers() inlined
+                extra = rate_limit_headers(context.recorded, context.mode, context.clock)
                 if extra:
                     headers = message.get("headers")
                     # A new list: the app may reuse its own header list for other responses.
