@@ -205,3 +205,23 @@ def test_keys_carry_the_identity_as_a_cluster_hash_tag() -> None:
     keys = [check.key for check in rl.checks("user:7")]
     assert all("{user:7}" in key for key in keys)
     assert len(set(keys)) == 2
+
+
+def test_remembered_storage_keys_are_bounded_and_always_right(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sergas_guard.ratelimit.limiter as limiter_module
+
+    monkeypatch.setattr(limiter_module, "CHECKS_CACHE", 8)
+    rl = RateLimiter("2/minute; 5/hour", name="bounded")
+    for i in range(50):
+        checks = rl.checks(f"user:{i % 13}")
+        assert [check.key for check in checks] == [
+            f"{rl.config.key_prefix}:bounded:{{user:{i % 13}}}:{spec.slug}" for spec in rl.specs
+        ]
+        assert len(rl._checks) <= 8
+    # Identities forgotten by the memory keep their state in the storage.
+    assert rl.hit_sync("user:0").remaining == 1
+    for i in range(1, 13):
+        rl.checks(f"user:{i}")
+    assert rl.hit_sync("user:0").remaining == 0
