@@ -233,7 +233,7 @@ class AsyncConnections:
                     await self._drop(link)
                     if attempt >= self._retries:
                         raise
-                    attempt += 1  # a broken connection: the command never ran
+                    attempt += 1  # a broken socket (e.g. after a restart): try a fresh one
                     continue
                 except BaseException:
                     # Cancelled, or a reply we cannot read: a late reply must never be
