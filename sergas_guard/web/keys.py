@@ -45,8 +45,11 @@ def current_request(*args: Any, **kwargs: Any) -> RequestInfo:
         if isinstance(scope, dict) and scope.get("type") in ("http", "websocket"):
             return AsgiRequestInfo(scope)
     raise ConfigurationError(
-        "no request is being served here: add sergas_guard.asgi.RateLimitMiddleware or call "
-        "sergas_guard.fastapi.install_exception_handlers(app) to key limits by request",
+        "no request is being served here: to key limits by request, add "
+        "sergas_guard.asgi.RateLimitMiddleware or call "
+        "sergas_guard.fastapi.install_exception_handlers(app) (ASGI), wrap the app in "
+        "sergas_guard.wsgi.RateLimitMiddleware (WSGI), or list "
+        "sergas_guard.django.GuardErrorMiddleware in Django's MIDDLEWARE",
         field="key",
     )
 
