@@ -45,7 +45,7 @@ def _live_contexts() -> int:
     return sum(
         1
         for o in gc.get_objects()
-        if isinstance(o, RequestContext) and getattr(o.info, "path", None) == PATH
+        if type(o) is RequestContext and getattr(o.info, "path", None) == PATH
     )
 
 
