@@ -11,6 +11,7 @@ timer per pool keeps every call's deadline.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
 import weakref
 from collections import deque
@@ -144,6 +145,11 @@ class _Replies(asyncio.Protocol):
         self._stream_protocol.connection_lost(exc)
 
 
+async def _connect_within(connection: Any, seconds: float) -> None:
+    async with asyncio.timeout(seconds):
+        await connection.connect()
+
+
 class _Link:
     """One decision connection: redis-py's connection and, while open, its reply reader."""
 
@@ -260,7 +266,9 @@ class AsyncConnections:
 
     def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
         self._watch_loop = loop
-        self._watchdog = loop.call_at(loop.time() + self._timeout, self._patrol)
+        self._watchdog = loop.call_at(
+            loop.time() + self._timeout, self._patrol, context=contextvars.Context()
+        )
 
     def _patrol(self) -> None:
         """Fail the calls past their deadline; wake up again at the next deadline."""
@@ -271,7 +279,8 @@ class AsyncConnections:
         overdue = []
         for replies, deadline in self._busy.items():
             if deadline > now:
-                self._watchdog = loop.call_at(deadline, self._patrol)
+                # In a context of its own, like the first: the caller's would live on.
+                self._watchdog = loop.call_at(deadline, self._patrol, context=contextvars.Context())
                 break
             overdue.append(replies)
         for replies in overdue:
@@ -286,9 +295,16 @@ class AsyncConnections:
         if connection.is_connected:
             await self._drop(link)  # the server closed it, or it holds unasked-for data
         deadline = self._connect_timeout + self._timeout
+        # Connect in a context of its own: the socket's read handle keeps the context it
+        # was made in for the connection's whole life (and the timeout's timer handle for
+        # a while), and the caller's (a web request's context variables) would keep that
+        # request's objects alive as long.
+        loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout(deadline):
-                await connection.connect()
+            # (The task is not kept in a local: with its error, that would be a cycle.)
+            await loop.create_task(
+                _connect_within(connection, deadline), context=contextvars.Context()
+            )
         except TimeoutError:
             await connection.disconnect(nowait=True)
             raise redis.TimeoutError(f"Timeout: not connected within {deadline:g} s") from None

@@ -7,15 +7,19 @@ make the slow full collections come often: the latency outliers of a loaded serv
 Each test runs decisions against a real redis-server with the collector disabled, then
 counts what is left of the objects a decision creates (exceptions, tracebacks, frames,
 coroutines, futures, timer handles, our results): everything must already be gone.
+And a connection opened while serving a request must not keep that request's context
+variables alive for the connection's life.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import gc
 import types
 import warnings
+import weakref
 from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
@@ -148,4 +152,33 @@ async def test_a_timed_out_decision_leaves_nothing(
 
     assert await _left_behind(timed_out_then_recovered) == {}
     assert storage.get_metrics()["errors_by_type"] == {"StorageUnavailable": 1}
+    await storage.aclose()
+
+
+class _RequestState:
+    """Stands for what a web request keeps in context variables."""
+
+
+_REQUEST: contextvars.ContextVar[_RequestState] = contextvars.ContextVar("request")
+
+
+async def test_a_connection_opened_during_a_request_does_not_keep_the_request(
+    redis_url: str,
+) -> None:
+    # A socket's read handle keeps the context it was created in for the socket's life:
+    # a decision connection opened in a request's context would keep that request's
+    # context variables (and all they reference) alive as long as the connection.
+    storage = RedisStorage(redis_url, connect_timeout=2.0, socket_timeout=2.0)
+    kept: list[weakref.ref[_RequestState]] = []
+
+    async def request() -> None:
+        state = _RequestState()
+        kept.append(weakref.ref(state))
+        _REQUEST.set(state)
+        await storage.decide(CHECKS, 1)  # opens the storage's first connection
+
+    await asyncio.get_running_loop().create_task(request(), context=contextvars.Context())
+    await asyncio.sleep(0)
+    gc.collect()
+    assert kept[0]() is None
     await storage.aclose()
