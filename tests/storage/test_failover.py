@@ -13,10 +13,14 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sergas_guard.clock import ManualClock
 from sergas_guard.errors import ConfigurationError, StorageUnavailable
 from sergas_guard.ratelimit import RateLimitConfig, RateLimiter, RateLimitStrategy
+from sergas_guard.ratelimit.result import LimitSpec
+from sergas_guard.storage.base import LimitCheck
 from sergas_guard.storage.failover import (
     FailoverStorage,
     FallbackResult,
@@ -24,12 +28,14 @@ from sergas_guard.storage.failover import (
     StorageFailClosed,
     UncheckedResult,
 )
+from sergas_guard.storage.memory import MemoryStorage
 from sergas_guard.storage.redis import RedisStorage
 from tests.servers import RedisServer
 
 pytestmark = pytest.mark.redis
 
 POLICIES: list[Policy] = ["fail_open", "fail_closed", "fallback"]
+SPEC_FOR_PROPERTY = LimitSpec(RateLimitStrategy.FIXED_WINDOW, 10**6, 60_000_000, 10**6)
 CONFIG = RateLimitConfig(
     name="api", max_requests=5, window_seconds=3600, strategy=RateLimitStrategy.SLIDING_LOG
 )
@@ -246,3 +252,49 @@ def test_the_wrapper_exposes_the_wrapped_storage(own_redis: RedisServer) -> None
     with pytest.raises(AttributeError):
         _ = limiter.storage.no_such_attribute
     limiter.close()
+
+
+class _Scripted:
+    """A storage that succeeds or fails call by call as told.
+
+    A fake on purpose: the property below needs arbitrary sequences of successes and
+    failures, one per call, which no real server produces on demand.
+    """
+
+    def __init__(self) -> None:
+        self.fail_next = False
+        self.memory = MemoryStorage()
+
+    def decide_sync(self, checks: Any, cost: int, now_us: int | None = None) -> Any:
+        if self.fail_next:
+            raise StorageUnavailable("scripted failure")
+        return self.memory.decide_sync(checks, cost, now_us)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.memory, name)
+
+
+@settings(max_examples=200, deadline=None)
+@given(threshold=st.integers(1, 4), outcomes=st.lists(st.booleans(), max_size=30))
+def test_the_circuit_opens_exactly_after_threshold_failures_in_a_row(
+    threshold: int, outcomes: list[bool]
+) -> None:
+    # The healthy path skips recording successes while the breaker's window holds no
+    # failure; that must never change when the circuit opens.
+    primary = _Scripted()
+    failover = FailoverStorage(
+        primary,
+        "fail_open",
+        clock=ManualClock(),
+        failure_threshold=threshold,
+    )
+    checks = [LimitCheck("sg:prop:{x}", SPEC_FOR_PROPERTY)]
+    in_a_row = 0
+    for failed in outcomes:
+        primary.fail_next = failed
+        failover.decide_sync(checks, 1)
+        in_a_row = in_a_row + 1 if failed else 0
+        expected = "open" if in_a_row >= threshold else "closed"
+        assert failover.state.value == expected
+        if expected == "open":
+            break
