@@ -94,8 +94,9 @@ def _bulk(data: bytes) -> bytes:
 # or its source when Redis has lost it from its cache).
 _EVALSHA_HEAD = _bulk(b"EVALSHA") + _bulk(DECIDE_SHA.encode())
 _EVAL_HEAD = _bulk(b"EVAL") + _bulk(DECIDE_SCRIPT.encode("utf-8"))
-# The common call, one limit at the server's time, is six arguments: the head, "1" key,
-# the key, the cost, the limit. Its constant part and the usual costs are encoded once.
+# The common call, one limit on the server's clock, has six parts: EVALSHA, the SHA1,
+# the key count 1, the key, the cost and the limit. Its constant head and the usual
+# costs are encoded once.
 _ONE_KEY = b"*6\r\n" + _EVALSHA_HEAD + _bulk(b"1")
 _SMALL_COSTS = tuple(_bulk(b"%d" % cost) for cost in range(64))
 
