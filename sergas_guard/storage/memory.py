@@ -9,19 +9,46 @@ from __future__ import annotations
 
 import math
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from typing import Any
 
 from sergas_guard.clock import SYSTEM_CLOCK, Clock
 from sergas_guard.errors import ConfigurationError
-from sergas_guard.ratelimit.result import US_PER_SECOND, LimitSpec, RateLimitResult, new_result
-from sergas_guard.ratelimit.strategies import DECIDERS
+from sergas_guard.ratelimit.result import (
+    US_PER_SECOND,
+    LimitSpec,
+    RateLimitResult,
+    RateLimitStrategy,
+    new_result,
+)
+from sergas_guard.ratelimit.strategies import DECIDERS, Decider, sliding_log
 from sergas_guard.storage.base import LimitCheck
 
 __all__ = ["MemoryStorage"]
 
 DEFAULT_MAX_KEYS = 100_000
+
+#: From this limit up, a sliding log is kept as a deque updated in place (under the
+#: lock) rather than the tuple the pure function copies whole on every admission.
+#: Below it the copy is cheap and the tuple far smaller (a deque takes ~600 bytes
+#: however short, which a cap of 100,000 keys would multiply).
+MUTABLE_LOG_FROM = 64
+
+
+_LOG = RateLimitStrategy.SLIDING_LOG
+
+
+def _log_decider(state: Any, now: int, cost: int, spec: LimitSpec) -> tuple[Any, RateLimitResult]:
+    if spec.limit >= MUTABLE_LOG_FROM:
+        return sliding_log.decide_in_place(state, now, cost, spec)
+    return sliding_log.decide(state, now, cost, spec)
+
+
+_SINGLE_DECIDERS: dict[RateLimitStrategy, Decider] = {
+    **DECIDERS,
+    RateLimitStrategy.SLIDING_LOG: _log_decider,
+}
 
 
 class MemoryStorage:
@@ -91,12 +118,13 @@ class MemoryStorage:
                     state = entry[0]
                 else:
                     del entries[key]
-            new_state, result = DECIDERS[spec.strategy](state, now, cost, spec)
-            if new_state is not state:
-                entries[key] = (new_state, now + math.ceil(result.reset_after * 1e6), None)
-                if len(entries) > self.max_keys:
-                    entries.popitem(last=False)
-            elif not result[0] and state is not None and cost < 2 and not result[2]:
+            new_state, result = _SINGLE_DECIDERS[spec.strategy](state, now, cost, spec)
+            if result[0]:
+                if cost:  # the state changed (in place, for the log): store it afresh
+                    entries[key] = (new_state, now + math.ceil(result.reset_after * 1e6), None)
+                    if len(entries) > self.max_keys:
+                        entries.popitem(last=False)
+            elif state is not None and cost < 2 and not result[2]:
                 entries[key] = (state, entry[1], _rejection_memo(now, result))  # type: ignore[index]
             return [result]
         finally:
@@ -121,11 +149,16 @@ class MemoryStorage:
             if cost > spec.capacity:
                 raise _too_costly(cost, spec)
             state = self._live_state(key, now)
+            if type(state) is deque:
+                # Nothing may change before every limit has admitted: decide on a copy.
+                state = tuple(state)
             new_state, result = DECIDERS[spec.strategy](state, now, cost, spec)
             decided.append((key, spec, state, new_state, result))
         if all(result.allowed for *_, result in decided):
-            for key, _, state, new_state, result in decided:
+            for key, spec, state, new_state, result in decided:
                 if new_state is not state:
+                    if spec.strategy is _LOG and spec.limit >= MUTABLE_LOG_FROM:
+                        new_state = deque(new_state)
                     self._store(key, new_state, now, result)
             return [result for *_, result in decided]
         # One limit rejected, so none consumes: limits that would have admitted

@@ -6,7 +6,9 @@ import asyncio
 import gc
 import threading
 import tracemalloc
+from collections import deque
 from typing import Any
+from unittest import mock
 
 import pytest
 from hypothesis import given, settings
@@ -15,8 +17,9 @@ from hypothesis import strategies as st
 from sergas_guard.clock import ManualClock
 from sergas_guard.errors import ConfigurationError
 from sergas_guard.ratelimit.result import LimitSpec, RateLimitStrategy
-from sergas_guard.ratelimit.strategies import decide
+from sergas_guard.ratelimit.strategies import decide, sliding_log
 from sergas_guard.storage import LimitCheck, MemoryStorage, storage_from_url
+from sergas_guard.storage import memory as memory_module
 from tests.ratelimit.strategies_support import EPOCH_US, arrivals, limit_specs
 
 SECOND = 1_000_000
@@ -83,6 +86,64 @@ def test_several_limits_are_all_or_nothing(data: st.DataObject) -> None:
                     assert results[i] == decide(states[i], now, 0, spec)[1]
                 else:
                     assert results[i] == singles[i][1]
+
+
+@given(data=st.data())
+@settings(max_examples=150, deadline=None)
+def test_a_log_updated_in_place_decides_exactly_like_the_pure_log(data: st.DataObject) -> None:
+    """decide_in_place keeps only the live entries and decides as decide() does."""
+    limit = data.draw(st.integers(1, 300))
+    window = data.draw(st.integers(1, 5_000_000))
+    spec = LimitSpec(RateLimitStrategy.SLIDING_LOG, limit, window, limit)
+    # Gaps of exactly one window put entries on the boundary, where they expire.
+    gaps = st.one_of(
+        st.just(0), st.just(window), st.integers(0, window // limit + 1), st.integers(0, window)
+    )
+    now = EPOCH_US
+    sequence = []
+    for gap in data.draw(st.lists(gaps, min_size=1, max_size=120)):
+        now += gap
+        sequence.append((now, data.draw(st.integers(0, limit))))
+    pure: Any = None
+    log: deque[int] | None = None
+    for now, cost in sequence:
+        pure, expected = decide(pure, now, cost, spec)
+        log, result = sliding_log.decide_in_place(log, now, cost, spec)
+        assert result == expected
+        assert list(log) == [t for t in pure or () if t > now - window]
+
+
+@given(data=st.data())
+@settings(max_examples=150, deadline=None)
+def test_logs_kept_in_place_decide_like_the_pure_strategy_alone_or_with_others(
+    data: st.DataObject,
+) -> None:
+    """Large-limit logs (deques in the storage) stay exact, and all-or-nothing with others."""
+    log = data.draw(limit_specs(RateLimitStrategy.SLIDING_LOG))
+    other = data.draw(limit_specs())
+    capacity = min(log.capacity, other.capacity)
+    sequence = [(t, min(c, capacity)) for t, c in data.draw(arrivals(log))]
+    together = data.draw(st.lists(st.booleans(), min_size=len(sequence), max_size=len(sequence)))
+    with mock.patch.object(memory_module, "MUTABLE_LOG_FROM", 1):
+        storage = MemoryStorage()
+        states: list[Any] = [None, None]
+        for (now, cost), both in zip(sequence, together, strict=True):
+            if not both:
+                states[0], expected = decide(states[0], now, cost, log)
+                assert storage.decide_sync([LimitCheck("a", log)], cost, now) == [expected]
+                continue
+            results = storage.decide_sync([LimitCheck("a", log), LimitCheck("b", other)], cost, now)
+            singles = [decide(states[i], now, cost, spec) for i, spec in enumerate((log, other))]
+            if all(result.allowed for _, result in singles):
+                states = [new_state for new_state, _ in singles]
+                assert results == [result for _, result in singles]
+            else:
+                assert not all(r.allowed for r in results)
+                for i, spec in enumerate((log, other)):
+                    if singles[i][1].allowed:
+                        assert results[i] == decide(states[i], now, 0, spec)[1]
+                    else:
+                        assert results[i] == singles[i][1]
 
 
 @pytest.mark.parametrize("strategy", list(RateLimitStrategy))

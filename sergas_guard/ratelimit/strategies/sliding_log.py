@@ -9,6 +9,8 @@ moment the entry that frees enough room leaves the window.
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections import deque
+from itertools import repeat
 
 from sergas_guard.ratelimit.result import (
     US_PER_SECOND,
@@ -39,6 +41,44 @@ def decide(
     # The (live + need - limit)-th live entry must expire to make room.
     freeing = log[first_live + live + need - limit - 1]
     return state, new_result(
+        (
+            False,
+            limit,
+            limit - live,
+            (freeing + window - now) / US_PER_SECOND,
+            (log[-1] + window - now) / US_PER_SECOND,
+        )
+    )
+
+
+def decide_in_place(
+    log: deque[int] | None, now: int, cost: int, spec: LimitSpec
+) -> tuple[deque[int], RateLimitResult]:
+    """:func:`decide` on a log the caller owns and keeps under its lock, in O(1) amortized.
+
+    The pure function copies the log (up to ``limit`` entries) on every admission;
+    this one drops expired entries from the left and appends on the right. Its
+    decisions are :func:`decide`'s exactly; the log it returns is always ``log``
+    itself (a new one for ``None``), changed only by dropping expired entries unless
+    the request is admitted with a cost. Used by the memory storage.
+    """
+    window = spec.window_us
+    limit = spec.limit
+    if log is None:
+        log = deque()
+    horizon = now - window
+    while log and log[0] <= horizon:
+        log.popleft()
+    live = len(log)
+    need = cost or 1
+    if live + need <= limit:
+        if cost:
+            log.extend(repeat(now, cost))
+            live += cost
+        reset = (log[-1] + window - now) / US_PER_SECOND if live else 0.0
+        return log, new_result((True, limit, limit - live, 0.0, reset))
+    freeing = log[live + need - limit - 1]
+    return log, new_result(
         (
             False,
             limit,
