@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 from typing import Any
 
-from sergas_guard.clock import SYSTEM_CLOCK, Clock
+from sergas_guard.clock import SYSTEM_CLOCK, Clock, SystemClock
 from sergas_guard.errors import ConfigurationError
 from sergas_guard.ratelimit.result import (
     US_PER_SECOND,
@@ -28,6 +29,7 @@ from sergas_guard.storage.base import LimitCheck
 __all__ = ["MemoryStorage"]
 
 DEFAULT_MAX_KEYS = 100_000
+_ceil = math.ceil
 
 #: From this limit up, a sliding log is kept as a deque updated in place (under the
 #: lock) rather than the tuple the pure function copies whole on every admission.
@@ -64,6 +66,7 @@ class MemoryStorage:
         self.max_keys = max_keys
         self.clock = clock
         self._time_us = clock.time_us  # bound once: read on every decision
+        self._time_ns = time.time_ns if type(clock) is SystemClock else None
         # key -> (strategy state, expires_at_us, rejection memo or None); the order
         # is recency of use.
         self._entries: OrderedDict[str, tuple[Any, int, _Memo | None]] = OrderedDict()
@@ -84,7 +87,12 @@ class MemoryStorage:
     def decide_sync(
         self, checks: Sequence[LimitCheck], cost: int, now_us: int | None = None
     ) -> list[RateLimitResult]:
-        now = self._time_us() if now_us is None else now_us
+        if now_us is not None:
+            now = now_us
+        elif self._time_ns is not None:
+            now = self._time_ns() // 1000  # SystemClock.time_us without its Python frame
+        else:
+            now = self._time_us()
         if len(checks) != 1:
             with self._lock:
                 return self._decide_many(checks, cost, now)
@@ -121,8 +129,8 @@ class MemoryStorage:
             new_state, result = _SINGLE_DECIDERS[spec.strategy](state, now, cost, spec)
             if result[0]:
                 if cost:  # the state changed (in place, for the log): store it afresh
-                    entries[key] = (new_state, now + math.ceil(result.reset_after * 1e6), None)
-                    if len(entries) > self.max_keys:
+                    entries[key] = (new_state, now + _ceil(result[4] * 1e6), None)
+                    if state is None and len(entries) > self.max_keys:  # only a new key grows
                         entries.popitem(last=False)
             elif state is not None and cost < 2 and not result[2]:
                 entries[key] = (state, entry[1], _rejection_memo(now, result))  # type: ignore[index]
