@@ -88,7 +88,7 @@ class _Tally:
     def __init__(self, window_us: int, clock: Clock) -> None:
         self.window = window_us / 1_000_000
         self._monotonic = clock.monotonic
-        self.index = 0
+        self.index = 0.0
         self.current = 0
         self.previous = 0
         self.admitted = 0
@@ -98,7 +98,7 @@ class _Tally:
         self._release = lock.release
 
     def record(self, allowed: bool, cost: int) -> None:
-        index = int(self._monotonic() // self.window)
+        index = self._monotonic() // self.window  # a whole float: no int() call needed
         self._acquire()
         try:
             if not allowed:
@@ -115,7 +115,7 @@ class _Tally:
 
     def in_window(self) -> float:
         position = self._monotonic() / self.window
-        index = int(position // 1)
+        index = position // 1
         self._acquire()
         try:
             known, current, previous = self.index, self.current, self.previous

@@ -128,14 +128,13 @@ def rate_limit_headers(
     """The response headers for the decisions taken for one request (none if none)."""
     if len(recorded) == 1 and mode is _IETF:
         # Every request of the default configuration: only r and t are formatted here.
+        # Fields by index: a NamedTuple's attribute is a descriptor call each time.
         policies, decision = recorded[0]
-        result = decision.results[decision.governing]
-        seconds = result.reset_after if result.allowed else result.retry_after
-        rate = b"%d;t=%d" % (result.remaining, math.ceil(seconds) if seconds > 0 else 0)
-        return [
-            policies.policy_item,
-            (b"ratelimit", policies.rate_prefixes[decision.governing] + rate),
-        ]
+        governing = decision[3]
+        result = decision[2][governing]  # allowed, limit, remaining, retry_after, reset_after
+        seconds = result[4] if result[0] else result[3]
+        rate = b"%d;t=%d" % (result[2], math.ceil(seconds) if seconds > 0 else 0)
+        return [policies.policy_item, (b"ratelimit", policies.rate_prefixes[governing] + rate)]
     if not recorded or mode is _NONE:
         return []
     if len(recorded) == 1:
