@@ -40,15 +40,7 @@ def decide(
         return state, new_result((True, limit, limit - live, 0.0, reset))
     # The (live + need - limit)-th live entry must expire to make room.
     freeing = log[first_live + live + need - limit - 1]
-    return state, new_result(
-        (
-            False,
-            limit,
-            limit - live,
-            (freeing + window - now) / US_PER_SECOND,
-            (log[-1] + window - now) / US_PER_SECOND,
-        )
-    )
+    return state, _rejection(limit, live, freeing, log[-1], window, now)
 
 
 def decide_in_place(
@@ -77,13 +69,19 @@ def decide_in_place(
             live += cost
         reset = (log[-1] + window - now) / US_PER_SECOND if live else 0.0
         return log, new_result((True, limit, limit - live, 0.0, reset))
-    freeing = log[live + need - limit - 1]
-    return log, new_result(
+    return log, _rejection(limit, live, log[live + need - limit - 1], log[-1], window, now)
+
+
+def _rejection(
+    limit: int, live: int, freeing: int, newest: int, window: int, now: int
+) -> RateLimitResult:
+    """Rejected: admitted once ``freeing`` leaves the window, empty once ``newest`` does."""
+    return new_result(
         (
             False,
             limit,
             limit - live,
             (freeing + window - now) / US_PER_SECOND,
-            (log[-1] + window - now) / US_PER_SECOND,
+            (newest + window - now) / US_PER_SECOND,
         )
     )
