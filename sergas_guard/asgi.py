@@ -243,6 +243,7 @@ class RateLimitMiddleware:
                 # It was None when we set it. Setting None back rather than resetting a
                 # token spares each request in flight one more object for the collector.
                 request_context.set(None)
+                context.finish()
 
     async def _reject(
         self, scope: Scope, receive: Receive, send: Send, context: RequestContext

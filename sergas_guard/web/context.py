@@ -29,6 +29,7 @@ from sergas_guard.web.headers import (
 from sergas_guard.web.request import RequestInfo
 
 __all__ = [
+    "FINISHED_REQUEST",
     "RequestContext",
     "current_context",
     "enter_context",
@@ -92,6 +93,18 @@ class RequestContext:
         """The rate-limit headers of every decision recorded so far."""
         return rate_limit_headers(self.recorded, self.mode, self.clock)
 
+    def finish(self) -> None:
+        """Forget the request: its scope, request view and decisions.
+
+        Called by the edge once the app has returned (background tasks included).
+        Anything that captured the context during the request (a callback armed with
+        ``loop.call_later``, a connection opened then, which keeps its reader's
+        context for its whole life) then holds this empty shell, not the request.
+        """
+        self.info = FINISHED_REQUEST
+        self.recorded = []
+        self.headers_sent = True
+
     def take_headers(self) -> HeaderList:
         """:meth:`headers`, once: later calls return nothing."""
         if self.headers_sent:
@@ -99,6 +112,9 @@ class RequestContext:
         self.headers_sent = True
         return rate_limit_headers(self.recorded, self.mode, self.clock)
 
+
+#: What a finished RequestContext points to instead of its request.
+FINISHED_REQUEST = RequestInfo(None, "", "", None, None)
 
 ContextTokens = Token[RequestContext | None]
 

@@ -26,7 +26,13 @@ from starlette.routing import Route
 
 from sergas_guard.asgi import RateLimitMiddleware, RequestContextMiddleware
 from sergas_guard.ratelimit.decorator import decision_listener
-from sergas_guard.web.context import RequestContext, current_context, request_context
+from sergas_guard.web.context import (
+    FINISHED_REQUEST,
+    RequestContext,
+    current_context,
+    request_context,
+)
+from sergas_guard.web.request import AsgiRequestInfo
 from tests.web.conftest import Serve, asgi_client
 
 PATH = "/context-lifetime-probe"
@@ -161,3 +167,23 @@ async def test_background_tasks_still_see_the_request_context() -> None:
             assert (await http.get("/bg")).status_code == 200
     assert seen == ["/bg", "/bg"]
     assert current_context() is None  # and nothing leaks out of the request
+
+
+async def test_a_context_captured_during_the_request_keeps_none_of_it_afterwards() -> None:
+    """A callback armed, or a connection opened, inside a request keeps a copy of the
+    context it was made in; once the request is over that copy holds an empty shell."""
+    captured: list[contextvars.Context] = []
+
+    async def endpoint(request: Request) -> Response:
+        captured.append(contextvars.copy_context())  # what loop.call_later keeps
+        return PlainTextResponse("ok")
+
+    app = RateLimitMiddleware(Starlette(routes=[Route(PATH, endpoint)]), "5/minute")
+    recorder = await _call(app, PATH)
+    assert recorder.messages[0]["status"] == 200
+    kept = captured[0].get(request_context)
+    assert kept is not None  # the copy still names the context object ...
+    assert kept.info is FINISHED_REQUEST  # ... but not the request
+    assert kept.recorded == []
+    gc.collect()
+    assert not [o for o in gc.get_objects() if type(o) is AsgiRequestInfo and o.path == PATH]
