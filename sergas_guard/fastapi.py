@@ -144,6 +144,11 @@ class RateLimit:
     def __repr__(self) -> str:
         return f"RateLimit({self.limiter!r})"
 
+    async def aclose(self) -> None:
+        """Close the storage's connections (call it when the app shuts down, e.g. at
+        the end of its lifespan: a dependency sees no lifespan events of its own)."""
+        await self._engine.aclose()
+
     async def __call__(self, request: Request, response: Response) -> None:
         engine = self._engine
         outer = current_context()
