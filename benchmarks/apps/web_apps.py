@@ -117,8 +117,14 @@ def bare_fastapi() -> FastAPI:
 
 
 def ours_fastapi_dependency_redis() -> FastAPI:
-    app = FastAPI()
     limit = RateLimit(HIGH_LIMIT, storage=_our_redis())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await limit.aclose()  # a dependency sees no lifespan of its own
+
+    app = FastAPI(lifespan=lifespan)
 
     @app.get("/", response_class=FastPlainText, dependencies=[Depends(limit)])
     async def index() -> str:
