@@ -21,7 +21,7 @@ from sergas_guard.web.context import (
     request_context,
 )
 from sergas_guard.web.engine import Action, EngineOptions, RateLimitEngine
-from sergas_guard.web.headers import HeaderMode, header_mode, rate_limit_headers
+from sergas_guard.web.headers import HeaderMode, header_mode
 from sergas_guard.web.identity import ClientAddressResolver, ProxyHeader
 from sergas_guard.web.rejection import ProblemText, Rejection, unavailable_rejection
 from sergas_guard.web.request import AsgiRequestInfo, RequestInfo
@@ -79,15 +79,15 @@ def _with_headers(send: Send, context: RequestContext) -> Send:
         kind = message["type"]
         if kind == "http.response.start":
             if not context.headers_sent:
-                context.headers_sent = True  # take_headers() inlined
-                extra = rate_limit_headers(context.recorded, context.mode, context.clock)
+                extra = context.take_headers()
                 if extra:
                     headers = message.get("headers")
                     # A new list: the app may reuse its own header list for other responses.
                     message["headers"] = [*headers, *extra] if headers else extra
             await send(message)
         elif kind == "http.response.body" and not message.get("more_body", False):
-            # _send_last inlined: the context is ours, set by our middleware.
+            # _send_last inlined (a coroutine less per request, measured in process);
+            # the context is ours, set by our middleware.
             request_context.set(None)
             try:
                 await send(message)

@@ -247,8 +247,7 @@ class RateLimiter:
         """
         if type(cost) is not int or not 0 <= cost <= self.capacity:
             raise self._bad_cost(cost)
-        checks = self._checks.get(key) or self.checks(key)
-        return self._decision(key, cost, await self.storage.decide(checks, cost))
+        return self._decision(key, cost, await self.storage.decide(self.checks(key), cost))
 
     async def hit(self, key: str = GLOBAL_KEY, cost: int = 1) -> RateLimitResult:
         """Count a request of ``cost`` units for ``key`` if every limit admits it."""
@@ -281,12 +280,7 @@ class RateLimiter:
         """Sync face of :meth:`decide` (no event loop involved)."""
         if type(cost) is not int or not 0 <= cost <= self.capacity:
             raise self._bad_cost(cost)
-        results = self.storage.decide_sync(self._checks.get(key) or self.checks(key), cost)
-        if len(results) == 1:  # _decision inlined: the in-memory web path runs this
-            if cost:
-                self._record(results[0][0], cost)
-            return _new_decision((key, self.specs, tuple(results), 0))
-        return self._decision(key, cost, results)
+        return self._decision(key, cost, self.storage.decide_sync(self.checks(key), cost))
 
     def hit_sync(self, key: str = GLOBAL_KEY, cost: int = 1) -> RateLimitResult:
         return self.decide_sync(key, cost).result

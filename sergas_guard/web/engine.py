@@ -217,12 +217,6 @@ class RateLimitEngine:
             raise
         except Exception as exc:  # a store outage must never become a 500
             return self._storage_failed(plan, exc)
-        result = decision[2][decision[3]]
-        if result[0] and result.__class__ is not UncheckedResult:
-            # _settle's admitted case inlined: the in-memory web path runs this.
-            context.recorded.append(new_recorded((plan.policies, decision)))
-            self.stats.local.values[ADMITTED] += 1
-            return _PASS
         return self._settle(plan, key, decision, context)
 
     def _settle(
