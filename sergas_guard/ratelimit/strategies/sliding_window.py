@@ -19,6 +19,7 @@ from sergas_guard.ratelimit.result import (
     RateLimitResult,
     new_result,
 )
+from sergas_guard.ratelimit.strategies.waits import fewest_us
 
 State = tuple[int, int, int]
 
@@ -81,39 +82,8 @@ def decide(
     else:
         # Only in the next window, where this window's count becomes the weighted one.
         target = start + 2 * window - (limit - need) * window / current
-    wait = _fewest_us_to_admission(
-        now, math.ceil(target - now), start, window, current, previous, need, limit
-    )
-    return state, new_result(
-        (
-            False,
-            limit,
-            max(0, math.floor(limit - used)),
-            wait / US_PER_SECOND,
-            _reset(current, previous, start, now, window),
-        )
-    )
 
-
-def _fewest_us_to_admission(
-    now: int,
-    estimate: int,
-    start: int,
-    window: int,
-    current: int,
-    previous: int,
-    need: int,
-    limit: int,
-) -> int:
-    """The fewest whole microseconds (at least 1) until ``need`` units fit.
-
-    The closed-form estimate is moved down, then up, with the admitting arithmetic
-    itself: float rounding can never make the promised wait come up short, and the
-    answer names the same instant whenever it is asked (the memory storage answers
-    repeated rejections from it). The Lua twin does the same.
-    """
-
-    def admits(t: int) -> bool:
+    def admits_at(t: int) -> bool:
         # estimate() at t, seen from now's window: within it, or in the next one,
         # where this window's count is the weighted one (the answer lies no further).
         elapsed = t - start
@@ -123,12 +93,16 @@ def _fewest_us_to_admission(
             seen = current * ((window - (elapsed - window)) / window)
         return seen + need <= limit
 
-    wait = max(1, estimate)
-    while wait > 1 and admits(now + wait - 1):
-        wait -= 1
-    while not admits(now + wait):
-        wait += 1
-    return wait
+    wait = fewest_us(admits_at, now, target - now)
+    return state, new_result(
+        (
+            False,
+            limit,
+            max(0, math.floor(limit - used)),
+            wait / US_PER_SECOND,
+            _reset(current, previous, start, now, window),
+        )
+    )
 
 
 def _reset(current: int, previous: int, start: int, now: int, window: int) -> float:

@@ -15,6 +15,7 @@ from sergas_guard.ratelimit.result import (
     RateLimitResult,
     new_result,
 )
+from sergas_guard.ratelimit.strategies.waits import fewest_us
 
 State = tuple[float, int]
 
@@ -29,23 +30,13 @@ def _tokens_at(tokens: float, updated_at: int, t: int, rate: float, burst: int) 
 def _wait_for(
     tokens: float, updated_at: int, now: int, level: float, rate: float, burst: int
 ) -> int:
-    """The fewest whole microseconds (at least 1) until a bucket at ``tokens`` holds ``level``.
-
-    The closed form is moved down, then up, with the same arithmetic that admits
-    requests, so float rounding can never make a promised wait come up short, and
-    the answer names the same instant whenever it is asked (the memory storage
-    answers repeated rejections from it). The Lua twin runs the same loops, which
-    move the estimate by a microsecond at most.
-    """
+    """The fewest whole microseconds (at least 1) until a bucket at ``tokens`` holds ``level``."""
     current = _tokens_at(tokens, updated_at, now, rate, burst)
-    wait = math.ceil((level - current) / rate)
-    if wait < 1:
-        wait = 1
-    while wait > 1 and _tokens_at(tokens, updated_at, now + wait - 1, rate, burst) >= level:
-        wait -= 1
-    while _tokens_at(tokens, updated_at, now + wait, rate, burst) < level:
-        wait += 1
-    return wait
+    return fewest_us(
+        lambda t: _tokens_at(tokens, updated_at, t, rate, burst) >= level,
+        now,
+        (level - current) / rate,
+    )
 
 
 def decide(
@@ -54,18 +45,19 @@ def decide(
     burst = spec.burst
     rate = spec.rate
     if state is None:
-        # A fresh bucket is full: admitting anything it can hold needs no arithmetic.
         if not cost:
             return None, new_result((True, burst, burst, 0.0, 0.0))
-        tokens = float(burst - cost)
-        wait = _wait_for(tokens, now, now, burst, rate, burst)
-        return (tokens, now), new_result((True, burst, burst - cost, 0.0, wait / US_PER_SECOND))
-    saved, updated_at = state
-    # _tokens_at inlined: this line runs on every decision of a known key.
-    elapsed = now - updated_at
-    tokens = saved + elapsed * rate if elapsed > 0 else saved
-    if tokens > burst:
-        tokens = float(burst)
+        # A fresh bucket is full as of now; it then takes the known-key path below
+        # (with many clients in rotation, most decisions find their key refilled).
+        saved = tokens = float(burst)
+        updated_at = now
+    else:
+        saved, updated_at = state
+        # _tokens_at inlined: this line runs on every decision of a known key.
+        elapsed = now - updated_at
+        tokens = saved + elapsed * rate if elapsed > 0 else saved
+        if tokens > burst:
+            tokens = float(burst)
     need = cost or 1
     if tokens >= need:
         if not cost:  # a peek: the stored state stays, and so does its refill arithmetic
