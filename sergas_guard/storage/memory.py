@@ -41,15 +41,20 @@ MUTABLE_LOG_FROM = 64
 _LOG = RateLimitStrategy.SLIDING_LOG
 
 
+def _log_in_place(spec: LimitSpec) -> bool:
+    """Whether this storage keeps the state of ``spec`` as a deque updated in place."""
+    return spec.strategy is _LOG and spec.limit >= MUTABLE_LOG_FROM
+
+
 def _log_decider(state: Any, now: int, cost: int, spec: LimitSpec) -> tuple[Any, RateLimitResult]:
-    if spec.limit >= MUTABLE_LOG_FROM:
+    if _log_in_place(spec):
         return sliding_log.decide_in_place(state, now, cost, spec)
     return sliding_log.decide(state, now, cost, spec)
 
 
 _SINGLE_DECIDERS: dict[RateLimitStrategy, Decider] = {
     **DECIDERS,
-    RateLimitStrategy.SLIDING_LOG: _log_decider,
+    _LOG: _log_decider,
 }
 
 
@@ -165,7 +170,7 @@ class MemoryStorage:
         if all(result.allowed for *_, result in decided):
             for key, spec, state, new_state, result in decided:
                 if new_state is not state:
-                    if spec.strategy is _LOG and spec.limit >= MUTABLE_LOG_FROM:
+                    if _log_in_place(spec):
                         new_state = deque(new_state)
                     self._store(key, new_state, now, result)
             return [result for *_, result in decided]
