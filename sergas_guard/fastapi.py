@@ -58,6 +58,8 @@ __all__ = [
 _PLUGGED_HANDLERS: tuple[tuple[str, str, str, str], ...] = (
     ("sergas_guard.circuit_breaker.http", "circuit_open_exception_handler",
      "sergas_guard.errors", "CircuitOpenError"),
+    ("sergas_guard.degradation.http", "feature_disabled_exception_handler",
+     "sergas_guard.errors", "FeatureDisabledError"),
 )  # fmt: skip
 
 _BODYLESS_HEADERS = (b"content-type", b"content-length")
@@ -187,8 +189,10 @@ def install_exception_handlers(
 
     Registers handlers on a FastAPI or Starlette ``app`` for ``RateLimitExceeded``
     (429 with ``Retry-After`` and rate-limit headers) and for the errors of other
-    installed capabilities (``CircuitOpenError`` → 503, when the circuit breaker's
-    HTTP module is present). With ``request_context`` it also adds
+    installed capabilities, when their HTTP module is present: ``CircuitOpenError`` →
+    503 with ``Retry-After``; ``FeatureDisabledError`` → 503 when the feature is shed
+    (service degraded or in maintenance), else 404 (see
+    :mod:`sergas_guard.degradation.http`). With ``request_context`` it also adds
     :class:`~sergas_guard.asgi.RequestContextMiddleware`, which key functions of
     ``@rate_limited`` endpoints need; the proxy options configure its client address.
     Call before the app starts serving (Starlette refuses middleware after that).

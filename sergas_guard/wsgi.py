@@ -109,10 +109,13 @@ def install_flask_error_handlers(app: Any, *, problem: ProblemText | None = None
 
     ``RateLimitExceeded`` (e.g. from a ``@rate_limited`` view) becomes the 429 with
     ``Retry-After`` and rate-limit headers; ``CircuitOpenError`` the circuit breaker's
-    503. Inside :class:`RateLimitMiddleware` the 429 lists every decision of the request.
+    503; ``FeatureDisabledError`` a 503 while the feature is shed (degraded,
+    maintenance) and a 404 otherwise. Inside :class:`RateLimitMiddleware` the 429 lists
+    every decision of the request.
     """
     from sergas_guard.circuit_breaker.http import circuit_open_parts
-    from sergas_guard.errors import CircuitOpenError, RateLimitExceeded
+    from sergas_guard.degradation.http import feature_disabled_parts
+    from sergas_guard.errors import CircuitOpenError, FeatureDisabledError, RateLimitExceeded
 
     text = problem or ProblemText()
 
@@ -120,9 +123,15 @@ def install_flask_error_handlers(app: Any, *, problem: ProblemText | None = None
         rejection = rejection_in_context(exc, text)
         return rejection.body, rejection.status, rejection.header_dict()
 
-    def on_circuit_open(exc: CircuitOpenError) -> FlaskReply:
-        status, headers, body = circuit_open_parts(exc)
-        return body, status, dict(headers)
+    def replying(
+        parts: Callable[[Any], tuple[int, list[tuple[str, str]], bytes]],
+    ) -> Callable[[Exception], FlaskReply]:
+        def reply(exc: Exception) -> FlaskReply:
+            status, headers, body = parts(exc)
+            return body, status, dict(headers)
+
+        return reply
 
     app.register_error_handler(RateLimitExceeded, on_exceeded)
-    app.register_error_handler(CircuitOpenError, on_circuit_open)
+    app.register_error_handler(CircuitOpenError, replying(circuit_open_parts))
+    app.register_error_handler(FeatureDisabledError, replying(feature_disabled_parts))

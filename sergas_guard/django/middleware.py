@@ -21,8 +21,9 @@ from django.http import HttpResponse
 
 from sergas_guard.circuit_breaker.http import circuit_open_parts
 from sergas_guard.clock import SYSTEM_CLOCK
+from sergas_guard.degradation.http import feature_disabled_parts
 from sergas_guard.django.settings import GuardSettings, read_settings
-from sergas_guard.errors import CircuitOpenError, RateLimitExceeded
+from sergas_guard.errors import CircuitOpenError, FeatureDisabledError, RateLimitExceeded
 from sergas_guard.web.context import (
     ContextTokens,
     RequestContext,
@@ -82,7 +83,8 @@ def error_rejection(error: BaseException, problem: ProblemText) -> Rejection | N
     Maps what :func:`sergas_guard.fastapi.install_exception_handlers` maps: an error
     carrying a complete ``rejection`` is sent as is, ``RateLimitExceeded`` becomes the
     429 (listing the request's recorded decisions), ``CircuitOpenError`` the circuit
-    breaker's 503. None for any other error.
+    breaker's 503, ``FeatureDisabledError`` a 503 (feature shed) or 404 (off for this
+    caller). None for any other error.
     """
     carried = getattr(error, "rejection", None)
     if isinstance(carried, Rejection):
@@ -91,8 +93,11 @@ def error_rejection(error: BaseException, problem: ProblemText) -> Rejection | N
         return rejection_in_context(error, problem)
     if isinstance(error, CircuitOpenError):
         status, headers, body = circuit_open_parts(error)
-        return Rejection(status, [(n.encode(), v.encode()) for n, v in headers], body)
-    return None
+    elif isinstance(error, FeatureDisabledError):
+        status, headers, body = feature_disabled_parts(error)
+    else:
+        return None
+    return Rejection(status, [(n.encode(), v.encode()) for n, v in headers], body)
 
 
 def _add_headers(response: Response, headers: HeaderList) -> Response:
@@ -220,7 +225,8 @@ class GuardErrorMiddleware(_ContextMiddleware):
 
     ``RateLimitExceeded`` (e.g. from a ``@rate_limited`` view) becomes the 429 with
     ``Retry-After`` and rate-limit headers, ``CircuitOpenError`` the circuit breaker's
-    503 with ``Retry-After``: the responses of
+    503 with ``Retry-After``, ``FeatureDisabledError`` a 503 while the feature is shed
+    (degraded, maintenance) and a 404 otherwise: the responses of
     :func:`sergas_guard.fastapi.install_exception_handlers`. It also gives views a
     request context, so ``@rate_limited(key=client_ip)`` works without
     :class:`RateLimitMiddleware`; ``problem``, ``headers`` and the proxy options come
