@@ -34,6 +34,7 @@ APPS_DIR = Path(__file__).parent / "apps"
 CONFIGS: tuple[tuple[str, str, str, bool], ...] = (
     ("bare Starlette", "bare_starlette", "bare Starlette", False),
     ("floor: 2 static headers, no limit", "static_headers", "bare Starlette", False),
+    ("floor: a dict count + 2 headers", "dict_counter", "bare Starlette", False),
     ("sergas_guard memory", "ours_memory", "bare Starlette", False),
     ("sergas_guard memory, no headers", "ours_memory_no_headers", "bare Starlette", False),
     ("sergas_guard Redis", "ours_redis", "bare Starlette", True),

@@ -30,7 +30,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # As uvicorn --app-dir imports it: this directory is not a package.
 web_apps: Any = importlib.import_module("web_apps")
 
-DEFAULT = ("bare_starlette", "static_headers", "ours_memory", "ours_memory_no_headers")
+DEFAULT = (
+    "bare_starlette",
+    "static_headers",
+    "dict_counter",
+    "ours_memory",
+    "ours_memory_no_headers",
+)
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n\r\n"
 ADDRESSES = {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}
 

@@ -7,7 +7,9 @@ reaches, so each request pays for a full admission (the common case), never a 42
 
 from __future__ import annotations
 
+import math
 import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -47,7 +49,8 @@ class StaticHeaders:
     """Reference, not a contender: the least a middleware adding two headers can cost.
 
     Pure ASGI, no decision: it wraps ``send`` and appends two constant headers to the
-    response start, which is what every rate limiter's middleware does at least.
+    response start, which is what every rate limiter's middleware does at least. The
+    wrapper is a plain function returning ``send``'s awaitable, the cheapest wrapper.
     """
 
     HEADERS = (
@@ -63,16 +66,61 @@ class StaticHeaders:
             await self.app(scope, receive, send)
             return
 
-        async def send_with_headers(message: Any) -> None:
+        def send_with_headers(message: Any) -> Any:
             if message["type"] == "http.response.start":
                 message["headers"] = [*message.get("headers", ()), *self.HEADERS]
-            await send(message)
+            return send(message)
 
         await self.app(scope, receive, send_with_headers)
 
 
 def static_headers() -> StaticHeaders:
     return StaticHeaders(bare_starlette())
+
+
+class DictCounter:
+    """Reference, not a contender: the least a middleware that counts can cost.
+
+    A fixed window per client address in a plain dict, and the two headers with the
+    count's remaining units and seconds to the window's end. Nothing else: no lock (one
+    thread only), no bound on the dict, no rules, no request context for code inside
+    the app, no metrics. What any rate limiter in Python pays at least per request.
+    """
+
+    LIMIT = 1_000_000
+    POLICY = (b"ratelimit-policy", b'"default";q=1000000;w=1')
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.windows: dict[str, tuple[int, int]] = {}
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        client = scope["client"][0]
+        now = time.monotonic()
+        window = int(now)
+        start, count = self.windows.get(client, (window, 0))
+        if start != window:
+            start, count = window, 0
+        if count >= self.LIMIT:
+            await PlainTextResponse("too many requests", 429)(scope, receive, send)
+            return
+        self.windows[client] = (start, count + 1)
+        rate = b'"default";r=%d;t=%d' % (self.LIMIT - count - 1, math.ceil(start + 1 - now))
+        extra = (self.POLICY, (b"ratelimit", rate))
+
+        def send_with_headers(message: Any) -> Any:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), *extra]
+            return send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def dict_counter() -> DictCounter:
+    return DictCounter(bare_starlette())
 
 
 def ours_memory() -> RateLimitMiddleware:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from http import HTTPStatus
 
 from sergas_guard.errors import ConfigurationError, RateLimitExceeded
 from sergas_guard.problem import PROBLEM_CONTENT_TYPE, problem_body, retry_after_header
@@ -42,7 +43,10 @@ class Rejection:
     @property
     def status_line(self) -> str:
         """``"429 Too Many Requests"``, as WSGI's start_response wants it."""
-        reason = {429: "Too Many Requests", 503: "Service Unavailable"}.get(self.status, "Error")
+        try:
+            reason = HTTPStatus(self.status).phrase
+        except ValueError:  # a status outside the registry still needs a reason phrase
+            reason = "Error"
         return f"{self.status} {reason}"
 
     def header_dict(self) -> dict[str, str]:

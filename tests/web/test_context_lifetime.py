@@ -141,8 +141,10 @@ async def test_what_the_last_message_captures_holds_nothing_once_the_request_end
         assert recorder.at_last is not None
         # What a timer armed in the last send keeps is at most the emptied shell.
         kept = recorder.at_last.get(request_context)
-        assert kept is not None and kept is recorder.at_last.get(decision_listener)
-        assert kept.info is FINISHED_REQUEST and kept.recorded == []
+        assert kept is not None
+        assert kept is recorder.at_last.get(decision_listener)
+        assert kept.info is FINISHED_REQUEST
+        assert kept.recorded == []
     assert seen_in_app[0] is not None  # the app itself still ran inside it
     # Streaming is untouched: every chunk arrived, the headers too.
     admitted = await _call(

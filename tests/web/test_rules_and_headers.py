@@ -22,6 +22,7 @@ from sergas_guard.web import ProblemText, Rule
 from sergas_guard.web.engine import ADMITTED, SHADOW_REJECTED, EngineStats
 from sergas_guard.web.headers import HeaderMode, PolicySet, RecordedDecision, rate_limit_headers
 from sergas_guard.web.keys import client_ip
+from sergas_guard.web.rejection import Rejection
 from sergas_guard.web.rules import RuleSet, compile_path
 
 
@@ -275,3 +276,16 @@ def test_engine_counters_add_up_across_threads() -> None:
     assert stats.threads_tracked() <= 9
     assert stats.totals()["shadow_rejected"] == 1
     assert stats.shadow_by_policy == {"login": 1}
+
+
+@pytest.mark.parametrize(
+    ("status", "line"),
+    [
+        (429, "429 Too Many Requests"),
+        (503, "503 Service Unavailable"),
+        (404, "404 Not Found"),  # a hidden feature (sergas_guard.degradation.http)
+        (599, "599 Error"),  # outside the registry: still a valid status line
+    ],
+)
+def test_rejection_status_lines_carry_the_standard_phrase(status: int, line: str) -> None:
+    assert Rejection(status, [], b"").status_line == line
