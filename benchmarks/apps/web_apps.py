@@ -22,7 +22,10 @@ from starlette.routing import Route
 
 from sergas_guard.asgi import RateLimitMiddleware
 from sergas_guard.fastapi import RateLimit
+from sergas_guard.ratelimit import RateLimiter
+from sergas_guard.storage.memory import MemoryStorage
 from sergas_guard.storage.redis import RedisStorage
+from sergas_guard.web.context import request_context
 
 HIGH_LIMIT = "1000000/second"
 
@@ -121,6 +124,52 @@ class DictCounter:
 
 def dict_counter() -> DictCounter:
     return DictCounter(bare_starlette())
+
+
+class StorageOnly:
+    """Reference, not a contender: our memory storage's decision with nothing around it.
+
+    The client's storage key cached per address, one ``MemoryStorage.decide_sync`` (the
+    locked, bounded update of the sliding window), the request published in our context
+    variable, and the two headers from the result. No rules, request view, counters,
+    metrics or decision objects: the least our design can cost with this storage.
+    """
+
+    POLICY = (b"ratelimit-policy", b'"default";q=1000000;w=1')
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        limiter = RateLimiter(HIGH_LIMIT, MemoryStorage(), name="web:default")
+        self.decide = limiter.storage.decide_sync
+        self.checks = limiter.checks
+        self.keys: dict[str, str] = {}
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        peer = scope["client"][0]
+        key = self.keys.get(peer)
+        if key is None:
+            key = self.keys[peer] = "ip:" + peer
+        result = self.decide(self.checks(key), 1)[0]
+        rate = b'"default";r=%d;t=%d' % (result[2], math.ceil(result[4]))
+        extra = (self.POLICY, (b"ratelimit", rate))
+
+        def send_with_headers(message: Any) -> Any:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), *extra]
+            return send(message)
+
+        request_context.set(scope)  # a stand-in value: only the variable's cost matters here
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            request_context.set(None)
+
+
+def storage_only() -> StorageOnly:
+    return StorageOnly(bare_starlette())
 
 
 def ours_memory() -> RateLimitMiddleware:
