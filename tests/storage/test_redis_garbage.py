@@ -39,15 +39,21 @@ CONCURRENT = 32
 
 
 def _watched(obj: object) -> str | None:
-    """The kind of ``obj`` if a decision creates objects of that kind, else None."""
-    if isinstance(obj, BaseException):
-        return type(obj).__name__
-    if isinstance(obj, types.TracebackType | types.FrameType | types.CoroutineType):
-        return type(obj).__name__
-    if isinstance(obj, asyncio.Handle) and obj.cancelled():
+    """The kind of ``obj`` if a decision creates objects of that kind, else None.
+
+    Asks the object's real type, never ``isinstance``: that reads ``__class__``, which
+    lazy proxies among the collector's objects (Django's settings-backed ones, once a
+    Django test has run) answer by configuring themselves.
+    """
+    kind = type(obj)
+    if issubclass(kind, BaseException):
+        return kind.__name__
+    if issubclass(kind, types.TracebackType | types.FrameType | types.CoroutineType):
+        return kind.__name__
+    if issubclass(kind, asyncio.Handle) and obj.cancelled():  # type: ignore[attr-defined]
         return None  # an empty shell the loop drops when its time comes
-    if isinstance(obj, asyncio.Future | asyncio.Handle | RateLimitResult | LimitCheck):
-        return type(obj).__name__
+    if issubclass(kind, asyncio.Future | asyncio.Handle | RateLimitResult | LimitCheck):
+        return kind.__name__
     return None
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import types
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
@@ -54,8 +55,11 @@ def _app(redis_url: str, *, handlers: bool) -> FastAPI:
 def _ours(obj: object) -> bool:
     if type(obj).__module__.startswith("sergas_guard."):
         return True
-    code = getattr(obj, "f_code", None)  # a frame of our code
-    return code is not None and "/sergas_guard/" in code.co_filename
+    # type(), not getattr: a lazy proxy among the live objects would answer by
+    # configuring itself.
+    if type(obj) is not types.FrameType:
+        return False
+    return "/sergas_guard/" in obj.f_code.co_filename  # a frame of our code
 
 
 def _of_the_probe(obj: object) -> bool:
