@@ -11,7 +11,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from sergas_guard.errors import CircuitOpenError
-from sergas_guard.problem import PROBLEM_CONTENT_TYPE, problem_body, retry_after_header
+from sergas_guard.problem import (
+    PROBLEM_CONTENT_TYPE,
+    problem_body,
+    problem_headers,
+    retry_after_header,
+    status_line,
+)
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -43,12 +49,7 @@ def circuit_open_parts(error: CircuitOpenError) -> tuple[int, list[tuple[str, st
         state=error.state,
         retry_after=int(retry_after),
     )
-    headers = [
-        ("content-type", PROBLEM_CONTENT_TYPE),
-        ("retry-after", retry_after),
-        ("content-length", str(len(body))),
-    ]
-    return CIRCUIT_OPEN_STATUS, headers, body
+    return CIRCUIT_OPEN_STATUS, problem_headers(body, ("retry-after", retry_after)), body
 
 
 def circuit_open_response(error: CircuitOpenError) -> Response:
@@ -74,4 +75,4 @@ async def circuit_open_exception_handler(request: Request, error: Exception) -> 
 def circuit_open_wsgi_response(error: CircuitOpenError) -> tuple[str, list[tuple[str, str]], bytes]:
     """The same 503 for WSGI: ``(status_line, headers, body)`` for ``start_response``."""
     status, headers, body = circuit_open_parts(error)
-    return f"{status} Service Unavailable", headers, body
+    return status_line(status), headers, body

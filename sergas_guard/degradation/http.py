@@ -27,7 +27,7 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 from sergas_guard.errors import FeatureDisabledError
-from sergas_guard.problem import PROBLEM_CONTENT_TYPE, problem_body
+from sergas_guard.problem import problem_body, problem_headers, status_line
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -79,8 +79,7 @@ def feature_disabled_parts(error: FeatureDisabledError) -> Parts:
             type_=FEATURE_DISABLED_TYPE,
             feature=error.flag,
         )
-    headers = [("content-type", PROBLEM_CONTENT_TYPE), ("content-length", str(len(body)))]
-    return status, headers, body
+    return status, problem_headers(body), body
 
 
 def feature_disabled_response(error: FeatureDisabledError) -> Response:
@@ -106,4 +105,4 @@ def feature_disabled_wsgi_response(
 ) -> tuple[str, list[tuple[str, str]], bytes]:
     """The same answer for WSGI: ``(status_line, headers, body)`` for ``start_response``."""
     status, headers, body = feature_disabled_parts(error)
-    return f"{status} {HTTPStatus(status).phrase}", headers, body
+    return status_line(status), headers, body

@@ -12,10 +12,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from http import HTTPStatus
 
 from sergas_guard.errors import ConfigurationError, RateLimitExceeded
-from sergas_guard.problem import PROBLEM_CONTENT_TYPE, problem_body, retry_after_header
+from sergas_guard.problem import (
+    PROBLEM_CONTENT_TYPE,
+    problem_body,
+    retry_after_header,
+    status_line,
+)
 from sergas_guard.web.context import current_context
 from sergas_guard.web.headers import HeaderList, RecordedDecision
 
@@ -43,11 +47,7 @@ class Rejection:
     @property
     def status_line(self) -> str:
         """``"429 Too Many Requests"``, as WSGI's start_response wants it."""
-        try:
-            reason = HTTPStatus(self.status).phrase
-        except ValueError:  # a status outside the registry still needs a reason phrase
-            reason = "Error"
-        return f"{self.status} {reason}"
+        return status_line(self.status)
 
     def header_dict(self) -> dict[str, str]:
         """The headers as a dict (each name appears once here)."""
