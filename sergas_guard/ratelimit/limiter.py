@@ -211,19 +211,16 @@ class RateLimiter:
 
     def validate_cost(self, cost: object) -> None:
         """Raise ConfigurationError unless ``cost`` is a whole number this limiter can admit."""
-        if type(cost) is not int or not 0 <= cost <= self.capacity:
-            raise self._bad_cost(cost)
-
-    def _bad_cost(self, cost: object) -> ConfigurationError:
         if type(cost) is not int or cost < 0:
-            return ConfigurationError(
+            raise ConfigurationError(
                 f"cost must be a whole number >= 0, not {cost!r}", field="cost"
             )
-        return ConfigurationError(
-            f"cost {cost} exceeds what limiter {self.config.name!r} can ever admit at once "
-            f"({self.capacity}); no amount of waiting would admit it",
-            field="cost",
-        )
+        if cost > self.capacity:
+            raise ConfigurationError(
+                f"cost {cost} exceeds what limiter {self.config.name!r} can ever admit at once "
+                f"({self.capacity}); no amount of waiting would admit it",
+                field="cost",
+            )
 
     def _decision(
         self, key: str, cost: int, results: Sequence[RateLimitResult]
@@ -245,8 +242,7 @@ class RateLimiter:
         Raises ConfigurationError for a cost that is not a whole number >= 0 or that
         exceeds what the limits can ever admit at once.
         """
-        if type(cost) is not int or not 0 <= cost <= self.capacity:
-            raise self._bad_cost(cost)
+        self.validate_cost(cost)
         return self._decision(key, cost, await self.storage.decide(self.checks(key), cost))
 
     async def hit(self, key: str = GLOBAL_KEY, cost: int = 1) -> RateLimitResult:
@@ -278,8 +274,7 @@ class RateLimiter:
 
     def decide_sync(self, key: str = GLOBAL_KEY, cost: int = 1) -> RateLimitDecision:
         """Sync face of :meth:`decide` (no event loop involved)."""
-        if type(cost) is not int or not 0 <= cost <= self.capacity:
-            raise self._bad_cost(cost)
+        self.validate_cost(cost)
         return self._decision(key, cost, self.storage.decide_sync(self.checks(key), cost))
 
     def hit_sync(self, key: str = GLOBAL_KEY, cost: int = 1) -> RateLimitResult:
