@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple, Protocol, runtime_checkable
 
+from sergas_guard.errors import ConfigurationError
 from sergas_guard.ratelimit.result import LimitSpec, RateLimitResult
 
-__all__ = ["LimitCheck", "RateLimitStorage"]
+__all__ = ["LimitCheck", "RateLimitStorage", "too_costly"]
 
 
 class LimitCheck(NamedTuple):
@@ -61,3 +62,11 @@ class RateLimitStorage(Protocol):
     async def aclose(self) -> None:
         """Release connections (async clients)."""
         ...
+
+
+def too_costly(cost: int, spec: LimitSpec) -> ConfigurationError:
+    """The error of every storage for a cost above what ``spec`` can ever admit at once."""
+    return ConfigurationError(
+        f"cost {cost} exceeds what {spec.describe()} can ever admit at once ({spec.capacity})",
+        field="cost",
+    )

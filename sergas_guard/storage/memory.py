@@ -24,7 +24,7 @@ from sergas_guard.ratelimit.result import (
     new_result,
 )
 from sergas_guard.ratelimit.strategies import DECIDERS, Decider, sliding_log
-from sergas_guard.storage.base import LimitCheck
+from sergas_guard.storage.base import LimitCheck, too_costly
 
 __all__ = ["MemoryStorage"]
 
@@ -104,7 +104,7 @@ class MemoryStorage:
         # One limit, inlined: this is the hot path of every request.
         key, spec = checks[0]
         if cost > spec.capacity:
-            raise _too_costly(cost, spec)
+            raise too_costly(cost, spec)
         entries = self._entries
         # acquire/release rather than ``with``: half the cost, and nothing between
         # them can raise except a strategy bug, which the finally still covers.
@@ -160,7 +160,7 @@ class MemoryStorage:
         decided = []
         for key, spec in checks:
             if cost > spec.capacity:
-                raise _too_costly(cost, spec)
+                raise too_costly(cost, spec)
             state = self._live_state(key, now)
             if type(state) is deque:
                 # Nothing may change before every limit has admitted: decide on a copy.
@@ -234,11 +234,4 @@ def _rejection_memo(now: int, result: RateLimitResult) -> _Memo:
         now + round(result.retry_after * US_PER_SECOND),
         result.limit,
         now + round(result.reset_after * US_PER_SECOND),
-    )
-
-
-def _too_costly(cost: int, spec: LimitSpec) -> ConfigurationError:
-    return ConfigurationError(
-        f"cost {cost} exceeds what {spec.describe()} can ever admit at once ({spec.capacity})",
-        field="cost",
     )

@@ -23,7 +23,7 @@ from sergas_guard.ratelimit.result import (
     RateLimitResult,
     RateLimitStrategy,
 )
-from sergas_guard.storage.base import LimitCheck
+from sergas_guard.storage.base import LimitCheck, too_costly
 
 __all__ = [
     "DECIDE_SCRIPT",
@@ -119,7 +119,7 @@ def encode_call(
     if len(checks) == 1 and now_us is None and not source and 0 <= cost < 64:
         key, spec = checks[0]
         if cost > spec.capacity:
-            raise _too_costly(cost, spec)
+            raise too_costly(cost, spec)
         encoded = key.encode()
         return b"%b$%d\r\n%b\r\n%b%b" % (
             _ONE_KEY,
@@ -134,7 +134,7 @@ def encode_call(
     specs = []
     for key, spec in checks:
         if cost > spec.capacity:
-            raise _too_costly(cost, spec)
+            raise too_costly(cost, spec)
         parts.append(_bulk(key.encode()))
         specs.append(_spec_bulk(spec))
     parts.append(_bulk(b"%d" % cost))
@@ -146,13 +146,6 @@ def encode_call(
     head = _EVAL_HEAD if source else _EVALSHA_HEAD
     parts[0] = b"*%d\r\n%b%b" % (count, head, _bulk(b"%d" % len(checks)))
     return b"".join(parts)
-
-
-def _too_costly(cost: int, spec: LimitSpec) -> ConfigurationError:
-    return ConfigurationError(
-        f"cost {cost} exceeds the capacity of {spec.describe()} ({spec.capacity})",
-        field="cost",
-    )
 
 
 def script_args(
@@ -169,7 +162,7 @@ def script_args(
     args: list[int | bytes] = [cost]
     for key, spec in checks:
         if cost > spec.capacity:
-            raise _too_costly(cost, spec)
+            raise too_costly(cost, spec)
         keys.append(key)
         args.append(spec_arg(spec))
     if now_us is not None:
