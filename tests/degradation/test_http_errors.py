@@ -49,7 +49,7 @@ from sergas_guard.problem import PROBLEM_CONTENT_TYPE
 from sergas_guard.wsgi import install_flask_error_handlers
 from tests.web import django_project
 from tests.web.conftest import asgi_client, serving
-from tests.web.django_project import GUARD_ERRORS
+from tests.web.django_project import GUARD_ERRORS, urlconf_module
 
 django_project.configure()  # at import, as tests/web/test_django.py explains
 
@@ -231,14 +231,15 @@ def django_urls(world: World) -> types.ModuleType:
         answer = await world.manager.execute_with_fallback("search", search_results)
         return JsonResponse(answer)
 
-    module = types.ModuleType("tests.degradation.django_feature_urls")
-    module.urlpatterns = [  # type: ignore[attr-defined]
-        path("feature", feature),
-        path("service", service),
-        path("async/feature", async_feature),
-        path("async/service", async_service),
-    ]
-    return module
+    return urlconf_module(
+        "tests.degradation.django_feature_urls",
+        [
+            path("feature", feature),
+            path("service", service),
+            path("async/feature", async_feature),
+            path("async/service", async_service),
+        ],
+    )
 
 
 def django_settings(world: World) -> Any:

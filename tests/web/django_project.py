@@ -69,8 +69,16 @@ def header_login(get_response: Callable[[HttpRequest], Any]) -> Callable[[HttpRe
     return middleware
 
 
+def urlconf_module(name: str, urlpatterns: list[Any]) -> types.ModuleType:
+    """A URLconf made of ``urlpatterns``: a module object, which Django accepts as
+    ROOT_URLCONF."""
+    module = types.ModuleType(name)
+    module.urlpatterns = urlpatterns  # type: ignore[attr-defined]
+    return module
+
+
 def urlconf() -> types.ModuleType:
-    """A fresh URLconf (a module object, which Django accepts as ROOT_URLCONF)."""
+    """A fresh URLconf of the views these tests use."""
 
     def index(request: HttpRequest) -> HttpResponse:
         return HttpResponse("index")
@@ -108,19 +116,20 @@ def urlconf() -> types.ModuleType:
     async def async_decorated(request: HttpRequest) -> HttpResponse:
         return HttpResponse("async decorated")
 
-    module = types.ModuleType("tests.web.django_urls")
-    module.urlpatterns = [  # type: ignore[attr-defined]
-        path("", index),
-        path("items/<int:item_id>", item),
-        path("stream", stream),
-        path("decorated", decorated),
-        path("down", down),
-        path("broken", broken),
-        path("async", async_index),
-        path("async/stream", async_stream),
-        path("async/decorated", async_decorated),
-    ]
-    return module
+    return urlconf_module(
+        "tests.web.django_urls",
+        [
+            path("", index),
+            path("items/<int:item_id>", item),
+            path("stream", stream),
+            path("decorated", decorated),
+            path("down", down),
+            path("broken", broken),
+            path("async", async_index),
+            path("async/stream", async_stream),
+            path("async/decorated", async_decorated),
+        ],
+    )
 
 
 urlpatterns = urlconf().urlpatterns
