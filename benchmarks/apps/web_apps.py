@@ -28,6 +28,8 @@ from sergas_guard.storage.redis import RedisStorage
 from sergas_guard.web.context import request_context
 
 HIGH_LIMIT = "1000000/second"
+#: The RateLimit-Policy header of the reference apps (HIGH_LIMIT's, as ours sends it).
+POLICY = (b"ratelimit-policy", b'"default";q=1000000;w=1')
 
 
 def _redis_url() -> str:
@@ -56,10 +58,7 @@ class StaticHeaders:
     wrapper is a plain function returning ``send``'s awaitable, the cheapest wrapper.
     """
 
-    HEADERS = (
-        (b"ratelimit-policy", b'"default";q=1000000;w=1'),
-        (b"ratelimit", b'"default";r=1;t=1'),
-    )
+    HEADERS = (POLICY, (b"ratelimit", b'"default";r=1;t=1'))
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -91,7 +90,6 @@ class DictCounter:
     """
 
     LIMIT = 1_000_000
-    POLICY = (b"ratelimit-policy", b'"default";q=1000000;w=1')
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -112,7 +110,7 @@ class DictCounter:
             return
         self.windows[client] = (start, count + 1)
         rate = b'"default";r=%d;t=%d' % (self.LIMIT - count - 1, math.ceil(start + 1 - now))
-        extra = (self.POLICY, (b"ratelimit", rate))
+        extra = (POLICY, (b"ratelimit", rate))
 
         def send_with_headers(message: Any) -> Any:
             if message["type"] == "http.response.start":
@@ -135,8 +133,6 @@ class StorageOnly:
     metrics or decision objects: the least our design can cost with this storage.
     """
 
-    POLICY = (b"ratelimit-policy", b'"default";q=1000000;w=1')
-
     def __init__(self, app: Any) -> None:
         self.app = app
         limiter = RateLimiter(HIGH_LIMIT, MemoryStorage(), name="web:default")
@@ -154,7 +150,7 @@ class StorageOnly:
             key = self.keys[peer] = "ip:" + peer
         result = self.decide(self.checks(key), 1)[0]
         rate = b'"default";r=%d;t=%d' % (result[2], math.ceil(result[4]))
-        extra = (self.POLICY, (b"ratelimit", rate))
+        extra = (POLICY, (b"ratelimit", rate))
 
         def send_with_headers(message: Any) -> Any:
             if message["type"] == "http.response.start":
