@@ -14,13 +14,16 @@ Routes (JSON in and out, errors as RFC 9457 problem+json):
 ``GET /flags``         every flag; ``GET /flags/{name}`` one
 ``PATCH /flags/{name}`` change fields of an existing flag (404 when unknown)
 ``PUT /flags/{name}``  create or change a flag; ``DELETE /flags/{name}`` remove it
+
+Bodies are JSON objects of at most 64 KiB, nested at most 8 deep (413 or 400 beyond,
+see :mod:`~sergas_guard.degradation.json_body`); what the router logs and echoes of a
+request (principal, flag name, changes, reason) is clipped to one bounded line.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -30,6 +33,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, Router
 
+from sergas_guard.clipping import clip
+from sergas_guard.degradation.json_body import BodyRefused, read_json_object
 from sergas_guard.degradation.manager import DegradationManager
 from sergas_guard.errors import ConfigurationError, StorageUnavailable
 from sergas_guard.problem import PROBLEM_CONTENT_TYPE, problem_body
@@ -51,24 +56,14 @@ _FLAG_FIELDS = {
 }
 
 
+#: The most characters of a problem's detail: ours are short, but some echo a value.
+_MAX_DETAIL = 1000
+_TITLES = {400: "Bad Request", 413: "Content Too Large"}
+
+
 def _problem(status: int, title: str, detail: str, **headers: str) -> Response:
-    body = problem_body(status=status, title=title, detail=detail)
+    body = problem_body(status=status, title=title, detail=clip(detail, _MAX_DETAIL))
     return Response(body, status_code=status, media_type=PROBLEM_CONTENT_TYPE, headers=headers)
-
-
-class _Refused(Exception):
-    def __init__(self, response: Response) -> None:
-        self.response = response
-
-
-async def _json_object(request: Request) -> dict[str, Any]:
-    try:
-        body = json.loads(await request.body() or b"null")
-    except ValueError:
-        raise _Refused(_problem(400, "Bad Request", "the body is not valid JSON")) from None
-    if not isinstance(body, dict):
-        raise _Refused(_problem(400, "Bad Request", "the body must be a JSON object"))
-    return body
 
 
 def degradation_router(
@@ -105,8 +100,8 @@ def degradation_router(
                 )
             try:
                 return await endpoint(request, principal)
-            except _Refused as refused:
-                return refused.response
+            except BodyRefused as refused:
+                return _problem(refused.status, _TITLES[refused.status], refused.detail)
             except ConfigurationError as exc:
                 return _problem(400, "Bad Request", str(exc))
             except StorageUnavailable as exc:
@@ -127,13 +122,16 @@ def degradation_router(
         return JSONResponse(level_view())
 
     async def put_level(request: Request, principal: Any) -> Response:
-        body = await _json_object(request)
+        body = await read_json_object(request)
         if "level" not in body:
             return _problem(400, "Bad Request", "the body needs a 'level'")
-        reason = str(body.get("reason") or f"set by {principal}")
+        # The manager keeps and logs the reason: one bounded line, like our own logs.
+        reason = clip(body.get("reason") or f"set by {clip(principal)}")
         # Shared levels are written to Redis with the sync client: keep it off the loop.
         await asyncio.to_thread(manager.set_degradation_level, body["level"], reason)
-        logger.warning("operator %s set the degradation level to %s", principal, body["level"])
+        logger.warning(
+            "operator %s set the degradation level to %s", clip(principal), clip(body["level"])
+        )
         return JSONResponse(level_view())
 
     async def list_flags(request: Request, principal: Any) -> Response:
@@ -152,7 +150,7 @@ def degradation_router(
 
     async def change_flag(request: Request, principal: Any) -> Response:
         name = request.path_params["name"]
-        changes = await _json_object(request)
+        changes = await read_json_object(request)
         unknown = set(changes) - _FLAG_FIELDS
         if unknown:
             return _problem(400, "Bad Request", f"unknown fields: {', '.join(sorted(unknown))}")
@@ -165,7 +163,9 @@ def degradation_router(
                 await asyncio.to_thread(lambda: flags.update(name, create=create, **changes))
         except KeyError:
             return _problem(404, "Not Found", f"no flag named {name!r}")
-        logger.warning("operator %s changed flag %s: %s", principal, name, changes)
+        logger.warning(
+            "operator %s changed flag %s: %s", clip(principal), clip(name), clip(changes)
+        )
         return one_flag(name)
 
     async def delete_flag(request: Request, principal: Any) -> Response:
@@ -174,7 +174,7 @@ def degradation_router(
             await asyncio.to_thread(flags.remove, name)
         except KeyError:
             return _problem(404, "Not Found", f"no flag named {name!r}")
-        logger.warning("operator %s removed flag %s", principal, name)
+        logger.warning("operator %s removed flag %s", clip(principal), clip(name))
         return Response(status_code=204)
 
     return Router(

@@ -2,10 +2,12 @@
 
 A proxy appends the address it received a request from to ``X-Forwarded-For`` (or a
 ``for=`` element to RFC 7239 ``Forwarded``). Everything left of what our own proxies
-wrote is whatever the client chose to send, so the header is read from the right:
-starting at the peer, each hop is believed only while the address that vouches for it
-is a trusted proxy, and the first address that is not one is the client. A peer that
-is not a trusted proxy is the client itself, whatever headers it sends.
+wrote is whatever the client chose to send, so the header is read from the right
+(:mod:`sergas_guard.web.forwarding`): starting at the peer, each hop is believed only
+while the address that vouches for it is a trusted proxy, and the first address that
+is not one is the client. A peer that is not a trusted proxy is the client itself,
+whatever headers it sends. Reading stops where the walk stops, so the client's text
+costs nothing and cannot change the answer.
 
 IPv6 clients are grouped by prefix (default /64, what one subscriber usually gets), so
 that rotating through the addresses of one network does not multiply the budget.
@@ -15,19 +17,43 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
 from typing import Literal, Protocol
 
 from sergas_guard.errors import ConfigurationError
+from sergas_guard.web.forwarding import (
+    Hop,
+    forwarded_nodes,
+    parse_forwarded,
+    parse_node,
+    parse_x_forwarded_for,
+    x_forwarded_for_nodes,
+)
 
-__all__ = ["ClientAddressResolver", "ProxyHeader", "parse_forwarded", "parse_x_forwarded_for"]
+__all__ = [
+    "MAX_HOPS",
+    "MAX_IDENTITY",
+    "ClientAddressResolver",
+    "ProxyHeader",
+    "parse_forwarded",
+    "parse_x_forwarded_for",
+]
 
 ProxyHeader = Literal["x-forwarded-for", "forwarded"]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 #: Peers whose ``ip:`` key is remembered (see ClientAddressResolver.client_key).
 PEER_KEY_CACHE = 4096
+#: The most hops walked: real chains of proxies are a handful deep, and the walk only
+#: goes on through trusted ones, so the bound only ever cuts text a trusted host wrote.
+MAX_HOPS = 16
+#: The longest identity: an address or network is at most 43 characters, an obfuscated
+#: identifier at most 64; a peer that is no address (a test client's name) is clipped.
+MAX_IDENTITY = 64
+
+
+_UNREADABLE: tuple[Hop, bool] = (None, False)
 
 
 class _Request(Protocol):
@@ -35,67 +61,6 @@ class _Request(Protocol):
     def peer(self) -> str | None: ...
     @property
     def client_ip(self) -> str: ...
-
-
-# A hop is an address, an RFC 7239 obfuscated identifier (``_hidden``), or None (unknown).
-Hop = IPAddress | str | None
-
-
-def _parse_address(text: str) -> Hop:
-    """One hop as written by a proxy: ``1.2.3.4``, ``1.2.3.4:80``, ``[::1]:80``, ``::1``."""
-    text = text.strip().strip('"').strip()
-    if not text or text.lower() == "unknown":
-        return None
-    if text.startswith("["):
-        text = text[1 : text.find("]")] if "]" in text else text[1:]
-    elif text.count(":") == 1:  # IPv4 with a port
-        text = text.split(":", 1)[0]
-    try:
-        address = ipaddress.ip_address(text)
-    except ValueError:
-        # RFC 7239 obfuscated identifiers are stable per client: usable as an identity.
-        return text if text.startswith("_") else None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
-
-
-def parse_x_forwarded_for(values: Iterable[str]) -> list[Hop]:
-    """The hops of one or more ``X-Forwarded-For`` lines, client first."""
-    return [_parse_address(part) for value in values for part in value.split(",")]
-
-
-def parse_forwarded(values: Iterable[str]) -> list[Hop]:
-    """The ``for=`` hops of one or more RFC 7239 ``Forwarded`` lines, client first.
-
-    An element without ``for=`` counts as an unknown hop, so positions stay aligned.
-    """
-    hops: list[Hop] = []
-    for value in values:
-        for element in _split_outside_quotes(value, ","):
-            hop: Hop = None
-            for pair in _split_outside_quotes(element, ";"):
-                name, _, token = pair.partition("=")
-                if name.strip().lower() == "for":
-                    hop = _parse_address(token)
-            hops.append(hop)
-    return hops
-
-
-def _split_outside_quotes(text: str, separator: str) -> list[str]:
-    parts: list[str] = []
-    current: list[str] = []
-    quoted = False
-    for char in text:
-        if char == '"':
-            quoted = not quoted
-        if char == separator and not quoted:
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(char)
-    parts.append("".join(current))
-    return parts
 
 
 class ClientAddressResolver:
@@ -134,10 +99,15 @@ class ClientAddressResolver:
         if not 1 <= ipv4_prefix <= 32:
             raise ConfigurationError("ipv4_prefix must be between 1 and 32", field="ipv4_prefix")
         self.proxy_header: ProxyHeader = proxy_header
-        self._parse_hops = parse_forwarded if proxy_header == "forwarded" else parse_x_forwarded_for
+        self._nodes_from_right: Callable[[str], Iterator[str | None]] = (
+            forwarded_nodes if proxy_header == "forwarded" else x_forwarded_for_nodes
+        )
         self.ipv6_prefix = ipv6_prefix
         self.ipv4_prefix = ipv4_prefix
         self._group = functools.lru_cache(maxsize=4096)(self._group_uncached)
+        # Parsing an address and testing it against the networks cost microseconds;
+        # the same proxies and clients come back, so remember the answer per node text.
+        self._read_node = functools.lru_cache(maxsize=4096)(self._read_node_uncached)
         self._peer_keys: dict[str | None, str] = {}
 
     def __repr__(self) -> str:
@@ -151,23 +121,33 @@ class ClientAddressResolver:
         """The client's address (or network, for grouped prefixes) as a string.
 
         ``peer`` is the address the connection came from (None when unknown, e.g. a
-        Unix socket); ``header_values(name)`` returns a request header's lines.
+        Unix socket); ``header_values(name)`` returns a request header's lines. The
+        walk from the right stops at the first untrusted address (the client), and
+        at a hop it cannot read (``unknown``, malformed, too long) or after
+        :data:`MAX_HOPS` hops: the identity is then the trusted address that wrote
+        that hop, never text left of it. Never raises; at most MAX_IDENTITY characters.
         """
         if peer is None:
             return "unknown"
         if not self.trusted:
             return self._group(peer)
-        current = _parse_address(peer)
-        if not self._is_trusted(current):
+        current, trusted = self._read_node(peer)
+        if not trusted:
             return self._group(peer)
         values = header_values(self.proxy_header)
-        for hop in reversed(self._parse_hops(values)):
+        if not values:
+            return self._group(peer)
+        # Repeated lines read as one comma-joined value, as WSGI servers fold them, so
+        # the ASGI, WSGI and Django edges agree.
+        text = values[0] if len(values) == 1 else ", ".join(values)
+        for node in islice(self._nodes_from_right(text), MAX_HOPS):
+            hop, trusted = self._read_node(node) if node else _UNREADABLE
             if hop is None:
-                break  # a proxy of ours did not know its peer: stop at that proxy
+                break  # who wrote it did not know, or wrote nonsense: stop at the writer
             if isinstance(hop, str):
-                return hop
+                return hop  # an obfuscated identifier, at most MAX_OBFUSCATED long
             current = hop
-            if not self._is_trusted(hop):
+            if not trusted:
                 break
         return self._group(str(current))
 
@@ -188,15 +168,18 @@ class ClientAddressResolver:
             self._peer_keys[peer] = key
         return key
 
-    def _is_trusted(self, address: Hop) -> bool:
-        if address is None or isinstance(address, str):
-            return False
-        return any(address in network for network in self.trusted)
+    def _read_node_uncached(self, text: str) -> tuple[Hop, bool]:
+        """The hop a node names, and whether it is one of our trusted proxies."""
+        hop = parse_node(text)
+        if hop is None or isinstance(hop, str):
+            return hop, False
+        return hop, any(hop in network for network in self.trusted)
 
     def _group_uncached(self, text: str) -> str:
-        address = _parse_address(text)
+        address = parse_node(text)
         if address is None or isinstance(address, str):
-            return text  # not an IP (a test client's name, a socket path): use as is
+            # Not an IP (a test client's name, a socket path): use as is, within bounds.
+            return text[:MAX_IDENTITY]
         if isinstance(address, ipaddress.IPv6Address):
             if self.ipv6_prefix == 128:
                 return str(address)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -13,14 +13,17 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.routing import Mount
 
+from sergas_guard.clipping import LOG_VALUE_LIMIT
 from sergas_guard.degradation import (
     DegradationLevel,
     DegradationManager,
     FeatureFlags,
     degradation_router,
 )
+from sergas_guard.degradation.json_body import MAX_BODY_BYTES
 from sergas_guard.errors import ConfigurationError
 from sergas_guard.problem import PROBLEM_CONTENT_TYPE
+from tests.web.conftest import serving
 
 TOKEN = "s3cret-operator-token"
 
@@ -189,3 +192,89 @@ async def test_changes_through_the_router_reach_every_worker(redis_url: str) -> 
     assert not await other_worker.is_enabled_async("recommendations")
     for store in stores:
         await store.aclose()
+
+
+# --- issue 12, finding 8: bounded bodies, JSON depth and log lines, through uvicorn ---
+
+
+@pytest.fixture
+def served(manager: DegradationManager) -> Iterator[str]:
+    """The router under a real uvicorn (as the app: a Mount would refuse a newline in
+    the path before the router sees it); yields its base URL."""
+    with serving(degradation_router(manager, auth=require_operator)) as base:
+        yield base
+
+
+def operator(base: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=base, headers={"authorization": f"Bearer {TOKEN}"}, timeout=30
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        (b"[" * 60_000, "nested deeper than"),  # was a RecursionError: 500
+        (b'{"level": "degraded", "reason": ' + b"[" * 9 + b"]" * 9 + b"}", "nested deeper"),
+        (b'{"level": NaN}', "not valid JSON"),
+        (b'{"level": "\xff"}', "not valid JSON"),
+        (b"", "JSON object"),
+    ],
+)
+async def test_bodies_that_are_no_plain_json_object_get_400(
+    served: str, manager: DegradationManager, body: bytes, detail: str
+) -> None:
+    async with operator(served) as http:
+        response = await http.put("/level", content=body)
+    assert response.status_code == 400
+    assert response.headers["content-type"] == PROBLEM_CONTENT_TYPE
+    assert detail in response.json()["detail"]
+    assert manager.level is DegradationLevel.NORMAL
+
+
+async def test_a_body_over_the_bound_gets_413_however_it_is_framed(
+    served: str, manager: DegradationManager
+) -> None:
+    # Finding 8: a 5 MB description was accepted and logged whole at WARNING.
+    huge = json.dumps({"description": "x" * 5_000_000}).encode()
+
+    async def chunked() -> AsyncIterator[bytes]:  # no Content-Length: streamed
+        for start in range(0, len(huge), 65_536):
+            yield huge[start : start + 65_536]
+
+    async with operator(served) as http:
+        announced = await http.patch("/flags/recommendations", content=huge)
+        brackets = await http.put("/level", content=b"[" * 100_000)  # the finding's body
+        streamed = await http.patch("/flags/recommendations", content=chunked())
+        just_over = await http.patch(
+            "/flags/recommendations",
+            content=json.dumps({"description": "x" * MAX_BODY_BYTES}).encode(),
+        )
+    for response in (announced, streamed, just_over, brackets):
+        assert response.status_code == 413
+        assert response.headers["content-type"] == PROBLEM_CONTENT_TYPE
+        assert str(MAX_BODY_BYTES) in response.json()["detail"]
+    flag = manager.feature_flags.get("recommendations")
+    assert flag is not None
+    assert flag.description == "product recommendations"
+
+
+async def test_what_the_router_logs_is_one_bounded_line(
+    served: str, manager: DegradationManager, caplog: pytest.LogCaptureFixture
+) -> None:
+    description = "d" * (MAX_BODY_BYTES - 100)  # within the bound: accepted, not logged whole
+    with caplog.at_level("WARNING", logger="sergas_guard.degradation"):
+        async with operator(served) as http:
+            changed = await http.patch("/flags/recommendations", json={"description": description})
+            forged = await http.put("/flags/x%0AFAKE: operator root", json={"enabled": True})
+            level = await http.put("/level", json={"level": "degraded", "reason": "r" * 50_000})
+    assert [changed.status_code, forged.status_code, level.status_code] == [200, 200, 200]
+    flag = manager.feature_flags.get("recommendations")
+    assert flag is not None
+    assert flag.description == description
+    records = [r.getMessage() for r in caplog.records]
+    assert len(records) == 4  # two flag changes, the level set, the manager's level change
+    for message in records:
+        assert len(message) <= 2 * LOG_VALUE_LIMIT + 200
+        assert "\n" not in message
+    assert any("x\\x0aFAKE: operator root" in m for m in records)
