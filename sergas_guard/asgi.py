@@ -117,7 +117,9 @@ class RateLimitMiddleware:
 
     ``default_limits`` (a rate string such as ``"100/minute"``, a RateLimitConfig or a
     RateLimiter; None for no limit) apply to requests no rule matches, one budget per
-    client; ``rules`` (:class:`~sergas_guard.web.Rule`) give routes their own limits.
+    client; ``rules`` (:class:`~sergas_guard.web.Rule`) give routes their own limits,
+    matched against the path below ``root_path`` (the path Starlette routes on) and the
+    method in any case.
     Options (see :class:`~sergas_guard.web.engine.EngineOptions`): ``storage`` is a
     storage object or URL (default: in memory). The client is ``key_func(request_info)``
     (default: its address; ``trusted_proxies`` CIDRs, ``proxy_header`` and

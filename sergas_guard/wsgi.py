@@ -49,6 +49,8 @@ def _send(start_response: StartResponse, rejection: Rejection) -> list[bytes]:
 class RateLimitMiddleware:
     """Rate limits for a WSGI app; the options are those of
     :class:`sergas_guard.asgi.RateLimitMiddleware` (``on_reject`` returns a WSGI app).
+    Rules match ``PATH_INFO`` as werkzeug routes on it (UTF-8, one leading slash) and
+    the method in any case.
 
     Raises ConfigurationError for invalid options, at construction. Call
     :meth:`close` at shutdown to release storage connections.

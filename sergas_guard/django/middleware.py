@@ -40,7 +40,7 @@ from sergas_guard.web.rejection import (
     rejection_in_context,
     unavailable_rejection,
 )
-from sergas_guard.web.request import WsgiRequestInfo
+from sergas_guard.web.request import RequestInfo, WsgiRequestInfo
 
 __all__ = [
     "DjangoRequestInfo",
@@ -57,12 +57,25 @@ Response = Any
 
 class DjangoRequestInfo(WsgiRequestInfo):
     """The RequestInfo of a Django request: ``raw`` is ``request.META`` (the WSGI
-    environ, or its equivalent under ASGI), ``request`` the HttpRequest itself."""
+    environ, or its equivalent under ASGI), ``request`` the HttpRequest itself.
+
+    ``method`` and ``path`` are Django's own ``request.method`` (upper-cased) and
+    ``request.path_info`` (decoded, below ``SCRIPT_NAME`` or the ASGI ``root_path``):
+    what Django's URL resolver and views see, under WSGI and ASGI alike.
+    """
 
     __slots__ = ("request",)
 
     def __init__(self, request: Request, resolver: ClientAddressResolver | None = None) -> None:
-        super().__init__(request.META, resolver)
+        meta = request.META
+        RequestInfo.__init__(
+            self,
+            meta,
+            request.method or "GET",
+            request.path_info or "/",
+            meta.get("REMOTE_ADDR") or None,
+            resolver,
+        )
         self.request = request
 
     @property

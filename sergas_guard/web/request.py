@@ -7,20 +7,62 @@ that only wants the client address never makes the headers get parsed.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from sergas_guard.types import Environ, Scope
 from sergas_guard.web.identity import ClientAddressResolver
 
-__all__ = ["AsgiRequestInfo", "HeaderView", "RequestInfo", "WsgiRequestInfo"]
+__all__ = [
+    "AsgiRequestInfo",
+    "HeaderView",
+    "RequestInfo",
+    "WsgiRequestInfo",
+    "route_path",
+    "wsgi_route_path",
+]
 
 _DEFAULT_RESOLVER = ClientAddressResolver()
+
+
+def route_path(path: str, root_path: str) -> str:
+    """The ASGI ``path`` below ``root_path``, the part Starlette routes on.
+
+    The root comes off only where it ends at a segment boundary (``/api`` comes off
+    ``/api/login`` and ``/api``, not off ``/apix``); a path outside the root is kept
+    whole, as Starlette keeps it.
+    """
+    end = len(root_path)
+    if path[end : end + 1] in ("/", "") and path.startswith(root_path):
+        return path[end:]
+    return path
+
+
+def wsgi_route_path(path_info: str) -> str:
+    """The path werkzeug routes on, from a WSGI ``PATH_INFO``.
+
+    PEP 3333 passes the path's bytes as latin-1 characters; werkzeug and Django decode
+    them as UTF-8 (undecodable bytes become U+FFFD here, as in werkzeug). Werkzeug also
+    routes ``//login`` as ``/login``: every leading slash but one is dropped.
+    """
+    path = path_info
+    if not path.isascii():
+        # A character above U+00FF means a server that decoded the path already.
+        with contextlib.suppress(UnicodeEncodeError):
+            path = path.encode("latin-1").decode("utf-8", "replace")
+    if path[:1] == "/" != path[1:2]:  # one leading slash: the common case, at its cheapest
+        return path
+    return "/" + path.lstrip("/")
 
 
 class RequestInfo:
     """Method, path, headers, client address and user of one request.
 
+    ``path`` is the path the application routes on, the one rules match: percent-decoded,
+    without the prefix the app is mounted under (ASGI ``root_path``, WSGI
+    ``SCRIPT_NAME``). ``method`` is the method as the framework dispatches it: as sent
+    under ASGI (Starlette compares it as sent), upper-cased under WSGI and Django.
     ``raw`` is the native object (the ASGI scope or the WSGI environ) for anything else.
     """
 
@@ -104,9 +146,13 @@ class AsgiRequestInfo(RequestInfo):
     def __init__(self, scope: Scope, resolver: ClientAddressResolver | None = None) -> None:
         # Built for every request: set the slots directly rather than through super().
         client = scope.get("client")
+        path = scope["path"]
+        root_path = scope.get("root_path")
+        if root_path:  # uvicorn --root-path, or an app mounted below another one
+            path = route_path(path, root_path)
         self.raw = scope
         self.method = scope.get("method", "GET")
-        self.path = scope["path"]
+        self.path = path
         self.peer = client[0] if client else None
         self._resolver = resolver or _DEFAULT_RESOLVER
         self._client_ip = None
@@ -133,8 +179,8 @@ class WsgiRequestInfo(RequestInfo):
     def __init__(self, environ: Environ, resolver: ClientAddressResolver | None = None) -> None:
         super().__init__(
             environ,
-            environ.get("REQUEST_METHOD", "GET"),
-            environ.get("PATH_INFO", "") or "/",
+            environ.get("REQUEST_METHOD", "GET").upper(),
+            wsgi_route_path(environ.get("PATH_INFO", "")),
             environ.get("REMOTE_ADDR") or None,
             resolver,
         )

@@ -43,10 +43,24 @@ Limits = str | RateLimitConfig | RateLimiter
 
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::([A-Za-z_]+))?\}")
 
+# What each convertor matches. Where the routers we front disagree, the widest wins, so
+# that no router serves a path its rule misses: Starlette's ``path`` accepts an empty
+# rest (``/files/`` runs ``/files/{p:path}``), werkzeug's ``int`` accepts any Unicode
+# digit (``/items/١٢``). ``.`` stops at a newline in all three routers, and here too.
+_CONVERTORS = {"str": "[^/]+", "path": ".*", "int": r"\d+"}
+# Starlette anchors its routes with ``$``, which also matches before one final newline:
+# ``POST /login%0A`` runs the ``/login`` route. Werkzeug and Django anchor with ``\Z``.
+_END = r"\n?\Z"
+# A prefix rule covers everything below it, newlines included.
+_BELOW = r"(?s:/.*)?"
+
 
 def compile_path(pattern: str) -> Callable[[str], bool]:
     """A matcher for ``/items/{id}`` (one segment), ``{name:path}`` (the rest) or ``/x/*``.
 
+    It matches every path a router (Starlette, werkzeug, Django) would route to the
+    same pattern: a final newline is allowed as Starlette allows it, and convertors
+    take the widest of the routers' definitions (see ``_CONVERTORS``).
     Raises ConfigurationError for a pattern not starting with ``/`` or an unknown convertor.
     """
     if not pattern.startswith("/"):
@@ -54,20 +68,20 @@ def compile_path(pattern: str) -> Callable[[str], bool]:
     prefix = pattern.endswith("*")
     body = pattern[:-1].rstrip("/") if prefix else pattern
     if not prefix and "{" not in body:
-        return body.__eq__
+        return frozenset((body, body + "\n")).__contains__
     parts, last = [], 0
     for match in _PARAM.finditer(body):
         convertor = match.group(2) or "str"
-        if convertor not in ("str", "path", "int"):
+        if convertor not in _CONVERTORS:
             raise ConfigurationError(
                 f"unknown convertor {convertor!r} in {pattern!r} (str, int or path)", field="path"
             )
         parts.append(re.escape(body[last : match.start()]))
-        parts.append({"str": "[^/]+", "path": ".+", "int": "[0-9]+"}[convertor])
+        parts.append(_CONVERTORS[convertor])
         last = match.end()
     parts.append(re.escape(body[last:]))
-    regex = "".join(parts) + ("(?:/.*)?" if prefix else "")
-    return re.compile(regex + r"\Z").match  # type: ignore[return-value]
+    regex = "".join(parts) + (_BELOW if prefix else "")
+    return re.compile(regex + _END).match  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -200,6 +214,10 @@ def build_limiter(
     )
 
 
+#: How many (method, path) pairs a RuleSet remembers, and the longest path it remembers.
+_CACHED = 2048
+_CACHED_PATH = 1024
+
 NO_POLICIES = PolicySet.build("exempt", ())
 EXEMPT = Plan("exempt", None, client_ip, 0, None, False, NO_POLICIES)
 
@@ -258,9 +276,9 @@ class RuleSet:
                 )
             plan = self._plan(rule, key, shadow)
             self._rules.append((compile_path(rule.path), rule.method_set(), plan))
-        self.match: Callable[[str, str], Plan] = functools.lru_cache(maxsize=2048)(self._match)
-        if not self._rules:
-            self.match = self._only_default
+        self.match: Callable[[str, str], Plan] = self._only_default
+        if self._rules:
+            self.match = self._cached_match()
 
     def _plan(self, rule: Rule, key: RequestKey, shadow: bool) -> Plan:
         name = rule.group or rule.display_name()
@@ -323,7 +341,24 @@ class RuleSet:
     def _only_default(self, method: str, path: str) -> Plan:
         return self.default
 
+    def _cached_match(self) -> Callable[[str, str], Plan]:
+        """:meth:`_match` behind an LRU cache of recent (method, path) pairs.
+
+        Clients choose the paths, so the cache is bounded in entries and, by leaving
+        long paths out, in bytes: at most ``_CACHED`` entries of ``_CACHED_PATH`` chars.
+        """
+        uncached = self._match
+        cached = functools.lru_cache(maxsize=_CACHED)(uncached)
+
+        def match(method: str, path: str) -> Plan:
+            return cached(method, path) if len(path) <= _CACHED_PATH else uncached(method, path)
+
+        return match
+
     def _match(self, method: str, path: str) -> Plan:
+        # Methods are compared case-insensitively: werkzeug and Django upper-case the
+        # method before dispatching (``post`` runs the POST view).
+        method = method.upper()
         for matches, methods, plan in self._rules:
             if (methods is None or method in methods) and matches(path):
                 return plan

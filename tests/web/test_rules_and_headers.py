@@ -43,11 +43,13 @@ def ruleset(rules: list[Rule], default: str | None = "5/minute") -> RuleSet:
     ("pattern", "matching", "not_matching"),
     [
         ("/items/{id}", ["/items/1", "/items/abc"], ["/items", "/items/", "/items/1/x"]),
-        ("/items/{id:int}", ["/items/42"], ["/items/x"]),
-        ("/files/{p:path}", ["/files/a", "/files/a/b/c"], ["/files/", "/files"]),
-        ("/api/*", ["/api", "/api/", "/api/v1/x"], ["/apix", "/ap"]),
-        ("/exact", ["/exact"], ["/exact/", "/exactly"]),
-        ("/a.b/{x}", ["/a.b/1"], ["/aXb/1"]),
+        # Werkzeug's int takes any Unicode digit; Starlette's `$` a final newline.
+        ("/items/{id:int}", ["/items/42", "/items/١٢", "/items/42\n"], ["/items/x", "/items/4\r"]),
+        # Starlette runs /files/{p:path} for /files/ (an empty rest).
+        ("/files/{p:path}", ["/files/a", "/files/a/b/c", "/files/", "/files/a\n"], ["/files"]),
+        ("/api/*", ["/api", "/api/", "/api/v1/x", "/api/a\nb", "/api\n"], ["/apix", "/ap"]),
+        ("/exact", ["/exact", "/exact\n"], ["/exact/", "/exactly", "/exact\n\n", "/exact\r"]),
+        ("/a.b/{x}", ["/a.b/1", "/a.b/1\n"], ["/aXb/1"]),
     ],
 )
 def test_path_patterns(pattern: str, matching: list[str], not_matching: list[str]) -> None:
