@@ -15,16 +15,21 @@ import logging
 import math
 import sys
 import threading
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 __all__ = [
     "MAX_KEY_LENGTH",
     "NEVER_FITS",
+    "Fault",
     "FaultLog",
     "bounded_key",
     "checked_cost",
     "checked_key",
+    "cost_of",
     "describe_exception",
     "describe_value",
+    "key_of",
 ]
 
 #: The longest identity stored as given; longer ones keep their head and gain a digest
@@ -97,6 +102,38 @@ def checked_cost(value: object) -> tuple[int, str | None]:
             return 1, "returned a negative cost"
         return (NEVER_FITS if math.isinf(value) else math.ceil(value)), "returned a float"
     return 1, "returned " + describe_value(value)
+
+
+class Fault(NamedTuple):
+    """What was wrong with a callback's answer: ``kind`` for the log line (see
+    :class:`FaultLog`), ``error`` what it raised (None when it returned nonsense)."""
+
+    kind: str
+    error: Exception | None = None
+
+
+def key_of(func: Callable[..., object], *args: Any, **kwargs: Any) -> str | Fault:
+    """The identity ``func(*args, **kwargs)`` gives (see :func:`checked_key`), or the
+    Fault when it raises or returns anything but a non-empty str."""
+    try:
+        value = func(*args, **kwargs)
+    except Exception as exc:
+        return Fault(describe_exception(exc), exc)
+    key = checked_key(value)
+    return Fault("returned " + describe_value(value)) if key is None else key
+
+
+def cost_of(func: Callable[..., object], *args: Any, **kwargs: Any) -> tuple[int, Fault | None]:
+    """The cost to charge for ``func(*args, **kwargs)`` (see :func:`checked_cost`; 1
+    when it raises), and the Fault if there was one."""
+    try:
+        value = func(*args, **kwargs)
+    except Exception as exc:
+        return 1, Fault(describe_exception(exc), exc)
+    if type(value) is int and value >= 0:
+        return value, None
+    cost, kind = checked_cost(value)
+    return cost, None if kind is None else Fault(kind)
 
 
 def describe_value(value: object) -> str:

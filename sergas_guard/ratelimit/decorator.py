@@ -12,13 +12,7 @@ from contextvars import ContextVar
 from typing import Any, Literal, ParamSpec, Protocol, TypeVar, cast
 
 from sergas_guard.errors import ConfigurationError, RequestTooCostly
-from sergas_guard.ratelimit.callback_values import (
-    FaultLog,
-    checked_cost,
-    checked_key,
-    describe_exception,
-    describe_value,
-)
+from sergas_guard.ratelimit.callback_values import FaultLog, checked_key, cost_of, key_of
 from sergas_guard.ratelimit.config import RateLimitConfig
 from sergas_guard.ratelimit.limiter import GLOBAL_KEY, RateLimitDecision, RateLimiter
 from sergas_guard.ratelimit.result import RateLimitStrategy
@@ -199,25 +193,21 @@ def _key_function(key: KeyArg, limiter: RateLimiter) -> Callable[..., str]:
     faults = FaultLog(logger, f"key function of @rate_limited {limiter.name!r}")
 
     def checked_identity(*args: Any, **kwargs: Any) -> str:
-        try:
-            value = func(*args, **kwargs)
-        except Exception as exc:
-            if decision_listener.get() is None:
-                raise  # plain service code: the caller's own error, as any call's
-            kind = describe_exception(exc)
-        else:
-            identity = checked_key(value)
-            if identity is not None:
-                return identity
-            kind = "returned " + describe_value(value)
+        identity = key_of(func, *args, **kwargs)
+        if isinstance(identity, str):
+            return identity
         listener = decision_listener.get()
-        if listener is None:
+        if listener is None:  # plain service code: its caller hears of the fault
+            if identity.error is not None:
+                raise identity.error  # the key function's own error, as from any call
             raise ConfigurationError(
-                f"key function of @rate_limited {limiter.name!r} {kind}; "
+                f"key function of @rate_limited {limiter.name!r} {identity.kind}; "
                 "it must return a non-empty str",
                 field="key",
             )
-        faults.report(kind, "it must return a non-empty str; counting under the client address")
+        faults.report(
+            identity.kind, "it must return a non-empty str; counting under the client address"
+        )
         return listener.client_key()
 
     return checked_identity
@@ -236,20 +226,21 @@ def _cost_function(cost: CostArg, limiter: RateLimiter) -> Callable[..., int]:
     faults = FaultLog(logger, f"cost function of @rate_limited {limiter.name!r}")
 
     def checked_units(*args: Any, **kwargs: Any) -> int:
-        try:
-            value = func(*args, **kwargs)
-        except Exception as exc:
-            if decision_listener.get() is None:
-                raise  # plain service code: the caller's own error, as any call's
-            faults.report(describe_exception(exc), "charging 1")
-            return 1
-        if type(value) is int and 0 <= value <= capacity:
-            return value
-        if decision_listener.get() is None:
-            limiter.validate_cost(value)  # raises ConfigurationError, naming the problem
-        units, kind = checked_cost(value)
-        if kind is not None:
-            faults.report(kind, f"it must return a whole number >= 0; charging {units}")
+        units, fault = cost_of(func, *args, **kwargs)
+        if fault is None and units <= capacity:
+            return units
+        if decision_listener.get() is None:  # plain service code: its caller hears of it
+            if fault is not None and fault.error is not None:
+                raise fault.error  # the cost function's own error, as from any call
+            if fault is not None:
+                raise ConfigurationError(
+                    f"cost function of @rate_limited {limiter.name!r} {fault.kind}; "
+                    "it must return a whole number >= 0",
+                    field="cost",
+                )
+            limiter.validate_cost(units)  # above capacity: raises ConfigurationError
+        if fault is not None:
+            faults.report(fault.kind, f"it must return a whole number >= 0; charging {units}")
         if units > capacity:
             spec = min(limiter.specs, key=lambda spec: spec.capacity)
             raise RequestTooCostly(limit=spec.describe(), capacity=spec.capacity)

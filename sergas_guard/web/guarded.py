@@ -30,10 +30,10 @@ from typing import Any
 
 from sergas_guard.ratelimit.callback_values import (
     FaultLog,
-    checked_cost,
-    checked_key,
+    cost_of,
     describe_exception,
     describe_value,
+    key_of,
 )
 from sergas_guard.web.request import RequestInfo
 
@@ -62,17 +62,11 @@ class CallbackGuard:
         client_key, on_fault = self.client_key, self.on_fault
 
         def guarded_key(request: RequestInfo) -> str:
-            try:
-                value = func(request)
-            except Exception as exc:
-                kind = describe_exception(exc)
-            else:
-                key = checked_key(value)
-                if key is not None:
-                    return key
-                kind = "returned " + describe_value(value)
+            key = key_of(func, request)
+            if isinstance(key, str):
+                return key
             on_fault()
-            faults.report(kind, _KEY_FIX)
+            faults.report(key.kind, _KEY_FIX)
             return client_key(request)
 
         return guarded_key
@@ -83,18 +77,10 @@ class CallbackGuard:
         on_fault = self.on_fault
 
         def guarded_cost(request: RequestInfo) -> int:
-            try:
-                value = func(request)
-            except Exception as exc:
+            cost, fault = cost_of(func, request)
+            if fault is not None:
                 on_fault()
-                faults.report(describe_exception(exc), "charging 1")
-                return 1
-            if type(value) is int and value >= 0:
-                return value
-            cost, kind = checked_cost(value)
-            if kind is not None:
-                on_fault()
-                faults.report(kind, f"it must return a whole number >= 0; charging {cost}")
+                faults.report(fault.kind, f"it must return a whole number >= 0; charging {cost}")
             return cost
 
         return guarded_cost

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -29,7 +28,6 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
-from werkzeug.serving import make_server
 
 from sergas_guard.asgi import RateLimitMiddleware as AsgiRateLimit
 from sergas_guard.errors import ConfigurationError, RequestTooCostly
@@ -40,7 +38,7 @@ from sergas_guard.storage import RedisStorage
 from sergas_guard.web import RequestInfo, Rule
 from sergas_guard.wsgi import RateLimitMiddleware as WsgiRateLimit
 from sergas_guard.wsgi import install_flask_error_handlers
-from tests.web.conftest import serving
+from tests.web.conftest import serving, wsgi_serving
 from tests.web.django_project import GUARD_ERRORS, RATE_LIMIT
 from tests.web.test_django import project, served_django
 
@@ -76,19 +74,6 @@ def flask_app() -> Flask:
 
 
 @contextlib.contextmanager
-def werkzeug_serving(app: Any) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(10)
-        server.server_close()
-
-
-@contextlib.contextmanager
 def served(
     edge: str,
     storage: Any,
@@ -114,7 +99,7 @@ def served(
         flask = flask_app()
         middleware = WsgiRateLimit(flask.wsgi_app, None, [rule], **options)
         flask.wsgi_app = middleware  # type: ignore[method-assign]
-        with werkzeug_serving(flask) as url:
+        with wsgi_serving(flask) as url:
             yield url
         middleware.close()
     else:
@@ -575,7 +560,7 @@ def test_rate_limited_flask_view_with_a_never_fitting_cost_is_a_413() -> None:
         return "ok"
 
     app.wsgi_app = WsgiRateLimit(app.wsgi_app, None)  # type: ignore[method-assign]
-    with werkzeug_serving(app) as url:
+    with wsgi_serving(app) as url:
         responses = send(url, 2)
     assert [r.status_code for r in responses] == [413, 413]
 
