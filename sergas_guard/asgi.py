@@ -7,7 +7,6 @@ buffered, so streaming responses stream and background tasks run as usual.
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from typing import Unpack
@@ -21,6 +20,7 @@ from sergas_guard.web.context import (
     request_context,
 )
 from sergas_guard.web.engine import Action, EngineOptions, RateLimitEngine
+from sergas_guard.web.guarded import RejectHook
 from sergas_guard.web.headers import HeaderMode, header_mode
 from sergas_guard.web.identity import ClientAddressResolver, ProxyHeader
 from sergas_guard.web.rejection import ProblemText, Rejection, unavailable_rejection
@@ -41,6 +41,7 @@ logger = logging.getLogger("sergas_guard.web")
 # time; these are compared on every request.
 _PASS = Action.PASS
 _REJECT = Action.REJECT
+_TOO_COSTLY = Action.TOO_COSTLY
 _NO_HEADERS = HeaderMode.NONE
 
 RejectCallback = Callable[
@@ -130,7 +131,9 @@ class RateLimitMiddleware:
     ``strategy`` and ``clock`` go to the limiters built from rate strings.
 
     ``on_reject(request_info, decision)`` may return an ASGI app (e.g. a Starlette
-    Response) to send instead of the 429. ``websockets=True`` also limits WebSocket
+    Response) to send instead of the 429; if it raises or returns anything else, the
+    429 is sent and the fault logged once. A request whose cost function asks more than
+    the limit can ever admit is answered 413. ``websockets=True`` also limits WebSocket
     handshakes (a rejected one is closed with code 1008). Storages are closed when the
     app's lifespan ends. Raises ConfigurationError for invalid options.
     """
@@ -148,6 +151,14 @@ class RateLimitMiddleware:
         self.app = app
         self.engine = RateLimitEngine(default_limits, rules, **options)
         self.on_reject = on_reject
+        self._reject_hook = (
+            None
+            if on_reject is None
+            else RejectHook(
+                on_reject, callable, "an ASGI app (e.g. a Response)",
+                self.engine.count_callback_error,
+            )
+        )  # fmt: skip
         self.websockets = websockets
 
     def metrics(self) -> dict[str, object]:
@@ -192,6 +203,8 @@ class RateLimitMiddleware:
                 await send({"type": "websocket.close", "code": 1008, "reason": "rate limited"})
             elif action is _REJECT:
                 await self._reject(scope, receive, send, context)
+            elif action is _TOO_COSTLY:
+                await send_rejection(send, engine.too_costly_rejection(plan))
             else:
                 await send_rejection(send, unavailable_rejection())
         finally:
@@ -204,11 +217,9 @@ class RateLimitMiddleware:
     async def _reject(
         self, scope: Scope, receive: Receive, send: Send, context: RequestContext
     ) -> None:
-        if self.on_reject is not None:
+        if self._reject_hook is not None:
             rejected = next(e.decision for e in context.recorded if not e.decision.allowed)
-            replacement = self.on_reject(context.info, rejected)
-            if inspect.isawaitable(replacement):
-                replacement = await replacement
+            replacement = await self._reject_hook.acall(context.info, rejected)
             if replacement is not None:
                 await replacement(scope, receive, _with_headers(send, context))
                 return

@@ -6,6 +6,7 @@ so callers can catch the whole family with one ``except`` or a precise leaf::
     GuardError
     ├── ConfigurationError        a bad value or combination, raised at construction
     ├── RateLimitExceeded         a limit rejected the call (carries retry_after)
+    ├── RequestTooCostly          a request costs more than its limit can ever admit
     ├── CircuitOpenError          a circuit breaker refused the call (carries retry_after)
     ├── FeatureDisabledError      a feature flag is off for this call
     ├── StorageError              a store misbehaved
@@ -34,6 +35,7 @@ __all__ = [
     "HealthCheckError",
     "IntegrityError",
     "RateLimitExceeded",
+    "RequestTooCostly",
     "StorageError",
     "StorageUnavailable",
     "UnsafeRestoreError",
@@ -83,6 +85,21 @@ class RateLimitExceeded(GuardError):
     def retry_after_seconds(self) -> int:
         """``retry_after`` rounded up to whole seconds, as a ``Retry-After`` header wants."""
         return max(0, math.ceil(self.retry_after))
+
+
+class RequestTooCostly(GuardError):
+    """A request costs more than its rate limit can ever admit at once: no wait would
+    admit it, so unlike :class:`RateLimitExceeded` there is no ``retry_after``.
+
+    Raised by ``@rate_limited`` while a web request is served when the cost comes from
+    the request (e.g. its ``Content-Length``); the web edges answer it with 413.
+    ``limit`` describes the limit, ``capacity`` the most it admits at once.
+    """
+
+    def __init__(self, *, limit: str, capacity: int) -> None:
+        self.limit = limit
+        self.capacity = capacity
+        super().__init__(f"the request costs more than {limit} can ever admit at once ({capacity})")
 
 
 class CircuitOpenError(GuardError):

@@ -14,6 +14,7 @@ client on endpoints that declare no ``request`` parameter.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from collections.abc import Callable, Collection
 from typing import Any, Unpack
@@ -23,7 +24,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from sergas_guard.asgi import RateLimitMiddleware, RequestContextMiddleware
-from sergas_guard.errors import RateLimitExceeded
+from sergas_guard.errors import RateLimitExceeded, RequestTooCostly
+from sergas_guard.ratelimit.callback_values import bounded_key
 from sergas_guard.ratelimit.limiter import RateLimitDecision
 from sergas_guard.web.context import current_context
 from sergas_guard.web.engine import Action, EngineOptions, RateLimitEngine
@@ -34,6 +36,7 @@ from sergas_guard.web.rejection import (
     ProblemText,
     Rejection,
     rejection_in_context,
+    too_costly_rejection,
     unavailable_rejection,
 )
 from sergas_guard.web.request import AsgiRequestInfo, RequestInfo
@@ -133,15 +136,16 @@ class RateLimit:
         **options: Unpack[EngineOptions],
     ) -> None:
         options.setdefault("name", "dependency")
-        identity = key or client_ip
-        route_key = identity if shared else _per_route(identity)
         self._engine = RateLimitEngine(
-            None, [Rule("/*", limits, key=route_key, cost=cost, exempt=exempt or False,
+            None, [Rule("/*", limits, key=key or client_ip, cost=cost, exempt=exempt or False,
                         name=options["name"])], **options
         )  # fmt: skip
-        self._plan = self._engine.plan("GET", "/")
-        assert self._plan.limiter is not None
-        self.limiter = self._plan.limiter
+        plan = self._engine.plan("GET", "/")
+        if not shared:  # around the guarded key: the route prefixes a usable identity
+            plan = dataclasses.replace(plan, key=_per_route(plan.key))
+        self._plan = plan
+        assert plan.limiter is not None
+        self.limiter = plan.limiter
 
     def __repr__(self) -> str:
         return f"RateLimit({self.limiter!r})"
@@ -158,6 +162,8 @@ class RateLimit:
         action = await engine.decide(self._plan, context)
         if action is Action.UNAVAILABLE:
             raise RejectionHTTPException(unavailable_rejection())
+        if action is Action.TOO_COSTLY:
+            raise RejectionHTTPException(engine.too_costly_rejection(self._plan))
         if action is Action.REJECT:
             decision = context.recorded[-1].decision
             raise RateLimitHTTPException(engine.rejection(context), decision)
@@ -169,7 +175,8 @@ class RateLimit:
 def _per_route(identity: Callable[[RequestInfo], str]) -> Callable[[RequestInfo], str]:
     def per_route(request: RequestInfo) -> str:
         route = request.raw.get("route")
-        path = getattr(route, "path", None) or request.path
+        # The route's pattern, chosen by the app; the path itself only off a route.
+        path = getattr(route, "path", None) or bounded_key(request.path)
         return f"{request.method} {path}|{identity(request)}"
 
     return per_route
@@ -188,8 +195,9 @@ def install_exception_handlers(
     """Answer sergas_guard's errors raised in requests with problem+json responses.
 
     Registers handlers on a FastAPI or Starlette ``app`` for ``RateLimitExceeded``
-    (429 with ``Retry-After`` and rate-limit headers) and for the errors of other
-    installed capabilities, when their HTTP module is present: ``CircuitOpenError`` →
+    (429 with ``Retry-After`` and rate-limit headers), ``RequestTooCostly`` (413) and
+    for the errors of other installed capabilities, when their HTTP module is present:
+    ``CircuitOpenError`` →
     503 with ``Retry-After``; ``FeatureDisabledError`` → 503 when the feature is shed
     (service degraded or in maintenance), else 404 (see
     :mod:`sergas_guard.degradation.http`). With ``request_context`` it also adds
@@ -202,11 +210,14 @@ def install_exception_handlers(
     async def on_rejection(request: Request, exc: Exception) -> Response:
         if isinstance(exc, RejectionHTTPException):
             return rejection_response(exc.rejection)
+        if isinstance(exc, RequestTooCostly):
+            return rejection_response(too_costly_rejection(exc.limit, exc.capacity))
         assert isinstance(exc, RateLimitExceeded)
         return rejection_response(rejection_in_context(exc, text))
 
     app.add_exception_handler(RejectionHTTPException, on_rejection)
     app.add_exception_handler(RateLimitExceeded, on_rejection)
+    app.add_exception_handler(RequestTooCostly, on_rejection)
     for module_name, handler_name, error_module, error_name in _PLUGGED_HANDLERS:
         handler = _optional(module_name, handler_name)
         if handler is not None:

@@ -13,10 +13,12 @@ from sergas_guard.ratelimit.limiter import RateLimitDecision
 from sergas_guard.types import Environ, StartResponse, WSGIApp
 from sergas_guard.web.context import RequestContext, enter_context, leave_context
 from sergas_guard.web.engine import Action, EngineOptions, RateLimitEngine
+from sergas_guard.web.guarded import RejectHook
 from sergas_guard.web.rejection import (
     ProblemText,
     Rejection,
     rejection_in_context,
+    too_costly_rejection,
     unavailable_rejection,
 )
 from sergas_guard.web.request import RequestInfo, WsgiRequestInfo
@@ -48,7 +50,8 @@ def _send(start_response: StartResponse, rejection: Rejection) -> list[bytes]:
 
 class RateLimitMiddleware:
     """Rate limits for a WSGI app; the options are those of
-    :class:`sergas_guard.asgi.RateLimitMiddleware` (``on_reject`` returns a WSGI app).
+    :class:`sergas_guard.asgi.RateLimitMiddleware` (``on_reject`` returns a WSGI app;
+    if it raises or returns anything else, the 429 is sent and the fault logged once).
     Rules match ``PATH_INFO`` as werkzeug routes on it (UTF-8, one leading slash) and
     the method in any case.
 
@@ -68,6 +71,11 @@ class RateLimitMiddleware:
         self.app = app
         self.engine = RateLimitEngine(default_limits, rules, **options)
         self.on_reject = on_reject
+        self._reject_hook = (
+            None
+            if on_reject is None
+            else RejectHook(on_reject, callable, "a WSGI app", self.engine.count_callback_error)
+        )
 
     def metrics(self) -> dict[str, object]:
         """Decision counters (admitted, rejected, shadow_rejected, ...) of this middleware."""
@@ -83,11 +91,14 @@ class RateLimitMiddleware:
         context = engine.context(info)
         tokens = enter_context(context)
         try:
-            action = engine.decide_sync(engine.plan(info.method, info.path), context)
+            plan = engine.plan(info.method, info.path)
+            action = engine.decide_sync(plan, context)
             if action is Action.REJECT:
                 return self._reject(environ, start_response, context)
             if action is Action.UNAVAILABLE:
                 return _send(start_response, unavailable_rejection())
+            if action is Action.TOO_COSTLY:
+                return _send(start_response, engine.too_costly_rejection(plan))
             return self.app(environ, _start_with_headers(start_response, context))
         finally:
             leave_context(tokens)
@@ -95,9 +106,9 @@ class RateLimitMiddleware:
     def _reject(
         self, environ: Environ, start_response: StartResponse, context: RequestContext
     ) -> Iterable[bytes]:
-        if self.on_reject is not None:
+        if self._reject_hook is not None:
             rejected = next(e.decision for e in context.recorded if not e.decision.allowed)
-            replacement = self.on_reject(context.info, rejected)
+            replacement: WSGIApp | None = self._reject_hook.call(context.info, rejected)
             if replacement is not None:
                 return replacement(environ, _start_with_headers(start_response, context))
         return _send(start_response, self.engine.rejection(context))
@@ -113,16 +124,26 @@ def install_flask_error_handlers(app: Any, *, problem: ProblemText | None = None
     ``Retry-After`` and rate-limit headers; ``CircuitOpenError`` the circuit breaker's
     503; ``FeatureDisabledError`` a 503 while the feature is shed (degraded,
     maintenance) and a 404 otherwise. Inside :class:`RateLimitMiddleware` the 429 lists
-    every decision of the request.
+    every decision of the request. ``RequestTooCostly`` (a ``@rate_limited`` view whose
+    cost, taken from the request, no wait would admit) becomes a 413.
     """
     from sergas_guard.circuit_breaker.http import circuit_open_parts
     from sergas_guard.degradation.http import feature_disabled_parts
-    from sergas_guard.errors import CircuitOpenError, FeatureDisabledError, RateLimitExceeded
+    from sergas_guard.errors import (
+        CircuitOpenError,
+        FeatureDisabledError,
+        RateLimitExceeded,
+        RequestTooCostly,
+    )
 
     text = problem or ProblemText()
 
     def on_exceeded(exc: RateLimitExceeded) -> FlaskReply:
         rejection = rejection_in_context(exc, text)
+        return rejection.body, rejection.status, rejection.header_dict()
+
+    def on_too_costly(exc: RequestTooCostly) -> FlaskReply:
+        rejection = too_costly_rejection(exc.limit, exc.capacity)
         return rejection.body, rejection.status, rejection.header_dict()
 
     def replying(
@@ -135,5 +156,6 @@ def install_flask_error_handlers(app: Any, *, problem: ProblemText | None = None
         return reply
 
     app.register_error_handler(RateLimitExceeded, on_exceeded)
+    app.register_error_handler(RequestTooCostly, on_too_costly)
     app.register_error_handler(CircuitOpenError, replying(circuit_open_parts))
     app.register_error_handler(FeatureDisabledError, replying(feature_disabled_parts))

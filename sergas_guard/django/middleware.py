@@ -17,13 +17,18 @@ from __future__ import annotations
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
-from django.http import HttpResponse
+from django.http import HttpResponse, HttpResponseBase
 
 from sergas_guard.circuit_breaker.http import circuit_open_parts
 from sergas_guard.clock import SYSTEM_CLOCK
 from sergas_guard.degradation.http import feature_disabled_parts
 from sergas_guard.django.settings import GuardSettings, read_settings
-from sergas_guard.errors import CircuitOpenError, FeatureDisabledError, RateLimitExceeded
+from sergas_guard.errors import (
+    CircuitOpenError,
+    FeatureDisabledError,
+    RateLimitExceeded,
+    RequestTooCostly,
+)
 from sergas_guard.web.context import (
     ContextTokens,
     RequestContext,
@@ -32,15 +37,18 @@ from sergas_guard.web.context import (
     leave_context,
 )
 from sergas_guard.web.engine import Action
+from sergas_guard.web.guarded import RejectHook
 from sergas_guard.web.headers import HeaderList
 from sergas_guard.web.identity import ClientAddressResolver
 from sergas_guard.web.rejection import (
     ProblemText,
     Rejection,
     rejection_in_context,
+    too_costly_rejection,
     unavailable_rejection,
 )
 from sergas_guard.web.request import RequestInfo, WsgiRequestInfo
+from sergas_guard.web.rules import Plan
 
 __all__ = [
     "DjangoRequestInfo",
@@ -95,15 +103,17 @@ def error_rejection(error: BaseException, problem: ProblemText) -> Rejection | N
 
     Maps what :func:`sergas_guard.fastapi.install_exception_handlers` maps: an error
     carrying a complete ``rejection`` is sent as is, ``RateLimitExceeded`` becomes the
-    429 (listing the request's recorded decisions), ``CircuitOpenError`` the circuit
-    breaker's 503, ``FeatureDisabledError`` a 503 (feature shed) or 404 (off for this
-    caller). None for any other error.
+    429 (listing the request's recorded decisions), ``RequestTooCostly`` a 413,
+    ``CircuitOpenError`` the circuit breaker's 503, ``FeatureDisabledError`` a 503
+    (feature shed) or 404 (off for this caller). None for any other error.
     """
     carried = getattr(error, "rejection", None)
     if isinstance(carried, Rejection):
         return carried
     if isinstance(error, RateLimitExceeded):
         return rejection_in_context(error, problem)
+    if isinstance(error, RequestTooCostly):
+        return too_costly_rejection(error.limit, error.capacity)
     if isinstance(error, CircuitOpenError):
         status, headers, body = circuit_open_parts(error)
     elif isinstance(error, FeatureDisabledError):
@@ -111,6 +121,10 @@ def error_rejection(error: BaseException, problem: ProblemText) -> Rejection | N
     else:
         return None
     return Rejection(status, [(n.encode(), v.encode()) for n, v in headers], body)
+
+
+def _is_response(value: object) -> bool:
+    return isinstance(value, HttpResponseBase)
 
 
 def _add_headers(response: Response, headers: HeaderList) -> Response:
@@ -181,7 +195,8 @@ class RateLimitMiddleware(_ContextMiddleware):
     (``default_limits``, ``rules``, ``storage``, ``trusted_proxies``, ``shadow``,
     ``headers``, ``key_func``, ``on_storage_error``, ``problem``, ...); functions may be
     dotted paths. ``on_reject(request_info, decision)`` may return an HttpResponse to
-    send instead of the 429. Every response, streaming or not, carries the rate-limit
+    send instead of the 429 (if it raises or returns anything else, the 429 is sent
+    and the fault logged once). Every response, streaming or not, carries the rate-limit
     headers. Raises GuardSettingsError (a ConfigurationError and an
     ImproperlyConfigured) naming the bad entry when Django builds the middleware.
     """
@@ -190,6 +205,16 @@ class RateLimitMiddleware(_ContextMiddleware):
         settings = read_settings()
         self.engine = settings.engine()
         self.on_reject = settings.on_reject
+        self._reject_hook = (
+            None
+            if settings.on_reject is None
+            else RejectHook(
+                settings.on_reject,
+                _is_response,
+                "an HttpResponse",
+                self.engine.count_callback_error,
+            )
+        )
         super().__init__(get_response, settings, self.engine.resolver)
 
     def metrics(self) -> dict[str, object]:
@@ -206,10 +231,11 @@ class RateLimitMiddleware(_ContextMiddleware):
 
     def _respond(self, request: Request, context: RequestContext) -> Response:
         info = context.info
-        action = self.engine.decide_sync(self.engine.plan(info.method, info.path), context)
+        plan = self.engine.plan(info.method, info.path)
+        action = self.engine.decide_sync(plan, context)
         if action is Action.PASS:
             return self.get_response(request)
-        return self._refusal(action, context)
+        return self._refusal(action, plan, context)
 
     async def _respond_async(self, request: Request, context: RequestContext) -> Response:
         engine = self.engine
@@ -220,14 +246,16 @@ class RateLimitMiddleware(_ContextMiddleware):
             action = await engine.decide(plan, context)
         if action is Action.PASS:
             return await self.get_response(request)
-        return self._refusal(action, context)
+        return self._refusal(action, plan, context)
 
-    def _refusal(self, action: Action, context: RequestContext) -> Response:
+    def _refusal(self, action: Action, plan: Plan, context: RequestContext) -> Response:
         if action is Action.UNAVAILABLE:
             return rejection_response(unavailable_rejection())
-        if self.on_reject is not None:
+        if action is Action.TOO_COSTLY:
+            return rejection_response(self.engine.too_costly_rejection(plan))
+        if self._reject_hook is not None:
             rejected = next(e.decision for e in context.recorded if not e.decision.allowed)
-            replacement = self.on_reject(context.info, rejected)
+            replacement = self._reject_hook.call(context.info, rejected)
             if replacement is not None:
                 return replacement  # the rate-limit headers are added on the way out
         return rejection_response(self.engine.rejection(context))

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any, Literal, ParamSpec, Protocol, TypeVar, cast
 
-from sergas_guard.errors import ConfigurationError
+from sergas_guard.errors import ConfigurationError, RequestTooCostly
+from sergas_guard.ratelimit.callback_values import FaultLog, checked_key, cost_of, key_of
 from sergas_guard.ratelimit.config import RateLimitConfig
 from sergas_guard.ratelimit.limiter import GLOBAL_KEY, RateLimitDecision, RateLimiter
 from sergas_guard.ratelimit.result import RateLimitStrategy
@@ -25,11 +27,19 @@ KeyArg = str | Callable[..., str] | None
 CostArg = int | Callable[..., int]
 
 
+logger = logging.getLogger("sergas_guard.ratelimit")
+
+
 class DecisionListener(Protocol):
     """What hears the final decisions of ``@rate_limited`` functions during a request."""
 
     def record_limiter(self, limiter: RateLimiter, decision: RateLimitDecision) -> None:
         """Called with each final decision (admitted, or rejected and about to raise)."""
+        ...
+
+    def client_key(self) -> str:
+        """The identity of the request's client (``ip:<address>``), which a call counts
+        under when its key function fails."""
         ...
 
 
@@ -61,6 +71,14 @@ def rate_limited(
     ``on_limit="raise"`` raises RateLimitExceeded; ``"wait"`` sleeps until admitted,
     raising RateLimitExceeded once the total wait would pass ``max_wait`` seconds.
     Works on sync and async functions and keeps their signature.
+
+    Raises ConfigurationError at decoration for bad options or a fixed cost the limit
+    can never admit. Per call, outside a web request, a key callable returning anything
+    but a non-empty str, or a cost callable returning anything but a whole number the
+    limit can admit, raises ConfigurationError (what the callables raise propagates).
+    While a web request is served (see docs/ratelimit.md) such faults are logged once
+    instead: the call counts under the client's address, costs 1 (a float is rounded
+    up), and a cost the limit can never admit raises RequestTooCostly (a 413).
     """
     if on_limit not in ("raise", "wait"):
         raise ConfigurationError(
@@ -73,8 +91,8 @@ def rate_limited(
         limiter = _limiter_for(func, limit, storage, strategy, name)
         if isinstance(cost, int):
             limiter.validate_cost(cost)
-        identity = _key_function(key)
-        units = _cost_function(cost)
+        identity = _key_function(key, limiter)
+        units = _cost_function(cost, limiter)
         wait = on_limit == "wait"
         budget = float("inf") if max_wait is None else max_wait
 
@@ -159,25 +177,73 @@ def _limiter_for(
     )
 
 
-def _key_function(key: KeyArg) -> Callable[..., str]:
+def _key_function(key: KeyArg, limiter: RateLimiter) -> Callable[..., str]:
     if key is None:
         return lambda *args, **kwargs: GLOBAL_KEY
     if isinstance(key, str):
-        fixed = key
+        fixed = checked_key(key)
+        if fixed is None:
+            raise ConfigurationError("key must not be empty", field="key")
         return lambda *args, **kwargs: fixed
-    if callable(key):
-        return key
-    raise ConfigurationError(
-        f"key must be a string or a callable, not {type(key).__name__}", field="key"
-    )
+    if not callable(key):
+        raise ConfigurationError(
+            f"key must be a string or a callable, not {type(key).__name__}", field="key"
+        )
+    func = key
+    faults = FaultLog(logger, f"key function of @rate_limited {limiter.name!r}")
+
+    def checked_identity(*args: Any, **kwargs: Any) -> str:
+        identity = key_of(func, *args, **kwargs)
+        if isinstance(identity, str):
+            return identity
+        listener = decision_listener.get()
+        if listener is None:  # plain service code: its caller hears of the fault
+            if identity.error is not None:
+                raise identity.error  # the key function's own error, as from any call
+            raise ConfigurationError(
+                f"key function of @rate_limited {limiter.name!r} {identity.kind}; "
+                "it must return a non-empty str",
+                field="key",
+            )
+        faults.report(
+            identity.kind, "it must return a non-empty str; counting under the client address"
+        )
+        return listener.client_key()
+
+    return checked_identity
 
 
-def _cost_function(cost: CostArg) -> Callable[..., int]:
+def _cost_function(cost: CostArg, limiter: RateLimiter) -> Callable[..., int]:
     if isinstance(cost, int) and not isinstance(cost, bool):
         fixed = cost
         return lambda *args, **kwargs: fixed
-    if callable(cost):
-        return cost
-    raise ConfigurationError(
-        f"cost must be an int or a callable, not {type(cost).__name__}", field="cost"
-    )
+    if not callable(cost):
+        raise ConfigurationError(
+            f"cost must be an int or a callable, not {type(cost).__name__}", field="cost"
+        )
+    func = cost
+    capacity = limiter.capacity
+    faults = FaultLog(logger, f"cost function of @rate_limited {limiter.name!r}")
+
+    def checked_units(*args: Any, **kwargs: Any) -> int:
+        units, fault = cost_of(func, *args, **kwargs)
+        if fault is None and units <= capacity:
+            return units
+        if decision_listener.get() is None:  # plain service code: its caller hears of it
+            if fault is not None and fault.error is not None:
+                raise fault.error  # the cost function's own error, as from any call
+            if fault is not None:
+                raise ConfigurationError(
+                    f"cost function of @rate_limited {limiter.name!r} {fault.kind}; "
+                    "it must return a whole number >= 0",
+                    field="cost",
+                )
+            limiter.validate_cost(units)  # above capacity: raises ConfigurationError
+        if fault is not None:
+            faults.report(fault.kind, f"it must return a whole number >= 0; charging {units}")
+        if units > capacity:
+            spec = min(limiter.specs, key=lambda spec: spec.capacity)
+            raise RequestTooCostly(limit=spec.describe(), capacity=spec.capacity)
+        return units
+
+    return checked_units

@@ -89,6 +89,11 @@ class RequestContext:
         """Listener for :func:`sergas_guard.ratelimit.rate_limited` decisions."""
         self.record(policies_for(limiter), decision)
 
+    def client_key(self) -> str:
+        """``ip:<client address>``: who a ``@rate_limited`` call counts against when its
+        key function fails (what :data:`~sergas_guard.web.keys.client_ip` gives)."""
+        return "ip:" + self.info.client_ip
+
     def headers(self) -> HeaderList:
         """The rate-limit headers of every decision recorded so far."""
         return rate_limit_headers(self.recorded, self.mode, self.clock)

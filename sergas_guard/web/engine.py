@@ -3,6 +3,13 @@
 The ASGI and WSGI middlewares only translate their protocol; everything they decide is
 decided here, once. :meth:`RateLimitEngine.decide` (async) and
 :meth:`RateLimitEngine.decide_sync` differ only in the storage call.
+
+Two kinds of failure are kept apart by construction. The application's callbacks
+(key, cost, exempt) run before the storage is asked, wrapped by
+:class:`~sergas_guard.web.guarded.CallbackGuard` so that they always give a usable
+identity, cost and answer (a bug in one is logged once and counted in
+``callback_errors``); only the storage call itself is inside the ``try`` whose
+failures take the ``on_storage_error`` policy.
 """
 
 from __future__ import annotations
@@ -21,10 +28,16 @@ from sergas_guard.secrets import scrub
 from sergas_guard.storage.base import RateLimitStorage
 from sergas_guard.storage.failover import StorageFailClosed, UncheckedResult
 from sergas_guard.web.context import RequestContext, new_recorded
+from sergas_guard.web.guarded import CallbackGuard
 from sergas_guard.web.headers import HeaderMode, header_mode
 from sergas_guard.web.identity import ClientAddressResolver, ProxyHeader
 from sergas_guard.web.keys import client_ip
-from sergas_guard.web.rejection import ProblemText, Rejection, rejection_for
+from sergas_guard.web.rejection import (
+    ProblemText,
+    Rejection,
+    rejection_for,
+    too_costly_rejection,
+)
 from sergas_guard.web.request import RequestInfo
 from sergas_guard.web.rules import Limits, Plan, RuleLike, RuleSet, resolve_storage
 
@@ -41,6 +54,7 @@ class Action(enum.Enum):
     PASS = "pass"  # let it through (headers, if any decision was taken)
     REJECT = "reject"  # answer 429
     UNAVAILABLE = "unavailable"  # storage down under fail_closed: answer 503
+    TOO_COSTLY = "too_costly"  # costs more than the limit can ever admit: answer 413
 
 
 class EngineOptions(TypedDict, total=False):
@@ -68,9 +82,28 @@ class EngineOptions(TypedDict, total=False):
 _PASS = Action.PASS
 _REJECT = Action.REJECT
 _UNAVAILABLE = Action.UNAVAILABLE
+_TOO_COSTLY = Action.TOO_COSTLY
 
-_COUNTERS = ("admitted", "rejected", "shadow_rejected", "exempt", "storage_errors", "unchecked")
-ADMITTED, REJECTED, SHADOW_REJECTED, EXEMPT, STORAGE_ERRORS, UNCHECKED = range(len(_COUNTERS))
+_COUNTERS = (
+    "admitted",
+    "rejected",
+    "shadow_rejected",
+    "exempt",
+    "storage_errors",
+    "unchecked",
+    "too_costly",
+    "callback_errors",
+)
+(
+    ADMITTED,
+    REJECTED,
+    SHADOW_REJECTED,
+    EXEMPT,
+    STORAGE_ERRORS,
+    UNCHECKED,
+    TOO_COSTLY,
+    CALLBACK_ERRORS,
+) = range(len(_COUNTERS))
 
 
 #: Past this many registered threads, the counts of finished ones are folded together.
@@ -159,6 +192,7 @@ class RateLimitEngine:
             proxy_header=options.get("proxy_header", "x-forwarded-for"),
             ipv6_prefix=options.get("ipv6_prefix", 64),
         )
+        self.stats = EngineStats()
         self.rules = RuleSet(
             list(rules),
             default_limits,
@@ -170,8 +204,12 @@ class RateLimitEngine:
             clock=clock,
             default_name=options.get("name", "default"),
             client_key=self.resolver.client_key,
+            guard=CallbackGuard(self.resolver.client_key, self.count_callback_error),
         )
-        self.stats = EngineStats()
+
+    def count_callback_error(self) -> None:
+        """Count one fault of an application callback (logged once per kind elsewhere)."""
+        self.stats.local.values[CALLBACK_ERRORS] += 1
 
     def plan(self, method: str, path: str) -> Plan:
         """The plan of the first rule matching the request (or the default plan)."""
@@ -184,9 +222,12 @@ class RateLimitEngine:
         if limiter is None or (plan.exempt is not None and plan.exempt(info)):
             self.stats.local.values[EXEMPT] += 1
             return _PASS
+        # The callbacks are guarded (see CallbackGuard): an int >= 0, a bounded str.
         cost = plan.cost
         if not isinstance(cost, int):
             cost = cost(info)
+            if cost > limiter.capacity:
+                return self._too_costly(plan, context)
         key = plan.key(info)
         try:
             decision = await limiter.decide(key, cost)
@@ -207,9 +248,12 @@ class RateLimitEngine:
         if limiter is None or (plan.exempt is not None and plan.exempt(info)):
             self.stats.local.values[EXEMPT] += 1
             return _PASS
+        # The callbacks are guarded (see CallbackGuard): an int >= 0, a bounded str.
         cost = plan.cost
         if not isinstance(cost, int):
             cost = cost(info)
+            if cost > limiter.capacity:
+                return self._too_costly(plan, context)
         key = plan.key(info)
         try:
             decision = limiter.decide_sync(key, cost)
@@ -244,6 +288,28 @@ class RateLimitEngine:
             return _PASS
         self.stats.add(REJECTED)
         return _REJECT
+
+    def _too_costly(self, plan: Plan, context: RequestContext) -> Action:
+        """A request no wait would admit: refused (413) without asking the storage."""
+        if plan.shadow:
+            self.stats.add(SHADOW_REJECTED, plan.name)
+            logger.info(
+                "shadow mode: would have refused %s %s under %r: it costs more than the "
+                "limit can ever admit at once",
+                context.info.method,
+                context.info.path,
+                plan.name,
+            )
+            return _PASS
+        self.stats.add(TOO_COSTLY)
+        return _TOO_COSTLY
+
+    def too_costly_rejection(self, plan: Plan) -> Rejection:
+        """The 413 for a request of ``plan`` that its limits can never admit."""
+        limiter = plan.limiter
+        assert limiter is not None
+        spec = min(limiter.specs, key=lambda spec: spec.capacity)
+        return too_costly_rejection(spec.describe(), spec.capacity)
 
     def _storage_failed(self, plan: Plan, exc: Exception) -> Action:
         self.stats.add(STORAGE_ERRORS)

@@ -30,6 +30,7 @@ __all__ = [
     "exceeded_rejection",
     "rejection_for",
     "rejection_in_context",
+    "too_costly_rejection",
     "unavailable_rejection",
 ]
 
@@ -159,3 +160,24 @@ def unavailable_rejection(retry_after: float = 1.0) -> Rejection:
         (b"retry-after", retry_after_header(retry_after).encode()),
     ]
     return Rejection(503, headers, body)
+
+
+def too_costly_rejection(limit: str, capacity: int) -> Rejection:
+    """The 413 for a request that costs more than ``limit`` can ever admit at once.
+
+    No wait would admit it, so there is no ``Retry-After`` (a 429 would invite
+    clients to retry the same request for ever); the storage was not asked.
+    """
+    body = problem_body(
+        status=413,
+        title="Content Too Large",
+        detail=(
+            f"This request costs more than the rate limit {limit} can ever admit at once "
+            f"({capacity}); no wait would admit it. Send a smaller request."
+        ),
+    )
+    headers: HeaderList = [
+        (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    return Rejection(413, headers, body)

@@ -22,6 +22,7 @@ from sergas_guard.ratelimit.limiter import RateLimiter, StorageErrorPolicy
 from sergas_guard.ratelimit.result import RateLimitStrategy
 from sergas_guard.storage.base import RateLimitStorage
 from sergas_guard.storage.memory import MemoryStorage
+from sergas_guard.web.guarded import CallbackGuard
 from sergas_guard.web.headers import PolicySet
 from sergas_guard.web.keys import KeyFunction, client_ip
 from sergas_guard.web.request import RequestInfo
@@ -238,8 +239,10 @@ class RuleSet:
         clock: Clock | None,
         default_name: str = "default",
         client_key: RequestKey | None = None,
+        guard: CallbackGuard | None = None,
     ) -> None:
         self._client_key = client_key
+        self._guard = guard or CallbackGuard(client_key or client_ip.func, lambda: None)
         self.storage = storage
         self._strategy = strategy
         self._policy = on_storage_error
@@ -254,7 +257,7 @@ class RuleSet:
             self.default = Plan(
                 default_name,
                 limiter,
-                self._direct(key),
+                self._direct(key, default_name),
                 1,
                 None,
                 shadow,
@@ -296,19 +299,25 @@ class RuleSet:
             limiter = self._group_limiter(rule.group, rule.limits)
         shadowed = shadow if rule.shadow is None else rule.shadow
         policies = PolicySet.build(name, limiter.specs)
-        plan_key = self._direct(rule.key or key)
-        return Plan(
-            name, limiter, plan_key, rule.cost, exempt, shadowed, policies, _in_memory(limiter)
-        )
+        plan_key = self._direct(rule.key or key, name)
+        cost = rule.cost
+        if isinstance(cost, int):
+            limiter.validate_cost(cost)  # a fixed cost the limits never admit: say so now
+        else:
+            cost = self._guard.cost(cost, name)
+        if exempt is not None:
+            exempt = self._guard.exempt(exempt, name)
+        return Plan(name, limiter, plan_key, cost, exempt, shadowed, policies, _in_memory(limiter))
 
-    def _direct(self, key: RequestKey) -> RequestKey:
+    def _direct(self, key: RequestKey, rule: str) -> RequestKey:
         """The plain function inside a KeyFunction: the engine always passes a RequestInfo.
 
-        :data:`client_ip` becomes the resolver's cached ``client_key`` when given.
+        :data:`client_ip` becomes the resolver's cached ``client_key`` when given; any
+        other function is guarded (a bounded identity, the client's when it fails).
         """
-        if key is client_ip and self._client_key is not None:
-            return self._client_key
-        return key.func if isinstance(key, KeyFunction) else key
+        if key is client_ip:
+            return self._client_key or client_ip.func
+        return self._guard.key(key.func if isinstance(key, KeyFunction) else key, rule)
 
     def _group_limiter(self, group: str, limits: Limits | None) -> RateLimiter:
         known = self._groups.get(group)

@@ -47,6 +47,22 @@ def serving(app: Any, **config: Any) -> Iterator[str]:
         thread.join(10)
 
 
+@contextlib.contextmanager
+def wsgi_serving(app: Any) -> Iterator[str]:
+    """Run a WSGI ``app`` under werkzeug's threaded server on 127.0.0.1; yields its base URL."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(10)
+        server.server_close()
+
+
 @pytest.fixture
 def uvicorn_app() -> Serve:
     """``with uvicorn_app(app) as base_url:`` serves an ASGI app for real."""

@@ -8,7 +8,6 @@ import contextlib
 import json
 import logging
 import re
-import threading
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +25,6 @@ from django.test import AsyncClient, Client, override_settings
 from django.urls import path
 from django.utils.module_loading import import_string
 from fastapi import FastAPI
-from werkzeug.serving import make_server
 
 from sergas_guard.clock import ManualClock
 from sergas_guard.django import GuardSettings
@@ -36,7 +34,7 @@ from sergas_guard.storage import MemoryStorage, RedisStorage
 from sergas_guard.web import RequestInfo, authenticated_user
 from tests.servers import RedisServer
 from tests.web import django_project
-from tests.web.conftest import Serve, asgi_client
+from tests.web.conftest import Serve, asgi_client, wsgi_serving
 from tests.web.django_project import GUARD_ERRORS, HEADER_LOGIN, RATE_LIMIT
 
 # At import, not in a fixture: once this module is collected, django.conf.settings (a
@@ -401,15 +399,8 @@ def served_django() -> Iterator[str]:
     """The project's WSGI application behind werkzeug's threaded server on loopback,
     built from the settings in force; yields its base URL."""
     application = get_wsgi_application()  # builds the middlewares from current settings
-    server = make_server("127.0.0.1", 0, application, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(10)
-        server.server_close()
+    with wsgi_serving(application) as url:
+        yield url
 
 
 @pytest.mark.redis
