@@ -14,6 +14,7 @@ from typing import Unpack
 
 from sergas_guard.ratelimit.limiter import RateLimitDecision
 from sergas_guard.types import ASGIApp, Message, Receive, Scope, Send
+from sergas_guard.validation import callable_or_none, flag
 from sergas_guard.web.context import (
     RequestContext,
     enter_context,
@@ -145,8 +146,8 @@ class RateLimitMiddleware:
     ) -> None:
         self.app = app
         self.engine = RateLimitEngine(default_limits, rules, **options)
-        self.on_reject = on_reject
-        self.websockets = websockets
+        self.on_reject = callable_or_none(on_reject, "on_reject")
+        self.websockets = flag(websockets, "websockets")
 
     def metrics(self) -> dict[str, object]:
         """Decision counters (admitted, rejected, shadow_rejected, ...) of this middleware."""

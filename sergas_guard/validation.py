@@ -14,8 +14,8 @@ stored and logged. The rate-limit bounds are in :mod:`sergas_guard.ratelimit.bou
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Iterable
+from typing import TypeVar
 
 from sergas_guard.errors import ConfigurationError
 
@@ -42,6 +42,8 @@ MAX_SECONDS = 100 * 365 * 86_400
 #: The longest free text (a flag's description, ...) a definition may hold: it is
 #: stored with the definition and may be logged.
 MAX_TEXT_LENGTH = 4096
+
+T = TypeVar("T")
 
 
 def _shown(value: object) -> str:
@@ -150,8 +152,8 @@ def choice(value: object, field: str, allowed: Iterable[str]) -> str:
     return value
 
 
-def callable_or_none(value: object, field: str) -> Callable[..., Any] | None:
-    """A callable, or None."""
+def callable_or_none(value: T, field: str) -> T:
+    """``value`` unchanged if it is a callable or None."""
     if value is not None and not callable(value):
         raise _fail(field, value, "a function (or None)")
     return value

@@ -11,6 +11,7 @@ from typing import Any, Unpack
 
 from sergas_guard.ratelimit.limiter import RateLimitDecision
 from sergas_guard.types import Environ, StartResponse, WSGIApp
+from sergas_guard.validation import callable_or_none
 from sergas_guard.web.context import RequestContext, enter_context, leave_context
 from sergas_guard.web.engine import Action, EngineOptions, RateLimitEngine
 from sergas_guard.web.rejection import (
@@ -65,7 +66,7 @@ class RateLimitMiddleware:
     ) -> None:
         self.app = app
         self.engine = RateLimitEngine(default_limits, rules, **options)
-        self.on_reject = on_reject
+        self.on_reject = callable_or_none(on_reject, "on_reject")
 
     def metrics(self) -> dict[str, object]:
         """Decision counters (admitted, rejected, shadow_rejected, ...) of this middleware."""

@@ -15,6 +15,7 @@ from sergas_guard.ratelimit.config import RateLimitConfig
 from sergas_guard.ratelimit.limiter import GLOBAL_KEY, RateLimitDecision, RateLimiter
 from sergas_guard.ratelimit.result import RateLimitStrategy
 from sergas_guard.storage.base import RateLimitStorage
+from sergas_guard.validation import seconds
 
 __all__ = ["DecisionListener", "decision_listener", "rate_limited"]
 
@@ -61,13 +62,15 @@ def rate_limited(
     ``on_limit="raise"`` raises RateLimitExceeded; ``"wait"`` sleeps until admitted,
     raising RateLimitExceeded once the total wait would pass ``max_wait`` seconds.
     Works on sync and async functions and keeps their signature.
+    Raises ConfigurationError naming the argument for a bad limit, key, cost,
+    ``on_limit`` or ``max_wait`` (a finite number of seconds; None waits without bound).
     """
     if on_limit not in ("raise", "wait"):
         raise ConfigurationError(
             f"on_limit must be 'raise' or 'wait', not {on_limit!r}", field="on_limit"
         )
-    if max_wait is not None and max_wait < 0:
-        raise ConfigurationError("max_wait must not be negative", field="max_wait")
+    if max_wait is not None:
+        max_wait = seconds(max_wait, "max_wait", allow_zero=True)
 
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
         limiter = _limiter_for(func, limit, storage, strategy, name)
