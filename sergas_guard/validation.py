@@ -30,6 +30,7 @@ __all__ = [
     "seconds",
     "strings",
     "text",
+    "valid_name",
     "whole",
 ]
 
@@ -129,6 +130,9 @@ def name(value: object, field: str = "name", *, max_length: int = 200) -> str:
     if not result.strip():
         raise _fail(field, value, "a non-empty string")
     return result
+
+
+valid_name = name  # for modules whose own parameters are called ``name``
 
 
 def strings(value: object, field: str) -> tuple[str, ...]:
