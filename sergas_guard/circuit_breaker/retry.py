@@ -184,6 +184,9 @@ def with_retry(
             before(retry_state)
 
     try:
+        # tenacity builds its Retrying only when decorating; build one now to check the
+        # options while the caller is still at construction.
+        tenacity.Retrying(**tenacity_options)
         policy = tenacity.retry(
             stop=stopping,
             wait=wait if wait is not None else DEFAULT_WAIT,
