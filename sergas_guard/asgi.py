@@ -13,6 +13,7 @@ from typing import Unpack
 
 from sergas_guard.ratelimit.limiter import RateLimitDecision
 from sergas_guard.types import ASGIApp, Message, Receive, Scope, Send
+from sergas_guard.validation import callable_or_none, flag
 from sergas_guard.web.context import (
     RequestContext,
     enter_context,
@@ -150,16 +151,16 @@ class RateLimitMiddleware:
     ) -> None:
         self.app = app
         self.engine = RateLimitEngine(default_limits, rules, **options)
-        self.on_reject = on_reject
+        self.on_reject = callable_or_none(on_reject, "on_reject")
         self._reject_hook = (
             None
-            if on_reject is None
+            if self.on_reject is None
             else RejectHook(
-                on_reject, callable, "an ASGI app (e.g. a Response)",
+                self.on_reject, callable, "an ASGI app (e.g. a Response)",
                 self.engine.count_callback_error,
             )
         )  # fmt: skip
-        self.websockets = websockets
+        self.websockets = flag(websockets, "websockets")
 
     def metrics(self) -> dict[str, object]:
         """Decision counters (admitted, rejected, shadow_rejected, ...) of this middleware."""

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import os
 import tomllib
+import types
+import typing
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from sergas_guard.errors import ConfigurationError
 
@@ -34,15 +36,62 @@ def _raise_configuration_error(model: type[BaseModel], exc: ValidationError) -> 
         return ConfigurationError(f"invalid {model.__name__}: {original}", field=original.field)
     field = ".".join(str(part) for part in first["loc"]) or None
     problems = "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or '<model>'}: {err['msg']}" for err in errors
+        f"{'.'.join(str(p) for p in err['loc']) or '<model>'}: {err['msg']}{_given(err)}"
+        for err in errors
     )
     return ConfigurationError(f"invalid {model.__name__}: {problems}", field=field)
 
 
-class GuardModel(BaseModel):
-    """Base of our configuration models: strict fields, ConfigurationError on bad input."""
+def _given(error: Any) -> str:
+    """`` (got <value>)``, so the message names the value as well as the field."""
+    if "input" not in error or isinstance(error["input"], dict):
+        return ""
+    shown = repr(error["input"])
+    return f" (got {shown if len(shown) <= 80 else shown[:77] + '...'})"
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+def _numeric_only(annotation: Any) -> bool:
+    """Whether a field holds numbers and not bools (``int``, ``float | None``, ...)."""
+    if annotation in (int, float):
+        return True
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return bool(members) and all(_numeric_only(member) for member in members)
+    return False
+
+
+class GuardModel(BaseModel):
+    """Base of our configuration models: strict fields, ConfigurationError on bad input.
+
+    Numbers must be finite (no NaN, no infinity), and a bool is not a number: pydantic
+    would read ``True`` as 1, which in a configuration is nearly always a mistake.
+    Strings of digits stay accepted, as TOML files and environment variables give them.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False
+    )
+
+    _numeric_fields: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        cls._numeric_fields = frozenset(
+            name for name, info in cls.model_fields.items() if _numeric_only(info.annotation)
+        )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for field in cls._numeric_fields:
+                value = data.get(field)
+                if isinstance(value, bool):
+                    raise ConfigurationError(
+                        f"{field} must be a number, not {value!r}", field=field
+                    )
+        return data
 
     def __init__(self, /, **data: Any) -> None:
         try:

@@ -5,13 +5,13 @@ so callers can catch the whole family with one ``except`` or a precise leaf::
 
     GuardError
     ├── ConfigurationError        a bad value or combination, raised at construction
+    │   └── HealthCheckError      a health check could not be built or run as configured
     ├── RateLimitExceeded         a limit rejected the call (carries retry_after)
     ├── RequestTooCostly          a request costs more than its limit can ever admit
     ├── CircuitOpenError          a circuit breaker refused the call (carries retry_after)
     ├── FeatureDisabledError      a feature flag is off for this call
     ├── StorageError              a store misbehaved
     │   └── StorageUnavailable    the store cannot be reached (timeout, refused, down)
-    ├── HealthCheckError          a health check could not be run as configured
     └── BackupError               a backup or restore failed
         ├── IntegrityError        stored data does not match its checksum
         ├── BackupNotFoundError   no backup with that id
@@ -138,8 +138,8 @@ class StorageUnavailable(StorageError):
         self.retry_after = retry_after
 
 
-class HealthCheckError(GuardError):
-    """A health check is misconfigured or could not be constructed."""
+class HealthCheckError(ConfigurationError):
+    """A health check is misconfigured or could not be constructed (``field`` names the setting)."""
 
 
 class BackupError(GuardError):

@@ -11,6 +11,7 @@ from typing import Any, Unpack
 
 from sergas_guard.ratelimit.limiter import RateLimitDecision
 from sergas_guard.types import Environ, StartResponse, WSGIApp
+from sergas_guard.validation import callable_or_none
 from sergas_guard.web.context import RequestContext, enter_context, leave_context
 from sergas_guard.web.engine import Action, EngineOptions, RateLimitEngine
 from sergas_guard.web.guarded import RejectHook
@@ -70,11 +71,13 @@ class RateLimitMiddleware:
     ) -> None:
         self.app = app
         self.engine = RateLimitEngine(default_limits, rules, **options)
-        self.on_reject = on_reject
+        self.on_reject = callable_or_none(on_reject, "on_reject")
         self._reject_hook = (
             None
-            if on_reject is None
-            else RejectHook(on_reject, callable, "a WSGI app", self.engine.count_callback_error)
+            if self.on_reject is None
+            else RejectHook(
+                self.on_reject, callable, "a WSGI app", self.engine.count_callback_error
+            )
         )
 
     def metrics(self) -> dict[str, object]:

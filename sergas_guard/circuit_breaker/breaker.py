@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from types import CoroutineType, TracebackType
 from typing import Any, ParamSpec, TypeVar, cast, overload
 
+from sergas_guard import validation
 from sergas_guard.circuit_breaker.config import CircuitBreakerConfig
 from sergas_guard.circuit_breaker.core import Decision, Snapshot
 from sergas_guard.circuit_breaker.state import CircuitBreakerEvent, CircuitState
@@ -28,7 +29,7 @@ from sergas_guard.circuit_breaker.store import (
     store_for,
 )
 from sergas_guard.clock import SYSTEM_CLOCK, Clock
-from sergas_guard.errors import CircuitOpenError, StorageUnavailable
+from sergas_guard.errors import CircuitOpenError, ConfigurationError, StorageUnavailable
 
 __all__ = ["CircuitBreaker", "Listener"]
 
@@ -69,7 +70,13 @@ class CircuitBreaker:
         clock: Clock = SYSTEM_CLOCK,
         listeners: tuple[Listener, ...] = (),
     ) -> None:
-        self.name = name
+        self.name = validation.name(name, "name")
+        if config is not None and not isinstance(config, CircuitBreakerConfig):
+            raise ConfigurationError(
+                f"config must be a CircuitBreakerConfig, not {config!r:.80}", field="config"
+            )
+        for listener in listeners:
+            validation.callable_or_none(listener, "listeners")
         self.config = config if config is not None else CircuitBreakerConfig()
         self.clock = clock
         store = store_for(storage, clock)

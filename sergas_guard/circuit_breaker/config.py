@@ -19,12 +19,16 @@ from pydantic import Field, field_validator, model_validator
 
 from sergas_guard.config import GuardModel
 from sergas_guard.errors import ConfigurationError
+from sergas_guard.validation import MAX_SECONDS
 
 __all__ = ["CircuitBreakerConfig", "WindowType"]
 
 WindowType = Literal["count", "time"]
 
 MAX_BACKOFF_EXPONENT = 30
+#: The most calls a setting may count: a million probes or a million calls before
+#: judging are already far past any use, and counts stay small numbers in Redis.
+MAX_CALLS = 1_000_000
 
 # Names other breakers use -> ours (failure_threshold expands to three fields).
 _SHORTHANDS = {
@@ -56,33 +60,35 @@ class CircuitBreakerConfig(GuardModel):
     """How a circuit breaker decides; every field is validated at construction.
 
     Raises :class:`~sergas_guard.errors.ConfigurationError` naming the field when a
-    value is out of range or two values contradict each other.
+    value is out of range or two values contradict each other: durations are finite
+    seconds, at most 100 years (:data:`~sergas_guard.validation.MAX_SECONDS`), counts
+    whole numbers up to :data:`MAX_CALLS`, and a bool is not a number.
     """
 
     window_type: WindowType = "count"
     #: Calls (count window) or whole seconds (time window) judged together.
     window_size: int = Field(default=100, ge=1, le=100_000)
     #: Calls the window must hold before a rate can open the breaker.
-    minimum_calls: int = Field(default=100, ge=1)
+    minimum_calls: int = Field(default=100, ge=1, le=MAX_CALLS)
     #: Percentage of failed calls at or above which the breaker opens.
     failure_rate_threshold: float = Field(default=50.0, gt=0, le=100)
     #: A call lasting at least this many seconds is slow.
-    slow_call_duration: float = Field(default=60.0, gt=0)
+    slow_call_duration: float = Field(default=60.0, gt=0, le=MAX_SECONDS)
     #: Percentage of slow calls at or above which the breaker opens.
     slow_call_rate_threshold: float = Field(default=100.0, gt=0, le=100)
     #: Seconds the breaker stays open before letting probes through.
-    wait_duration_in_open: float = Field(default=60.0, gt=0)
+    wait_duration_in_open: float = Field(default=60.0, gt=0, le=MAX_SECONDS)
     #: Each consecutive opening waits this many times longer (1 = constant wait).
     wait_backoff_multiplier: float = Field(default=1.0, ge=1, le=10)
     #: Upper bound of the backed-off wait (None = no bound beyond the multiplier's).
-    max_wait_duration_in_open: float | None = Field(default=None, gt=0)
+    max_wait_duration_in_open: float | None = Field(default=None, gt=0, le=MAX_SECONDS)
     #: Probes let through in half-open; their outcome closes or re-opens the breaker.
-    permitted_calls_in_half_open: int = Field(default=10, ge=1)
+    permitted_calls_in_half_open: int = Field(default=10, ge=1, le=MAX_CALLS)
     #: Seconds half-open may last before re-opening (0 = wait for every probe).
-    max_wait_in_half_open: float = Field(default=0.0, ge=0)
+    max_wait_in_half_open: float = Field(default=0.0, ge=0, le=MAX_SECONDS)
     #: A probe that neither reports nor gives its slot back within this many seconds
     #: is presumed dead (its process crashed) and its slot is given to another caller.
-    probe_timeout: float = Field(default=60.0, gt=0)
+    probe_timeout: float = Field(default=60.0, gt=0, le=MAX_SECONDS)
     #: Exceptions that count as failures (empty = every Exception); others count as success.
     record_exceptions: ExceptionTypes = ()
     #: Exceptions that count as neither success nor failure (checked first).
@@ -90,7 +96,7 @@ class CircuitBreakerConfig(GuardModel):
     #: ``record_result(value) -> True`` marks a returned value as a failure (e.g. an HTTP 503).
     record_result: Callable[[Any], bool] | None = None
     #: Seconds a breaker keeps to local state after its shared store failed, before retrying it.
-    storage_retry_interval: float = Field(default=5.0, gt=0)
+    storage_retry_interval: float = Field(default=5.0, gt=0, le=MAX_SECONDS)
 
     @model_validator(mode="before")
     @classmethod

@@ -6,6 +6,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ParamSpec, TypeVar
 
+from sergas_guard import validation
 from sergas_guard.circuit_breaker.breaker import CircuitBreaker, Listener
 from sergas_guard.circuit_breaker.config import CircuitBreakerConfig
 from sergas_guard.circuit_breaker.state import CircuitState
@@ -35,6 +36,11 @@ class CircuitBreakerManager:
         storage: Any = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
+        for field, given in (("default_config", default_config), *_named(configs)):
+            if given is not None and not isinstance(given, CircuitBreakerConfig):
+                raise ConfigurationError(
+                    f"{field} must be a CircuitBreakerConfig, not {given!r:.80}", field=field
+                )
         self.default_config = (
             default_config if default_config is not None else CircuitBreakerConfig()
         )
@@ -154,6 +160,17 @@ def default_manager() -> CircuitBreakerManager:
     return _DEFAULT_MANAGER
 
 
+def _named(configs: object) -> list[tuple[str, object]]:
+    """``configs`` as (field, config) pairs; ConfigurationError when it is no mapping."""
+    if configs is None:
+        return []
+    if not isinstance(configs, Mapping):
+        raise ConfigurationError(
+            f"configs must map breaker names to configs, not {configs!r:.80}", field="configs"
+        )
+    return [(f"configs[{name!r}]", config) for name, config in configs.items()]
+
+
 def circuit_breaker(
     name: str,
     config: CircuitBreakerConfig | None = None,
@@ -163,8 +180,17 @@ def circuit_breaker(
 
     The breaker is looked up (or created) once, when the function is decorated; the
     wrapper keeps the function's signature. Calls refused by the breaker raise
-    CircuitOpenError.
+    CircuitOpenError. Raises ConfigurationError for an invalid name or config.
     """
+    validation.name(name, "name")
+    if config is not None and not isinstance(config, CircuitBreakerConfig):
+        raise ConfigurationError(
+            f"config must be a CircuitBreakerConfig, not {config!r:.80}", field="config"
+        )
+    if manager is not None and not isinstance(manager, CircuitBreakerManager):
+        raise ConfigurationError(
+            f"manager must be a CircuitBreakerManager, not {manager!r:.80}", field="manager"
+        )
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
         owner = manager if manager is not None else default_manager()

@@ -15,6 +15,7 @@ from typing import Any, ParamSpec, TypeVar, cast, overload
 
 import tenacity
 
+from sergas_guard import validation
 from sergas_guard.circuit_breaker.breaker import CircuitBreaker
 from sergas_guard.circuit_breaker.window import TimeWindow
 from sergas_guard.clock import SYSTEM_CLOCK, Clock
@@ -39,6 +40,9 @@ NEVER_RETRIED: tuple[type[BaseException], ...] = (
 
 #: Exponential backoff from 0.1 s doubling up to 5 s, plus up to 0.1 s of jitter so
 #: that callers who failed together do not retry together.
+#: More attempts than this is a loop, not a retry policy.
+MAX_ATTEMPTS = 1000
+
 DEFAULT_WAIT = tenacity.wait_exponential(multiplier=0.1, max=5) + tenacity.wait_random(0, 0.1)
 
 
@@ -57,12 +61,9 @@ class RetryBudget:
         min_retries: int = 3,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        if not 0 <= ratio <= 1:
-            raise ConfigurationError("a retry budget ratio is between 0 and 1", field="ratio")
-        if window < 1:
-            raise ConfigurationError("a retry budget window is at least 1 second", field="window")
-        if min_retries < 0:
-            raise ConfigurationError("min_retries cannot be negative", field="min_retries")
+        validation.number(ratio, "ratio", minimum=0, maximum=1)
+        validation.whole(window, "window", minimum=1, maximum=100_000)  # the breaker's bound
+        validation.whole(min_retries, "min_retries", minimum=0)
         self.ratio = ratio
         self.min_retries = min_retries
         self.clock = clock
@@ -150,11 +151,26 @@ def with_retry(
     and FeatureDisabledError. With ``budget`` a retry happens only while the budget
     allows. Other keyword arguments go to tenacity (``before_sleep``, ``sleep``...).
     The last error is re-raised as it is (never wrapped in tenacity's RetryError).
-    Raises ConfigurationError when ``attempts`` is below 1.
+    Raises ConfigurationError naming the argument for ``attempts`` outside 1-1000, a
+    ``retry_on`` that is not exception classes, or an option of the wrong type.
     """
-    if attempts < 1:
-        raise ConfigurationError("attempts must be at least 1", field="attempts")
+    validation.whole(attempts, "attempts", minimum=1, maximum=MAX_ATTEMPTS)
     kinds = retry_on if isinstance(retry_on, tuple) else (retry_on,)
+    if not kinds or not all(isinstance(k, type) and issubclass(k, BaseException) for k in kinds):
+        raise ConfigurationError(
+            f"retry_on must be an exception class or a tuple of them, not {retry_on!r:.80}",
+            field="retry_on",
+        )
+    for field, value, kind in (
+        ("wait", wait, tenacity.wait.wait_base),
+        ("stop", stop, tenacity.stop.stop_base),
+        ("breaker", breaker, CircuitBreaker),
+        ("budget", budget, RetryBudget),
+    ):
+        if value is not None and not isinstance(value, kind):
+            raise ConfigurationError(
+                f"{field} must be a {kind.__name__}, not {value!r:.80}", field=field
+            )
     stopping: tenacity.stop.stop_base = stop or tenacity.stop_after_attempt(attempts)
     before = tenacity_options.pop("before", None)
     if budget is not None:
@@ -167,14 +183,20 @@ def with_retry(
         if before is not None:
             before(retry_state)
 
-    policy = tenacity.retry(
-        stop=stopping,
-        wait=wait if wait is not None else DEFAULT_WAIT,
-        retry=tenacity.retry_if_exception(_retryable(kinds)),
-        before=before_attempt,
-        reraise=True,
-        **tenacity_options,
-    )
+    try:
+        # tenacity builds its Retrying only when decorating; build one now to check the
+        # options while the caller is still at construction.
+        tenacity.Retrying(**tenacity_options)
+        policy = tenacity.retry(
+            stop=stopping,
+            wait=wait if wait is not None else DEFAULT_WAIT,
+            retry=tenacity.retry_if_exception(_retryable(kinds)),
+            before=before_attempt,
+            reraise=True,
+            **tenacity_options,
+        )
+    except TypeError as exc:  # an option tenacity does not know
+        raise ConfigurationError(f"with_retry: {exc}", field="tenacity_options") from None
 
     def decorate(target: Callable[P, R]) -> Callable[P, R]:
         attempt = breaker(target) if breaker is not None else target

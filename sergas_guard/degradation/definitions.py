@@ -11,12 +11,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from sergas_guard.config import GuardModel
 from sergas_guard.degradation.levels import DegradationLevel
 from sergas_guard.degradation.rollout import in_rollout
 from sergas_guard.errors import ConfigurationError
+from sergas_guard.validation import MAX_TEXT_LENGTH
 
 __all__ = [
     "DOCUMENT_VERSION",
@@ -49,12 +50,14 @@ class FlagDefinition(GuardModel):
 
     ``rollout_percentage`` (0-100, 0.01 resolution) limits an enabled flag to that share
     of user ids; ``allow_users`` are always in, ``deny_users`` always out (deny wins).
-    ``essential`` flags stay on when the service is degraded.
+    ``essential`` flags stay on when the service is degraded. ``description`` is at most
+    :data:`~sergas_guard.validation.MAX_TEXT_LENGTH` (4096) characters: it is stored
+    with the flag and shown to operators.
     """
 
     name: str = Field(min_length=1, max_length=200)
     enabled: bool = True
-    description: str = ""
+    description: str = Field(default="", max_length=MAX_TEXT_LENGTH)
     rollout_percentage: float = Field(default=100.0, ge=0.0, le=100.0)
     essential: bool = False
     allow_users: tuple[str, ...] = ()
@@ -62,9 +65,13 @@ class FlagDefinition(GuardModel):
 
     @field_validator("allow_users", "deny_users", mode="before")
     @classmethod
-    def _unique_sorted(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            raise ValueError("must be a list of user ids, not one string")
+    def _unique_sorted(cls, value: Any, info: ValidationInfo) -> Any:
+        field = str(info.field_name)
+        if isinstance(value, str | bytes):
+            raise ConfigurationError(
+                f"{field} must be a list of user ids, not one string ({value!r:.80})",
+                field=field,
+            )
         if isinstance(value, list | tuple | set | frozenset):
             return tuple(sorted({str(item) for item in value}))
         return value

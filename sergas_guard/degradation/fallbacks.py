@@ -22,6 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from sergas_guard.clock import SYSTEM_CLOCK, Clock
 from sergas_guard.errors import ConfigurationError, GuardError
+from sergas_guard.validation import callable_or_none, seconds, valid_name, whole
 
 __all__ = [
     "CachedFallback",
@@ -120,9 +121,7 @@ class FallbackStrategy(Protocol):
 
 
 def _check_name(name: str) -> str:
-    if not isinstance(name, str) or not name:
-        raise ConfigurationError("a fallback needs a non-empty name", field="name")
-    return name
+    return valid_name(name, "name")
 
 
 def default_call_key(context: FallbackContext) -> str:
@@ -153,16 +152,12 @@ class CachedFallback:
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.name = _check_name(name)
-        if cache_ttl <= 0:
-            raise ConfigurationError("cache_ttl must be positive", field="cache_ttl")
-        if max_entries < 1:
-            raise ConfigurationError("max_entries must be at least 1", field="max_entries")
-        if max_stale is not None and max_stale < 0:
-            raise ConfigurationError("max_stale must not be negative", field="max_stale")
-        self.cache_ttl = cache_ttl
-        self.max_entries = max_entries
-        self.max_stale = max_stale
-        self.key_func = key_func
+        self.cache_ttl = seconds(cache_ttl, "cache_ttl")
+        self.max_entries = whole(max_entries, "max_entries", minimum=1)
+        self.max_stale = (
+            None if max_stale is None else seconds(max_stale, "max_stale", allow_zero=True)
+        )
+        self.key_func = callable_or_none(key_func, "key_func")
         self.clock = clock
         self._entries: OrderedDict[str, tuple[Any, float]] = OrderedDict()
         self._lock = threading.Lock()
@@ -236,6 +231,7 @@ class StaticFallback:
         self, name: str, value: Any = None, *, factory: Callable[[], Any] | None = None
     ) -> None:
         self.name = _check_name(name)
+        callable_or_none(factory, "factory")
         if factory is not None and value is not None:
             raise ConfigurationError("give a value or a factory, not both", field="factory")
         if callable(value):

@@ -17,6 +17,7 @@ from sergas_guard.degradation.fallbacks import (
 )
 from sergas_guard.degradation.flags import FeatureFlags
 from sergas_guard.errors import ConfigurationError, FeatureDisabledError
+from sergas_guard.validation import callable_or_none, valid_name
 
 __all__ = ["default_flags", "feature_flag", "set_default_flags"]
 
@@ -89,8 +90,15 @@ def feature_flag(
     (a callable with the same arguments, or a FallbackStrategy); without one the call
     raises :class:`FeatureDisabledError` with the reason.
     """
-    if not isinstance(name, str) or not name:
-        raise ConfigurationError("feature_flag needs a flag name", field="name")
+    valid_name(name, "name")
+    if flags is not None and not isinstance(flags, FeatureFlags):
+        raise ConfigurationError(f"flags must be a FeatureFlags, not {flags!r:.80}", field="flags")
+    if user_id is not None and not isinstance(user_id, str) and not callable(user_id):
+        raise ConfigurationError(
+            f"user_id must be a parameter name or a function, not {user_id!r:.80}",
+            field="user_id",
+        )
+    callable_or_none(context, "context")
     if fallback is not None and not (isinstance(fallback, FallbackStrategy) or callable(fallback)):
         raise ConfigurationError(
             "fallback must be callable or a FallbackStrategy", field="fallback"

@@ -40,6 +40,7 @@ from sergas_guard.degradation.flag_sources import FlagSources
 from sergas_guard.degradation.levels import DegradationLevel
 from sergas_guard.degradation.redis_flags import is_redis_storage
 from sergas_guard.errors import ConfigurationError
+from sergas_guard.validation import callable_or_none, seconds, valid_name
 
 __all__ = ["FeatureFlags", "FlagState", "FlagsListener"]
 
@@ -70,7 +71,8 @@ class FeatureFlags:
     share flags between workers; a ``MemoryStorage`` or ``None`` keeps them local.
     ``level_source`` returns the current degradation level (a DegradationManager sets
     it); at DEGRADED and above only essential flags read as on. Raises
-    ConfigurationError for bad arguments or a malformed file.
+    ConfigurationError for bad arguments (``refresh_interval`` must be a finite number
+    of seconds >= 0) or a malformed file.
     """
 
     def __init__(
@@ -83,10 +85,11 @@ class FeatureFlags:
         level_source: Callable[[], DegradationLevel] | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        if refresh_interval < 0:
-            raise ConfigurationError(
-                "refresh_interval must not be negative", field="refresh_interval"
-            )
+        refresh_interval = seconds(refresh_interval, "refresh_interval", allow_zero=True)
+        valid_name(namespace, "namespace")
+        callable_or_none(level_source, "level_source")
+        if path is not None and not isinstance(path, str | os.PathLike):
+            raise ConfigurationError(f"path must be a file path, not {path!r:.80}", field="path")
         if storage is not None and not is_redis_storage(storage) and not hasattr(storage, "decide"):
             raise ConfigurationError(
                 "storage must be a RedisStorage (shared) or a MemoryStorage/None (local)",
@@ -260,7 +263,9 @@ class FeatureFlags:
 
         A definition already present (in the file, in Redis, or registered before) wins,
         so an operator's change survives a restart of code that registers defaults;
-        ``overwrite=True`` replaces it. Raises ConfigurationError for invalid values.
+        ``overwrite=True`` replaces it. Raises ConfigurationError naming the field for
+        invalid values (e.g. one string as ``allow_users``, a description over 4096
+        characters, a percentage outside 0-100).
         """
         definition = FlagDefinition(
             name=name,
@@ -268,8 +273,8 @@ class FeatureFlags:
             description=description,
             rollout_percentage=rollout_percentage,
             essential=essential,
-            allow_users=tuple(allow_users),
-            deny_users=tuple(deny_users),
+            allow_users=allow_users,  # as given: one str is refused, not split into letters
+            deny_users=deny_users,
         )
         return self._modify(
             name, lambda current: definition if current is None or overwrite else current

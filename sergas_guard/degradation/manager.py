@@ -26,6 +26,7 @@ from sergas_guard.degradation.levels import DegradationLevel, LevelChange, parse
 from sergas_guard.degradation.service_call import ServiceCalls
 from sergas_guard.degradation.signals import Signal, SignalKind, Thresholds, signal_for
 from sergas_guard.errors import ConfigurationError, FeatureDisabledError, StorageUnavailable
+from sergas_guard.validation import MAX_SECONDS
 
 __all__ = ["DegradationConfig", "DegradationManager", "LevelListener"]
 
@@ -42,10 +43,10 @@ class DegradationConfig(GuardModel):
 
     auto_degrade_threshold: float = Field(default=0.85, gt=0.0, le=1.0)
     critical_threshold: float = Field(default=0.95, gt=0.0, le=1.0)
-    hold_seconds: float = Field(default=60.0, ge=0.0)
-    evaluation_interval: float = Field(default=1.0, ge=0.0)
+    hold_seconds: float = Field(default=60.0, ge=0.0, le=MAX_SECONDS)
+    evaluation_interval: float = Field(default=1.0, ge=0.0, le=MAX_SECONDS)
     feature_flags_path: str | None = None
-    refresh_interval: float = Field(default=DEFAULT_REFRESH_INTERVAL, ge=0.0)
+    refresh_interval: float = Field(default=DEFAULT_REFRESH_INTERVAL, ge=0.0, le=MAX_SECONDS)
 
     @model_validator(mode="after")
     def _ordered(self) -> DegradationConfig:
@@ -92,6 +93,11 @@ class DegradationManager(ServiceCalls):
             )
         super().__init__(circuit_breaker_manager)
         self.clock = clock
+        if feature_flags is not None and not isinstance(feature_flags, FeatureFlags):
+            raise ConfigurationError(
+                f"feature_flags must be a FeatureFlags, not {feature_flags!r:.80}",
+                field="feature_flags",
+            )
         if feature_flags is None:
             feature_flags = FeatureFlags(path=feature_flags_path, storage=storage, clock=clock)
         elif feature_flags_path is not None or storage is not None:

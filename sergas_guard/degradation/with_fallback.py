@@ -16,6 +16,7 @@ from sergas_guard.degradation.fallbacks import (
     serve_chain_sync,
 )
 from sergas_guard.errors import CircuitOpenError, ConfigurationError
+from sergas_guard.validation import valid_name
 
 __all__ = ["exception_types", "with_fallback"]
 
@@ -59,6 +60,8 @@ def with_fallback(
     fallbacks: when a fallback has no answer, the original error reaches the next one.
     Raises ConfigurationError at decoration time for bad arguments.
     """
+    if name is not None:
+        valid_name(name, "name")
     chain = (as_strategy(fallback),)
     catch = exception_types(on)
     if circuit_breaker is not None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -12,6 +11,7 @@ from sergas_guard.clock import SYSTEM_CLOCK, Clock
 from sergas_guard.errors import HealthCheckError
 from sergas_guard.health.result import CheckResult, HealthStatus, Observation
 from sergas_guard.secrets import scrub
+from sergas_guard.validation import flag, seconds, strings, valid_name
 
 __all__ = [
     "DEFAULT_TAGS",
@@ -105,13 +105,13 @@ _MAPPING_FIELDS = frozenset({"status", "message", "observed_value", "observed_un
 
 
 def _validate(name: str, timeout: float) -> None:
-    if not isinstance(name, str) or not name.strip():
-        raise HealthCheckError("a health check needs a non-empty name")
+    valid_name(name, "name", error=HealthCheckError)
     if ":" in name or "/" in name:
         # ':' separates component and measurement in health+json; '/' would break the route.
-        raise HealthCheckError(f"health check name {name!r} must not contain ':' or '/'")
-    if not isinstance(timeout, int | float) or not math.isfinite(timeout) or timeout <= 0:
-        raise HealthCheckError(f"timeout of {name!r} must be a positive number of seconds")
+        raise HealthCheckError(
+            f"health check name {name!r} must not contain ':' or '/'", field="name"
+        )
+    seconds(timeout, "timeout", error=HealthCheckError)
 
 
 class HealthCheck:
@@ -141,12 +141,14 @@ class HealthCheck:
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         _validate(name, timeout)
-        if isinstance(tags, str):
-            raise HealthCheckError(f"tags of {name!r} must be a list of strings, not one string")
         self.name = name
         self.timeout = float(timeout)
-        self.critical = bool(critical)
-        self.tags = DEFAULT_TAGS if tags is None else frozenset(tags)
+        self.critical = flag(critical, "critical", error=HealthCheckError)
+        self.tags = (
+            DEFAULT_TAGS
+            if tags is None
+            else frozenset(strings(tags, "tags", error=HealthCheckError))
+        )
         self.clock = clock
         self._secrets: tuple[str, ...] = ()
 

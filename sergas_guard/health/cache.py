@@ -14,7 +14,12 @@ from sergas_guard.clock import SYSTEM_CLOCK, Clock
 from sergas_guard.errors import HealthCheckError
 from sergas_guard.health.base import DEFAULT_TIMEOUT, HealthCheck, url_secrets
 from sergas_guard.health.result import Observation
-from sergas_guard.health.thresholds import degrade, latency_observation, ratio_in_range
+from sergas_guard.health.thresholds import (
+    check_settings,
+    degrade,
+    latency_observation,
+    ratio_in_range,
+)
 from sergas_guard.secrets import scrub
 from sergas_guard.storage.redis import RedisStorage
 
@@ -54,6 +59,7 @@ class CacheHealthCheck(HealthCheck):
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         super().__init__(name, timeout=timeout, critical=critical, tags=tags, clock=clock)
+        check_settings(("redis_url", redis_url), degraded_latency)
         scheme = redis_url.split("://", 1)[0].lower() if "://" in redis_url else ""
         if scheme not in _SCHEMES | _CLUSTER_SCHEMES:
             raise HealthCheckError(
@@ -62,7 +68,9 @@ class CacheHealthCheck(HealthCheck):
             )
         self.is_cluster = scheme in _CLUSTER_SCHEMES
         if not ratio_in_range(memory_threshold):
-            raise HealthCheckError(f"{name!r}: memory_threshold must be in (0, 1]")
+            raise HealthCheckError(
+                f"{name!r}: memory_threshold must be in (0, 1]", field="memory_threshold"
+            )
         self._redis_url = redis_url
         self._secrets = url_secrets(redis_url)
         self.degraded_latency = degraded_latency

@@ -19,8 +19,14 @@ from sergas_guard.errors import HealthCheckError
 from sergas_guard.health._threads import SyncRunner
 from sergas_guard.health.base import DEFAULT_TIMEOUT, HealthCheck, url_secrets
 from sergas_guard.health.result import Observation
-from sergas_guard.health.thresholds import degrade, latency_observation, ratio_in_range
+from sergas_guard.health.thresholds import (
+    check_settings,
+    degrade,
+    latency_observation,
+    ratio_in_range,
+)
 from sergas_guard.secrets import scrub
+from sergas_guard.validation import whole
 
 __all__ = ["DatabaseHealthCheck"]
 
@@ -94,16 +100,20 @@ class DatabaseHealthCheck(HealthCheck):
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         super().__init__(name, timeout=timeout, critical=critical, tags=tags, clock=clock)
+        check_settings(("connection_string", connection_string), degraded_latency)
         scheme = connection_string.split("://", 1)[0].lower() if "://" in connection_string else ""
         if scheme not in _POSTGRES_SCHEMES and scheme != "sqlite":
             raise HealthCheckError(
                 f"{name!r}: unsupported database URL {scrub(connection_string)!r} "
                 "(expected postgresql://... or sqlite:///...)"
             )
-        if max_connections is not None and max_connections <= 0:
-            raise HealthCheckError(f"{name!r}: max_connections must be positive")
+        if max_connections is not None:
+            whole(max_connections, "max_connections", minimum=1, error=HealthCheckError)
         if not ratio_in_range(connection_usage_threshold):
-            raise HealthCheckError(f"{name!r}: connection_usage_threshold must be in (0, 1]")
+            raise HealthCheckError(
+                f"{name!r}: connection_usage_threshold must be in (0, 1]",
+                field="connection_usage_threshold",
+            )
         self.is_postgres = scheme in _POSTGRES_SCHEMES
         self._connection_string = connection_string
         self._secrets = url_secrets(connection_string) if self.is_postgres else ()

@@ -12,6 +12,7 @@ from sergas_guard.health._threads import SyncRunner
 from sergas_guard.health.base import DEFAULT_TIMEOUT, HealthCheck
 from sergas_guard.health.result import HealthStatus, Observation
 from sergas_guard.health.thresholds import ratio_in_range
+from sergas_guard.validation import whole
 
 __all__ = ["DiskSpaceHealthCheck", "judge_disk"]
 
@@ -63,11 +64,17 @@ class DiskSpaceHealthCheck(HealthCheck):
     ) -> None:
         super().__init__(name, timeout=timeout, critical=critical, tags=tags, clock=clock)
         if not ratio_in_range(degraded_free_ratio) or not ratio_in_range(min_free_ratio):
-            raise HealthCheckError(f"{name!r}: free-space ratios must be in (0, 1]")
+            raise HealthCheckError(
+                f"{name!r}: free-space ratios must be in (0, 1]", field="min_free_ratio"
+            )
         if min_free_ratio > degraded_free_ratio:
-            raise HealthCheckError(f"{name!r}: min_free_ratio must not exceed degraded_free_ratio")
-        if min_free_bytes < 0:
-            raise HealthCheckError(f"{name!r}: min_free_bytes must not be negative")
+            raise HealthCheckError(
+                f"{name!r}: min_free_ratio must not exceed degraded_free_ratio",
+                field="min_free_ratio",
+            )
+        whole(min_free_bytes, "min_free_bytes", minimum=0, error=HealthCheckError)
+        if not isinstance(path, str | os.PathLike):
+            raise HealthCheckError(f"path must be a file path, not {path!r:.80}", field="path")
         self.path = os.fspath(path)
         self.degraded_free_ratio = degraded_free_ratio
         self.min_free_ratio = min_free_ratio

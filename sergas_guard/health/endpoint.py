@@ -117,11 +117,15 @@ class HealthEndpoint:
         health_path: str = "/health",
     ) -> None:
         if not callable(details) and details not in ("never", "always"):
-            raise HealthCheckError("details must be 'never', 'always' or a callable")
+            raise HealthCheckError(
+                "details must be 'never', 'always' or a callable", field="details"
+            )
         codes = dict(DEFAULT_STATUS_CODES)
         for status, code in (status_codes or {}).items():
             if not (isinstance(code, int) and 100 <= code <= 599):
-                raise HealthCheckError(f"status code for {status} must be an HTTP status")
+                raise HealthCheckError(
+                    f"status code for {status} must be an HTTP status", field="status_codes"
+                )
             codes[HealthStatus(status)] = code
         self.registry = registry
         self.details = details
@@ -131,7 +135,9 @@ class HealthEndpoint:
         self.groups = {name: frozenset(tags) for name, tags in (groups or {}).items()}
         for name in self.groups:
             if not name or "/" in name:
-                raise HealthCheckError(f"group name {name!r} must be one path segment")
+                raise HealthCheckError(
+                    f"group name {name!r} must be one path segment", field="groups"
+                )
         self.service = dict(service or {})
         self.paths = {"live": live_path, "ready": ready_path, "all": health_path}
 

@@ -11,8 +11,9 @@ from sergas_guard.clock import SYSTEM_CLOCK, Clock
 from sergas_guard.errors import HealthCheckError
 from sergas_guard.health.base import DEFAULT_TIMEOUT, HealthCheck, url_secrets
 from sergas_guard.health.result import HealthStatus, Observation
-from sergas_guard.health.thresholds import latency_observation
+from sergas_guard.health.thresholds import check_settings, latency_observation
 from sergas_guard.secrets import scrub
+from sergas_guard.validation import valid_name
 
 __all__ = ["HttpHealthCheck"]
 
@@ -22,7 +23,10 @@ _SENSITIVE_HEADER_WORDS = ("auth", "cookie", "token", "key", "secret", "password
 def _expected_statuses(name: str, expected: int | Iterable[int]) -> frozenset[int]:
     statuses = frozenset([expected] if isinstance(expected, int) else expected)
     if not statuses or not all(isinstance(s, int) and 100 <= s <= 599 for s in statuses):
-        raise HealthCheckError(f"{name!r}: expected_status must be HTTP status codes (100-599)")
+        raise HealthCheckError(
+            f"{name!r}: expected_status must be HTTP status codes (100-599)",
+            field="expected_status",
+        )
     return statuses
 
 
@@ -58,6 +62,7 @@ class HttpHealthCheck(HealthCheck):
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         super().__init__(name, timeout=timeout, critical=critical, tags=tags, clock=clock)
+        check_settings(("url", url), degraded_latency)
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise HealthCheckError(f"{name!r}: {scrub(url)!r} is not an http(s) URL")
@@ -69,7 +74,11 @@ class HttpHealthCheck(HealthCheck):
             ) from None
         self._url = url
         self.expected_status = _expected_statuses(name, expected_status)
-        self.method = method.upper()
+        self.method = valid_name(method, "method", max_length=20, error=HealthCheckError).upper()
+        if headers is not None and not isinstance(headers, Mapping):
+            raise HealthCheckError(
+                f"headers must be a mapping, not {headers!r:.80}", field="headers"
+            )
         self._headers = dict(headers or {})
         self.degraded_latency = degraded_latency
         self.follow_redirects = follow_redirects

@@ -16,6 +16,7 @@ from sergas_guard.health.aggregate import Results, summarize
 from sergas_guard.health.base import HealthCheck, describe_error, to_observation
 from sergas_guard.health.result import CheckResult, HealthStatus, Observation
 from sergas_guard.health.result_cache import CachePolicy
+from sergas_guard.validation import seconds
 
 __all__ = ["DuplicateHealthCheckError", "HealthCheckRegistry"]
 
@@ -74,9 +75,7 @@ class HealthCheckRegistry:
         failure_cache_ttl: float = 1.0,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        if not math.isfinite(timeout) or timeout <= 0:
-            raise HealthCheckError("the overall health deadline must be a positive number")
-        self.timeout = float(timeout)
+        self.timeout = seconds(timeout, "timeout", error=HealthCheckError)
         self.clock = clock
         self._policy = CachePolicy(cache_ttl, failure_cache_ttl)
         self._slots: dict[str, _Slot] = {}
@@ -134,8 +133,12 @@ class HealthCheckRegistry:
         are reused instead. ``deadline`` (seconds) overrides the registry's ``timeout``
         for this call.
         Returns ``{name: CheckResult}`` in registration order. Never raises for a failing
-        check; raises HealthCheckError only for an unknown name in ``names``.
+        check; raises HealthCheckError for an unknown name in ``names`` or a ``deadline``
+        that is not a positive, finite number of seconds.
         """
+        if deadline is not None:
+            # 0, a negative or NaN deadline would report every check unhealthy unrun.
+            deadline = seconds(deadline, "deadline", error=HealthCheckError)
         slots = self._select(tags, names)
         deadline = self.timeout if deadline is None else deadline
         now = self.clock.monotonic()

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from sergas_guard.errors import HealthCheckError
 from sergas_guard.health.result import CheckResult, HealthStatus
+from sergas_guard.validation import seconds
 
 __all__ = ["CachePolicy"]
 
 
 def _non_negative(name: str, value: float | None) -> None:
-    if value is not None and (not math.isfinite(value) or value < 0):
-        raise HealthCheckError(f"{name} must be a non-negative number of seconds")
+    if value is not None:
+        seconds(value, name, allow_zero=True, error=HealthCheckError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,9 +34,8 @@ class CachePolicy:
     def __post_init__(self) -> None:
         _non_negative("cache_ttl", self.ttl)
         _non_negative("failure_cache_ttl", self.failure_ttl)
-        if self.background_interval is not None and not self.background_interval > 0:
-            raise HealthCheckError("the background interval must be positive")
-        _non_negative("background interval", self.background_interval)
+        if self.background_interval is not None:
+            seconds(self.background_interval, "interval", error=HealthCheckError)
 
     def lifetime(self, result: CheckResult, check_timeout: float) -> float:
         """Seconds for which ``result`` may be served after it was produced."""

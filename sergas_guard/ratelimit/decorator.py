@@ -17,6 +17,7 @@ from sergas_guard.ratelimit.config import RateLimitConfig
 from sergas_guard.ratelimit.limiter import GLOBAL_KEY, RateLimitDecision, RateLimiter
 from sergas_guard.ratelimit.result import RateLimitStrategy
 from sergas_guard.storage.base import RateLimitStorage
+from sergas_guard.validation import seconds
 
 __all__ = ["DecisionListener", "decision_listener", "rate_limited"]
 
@@ -72,20 +73,22 @@ def rate_limited(
     raising RateLimitExceeded once the total wait would pass ``max_wait`` seconds.
     Works on sync and async functions and keeps their signature.
 
-    Raises ConfigurationError at decoration for bad options or a fixed cost the limit
-    can never admit. Per call, outside a web request, a key callable returning anything
-    but a non-empty str, or a cost callable returning anything but a whole number the
-    limit can admit, raises ConfigurationError (what the callables raise propagates).
-    While a web request is served (see docs/ratelimit.md) such faults are logged once
-    instead: the call counts under the client's address, costs 1 (a float is rounded
-    up), and a cost the limit can never admit raises RequestTooCostly (a 413).
+    Raises ConfigurationError at decoration naming the argument for a bad limit, key,
+    cost, ``on_limit`` or ``max_wait`` (a finite number of seconds; None waits without
+    bound), or a fixed cost the limit can never admit. Per call, outside a web request,
+    a key callable returning anything but a non-empty str, or a cost callable returning
+    anything but a whole number the limit can admit, raises ConfigurationError (what the
+    callables raise propagates). While a web request is served (see docs/ratelimit.md)
+    such faults are logged once instead: the call counts under the client's address,
+    costs 1 (a float is rounded up), and a cost the limit can never admit raises
+    RequestTooCostly (a 413).
     """
     if on_limit not in ("raise", "wait"):
         raise ConfigurationError(
             f"on_limit must be 'raise' or 'wait', not {on_limit!r}", field="on_limit"
         )
-    if max_wait is not None and max_wait < 0:
-        raise ConfigurationError("max_wait must not be negative", field="max_wait")
+    if max_wait is not None:
+        max_wait = seconds(max_wait, "max_wait", allow_zero=True)
 
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
         limiter = _limiter_for(func, limit, storage, strategy, name)

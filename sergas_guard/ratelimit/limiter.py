@@ -158,6 +158,11 @@ class RateLimiter:
             if burst is not None:
                 options["burst"] = burst
             config = RateLimitConfig(**options)
+        elif not isinstance(config, RateLimitConfig):
+            raise ConfigurationError(
+                f"config must be a RateLimitConfig or a rate string, not {config!r:.80}",
+                field="config",
+            )
         elif name is not None or strategy is not None or burst is not None:
             raise ConfigurationError(
                 "name, strategy and burst belong in the RateLimitConfig when one is given",
@@ -172,8 +177,18 @@ class RateLimiter:
             from sergas_guard.storage.url import storage_from_url
 
             storage = cast(RateLimitStorage, storage_from_url(storage))
+        elif not isinstance(storage, RateLimitStorage):
+            raise ConfigurationError(
+                f"storage must be a rate-limit storage, a storage URL or None, not {storage!r:.80}",
+                field="storage",
+            )
         if on_storage_error is not None:
             storage = _guard_storage(storage, on_storage_error, storage_error_options)
+        elif storage_error_options:
+            raise ConfigurationError(
+                f"{sorted(storage_error_options)[0]} applies only with an on_storage_error policy",
+                field=sorted(storage_error_options)[0],
+            )
         self.storage: RateLimitStorage = storage
         self.clock: Clock = clock or getattr(storage, "clock", None) or SYSTEM_CLOCK
         self._key_head = f"{config.key_prefix}:{config.name}:{{"
@@ -195,13 +210,22 @@ class RateLimiter:
     def checks(self, key: str) -> tuple[LimitCheck, ...]:
         """The storage keys and limits for an identity: ``<prefix>:<name>:{<key>}:<limit>``.
 
+        Raises ConfigurationError when ``key`` is not a str.
+
         The identity sits in a Redis Cluster hash tag so all its limits share a slot.
         Remembered per identity (a bounded dict, emptied when full): one lookup per
         request for the clients of the moment.
         """
         remembered = self._checks
-        checks = remembered.get(key)
+        try:  # free unless it raises (an unhashable key, refused just below)
+            checks = remembered.get(key)
+        except TypeError:
+            checks = None
         if checks is None:
+            if not isinstance(key, str):  # checked once per new identity, not per request
+                raise ConfigurationError(
+                    f"a rate-limit key must be a string, not {key!r:.80}", field="key"
+                )
             head = self._key_head + key
             checks = tuple(_new_check((head + tail, spec)) for tail, spec in self._tails_and_specs)
             if len(remembered) >= CHECKS_CACHE:
@@ -343,8 +367,11 @@ def _guard_storage(
             f"on_storage_error must be fail_open, fail_closed or fallback, not {policy!r}",
             field="on_storage_error",
         )
-    from sergas_guard.storage.failover import FailoverStorage
+    from sergas_guard.storage.failover import FailoverConfig, FailoverStorage
 
     if isinstance(storage, MemoryStorage | FailoverStorage):
-        return storage  # memory cannot fail; a FailoverStorage already has its policy
+        # Memory cannot fail and a FailoverStorage already has its policy; the options
+        # are still checked, so that a typo fails here rather than on the day of a move.
+        FailoverConfig(policy=policy, **options)
+        return storage
     return FailoverStorage(storage, policy=policy, **options)

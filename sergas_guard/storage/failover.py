@@ -29,7 +29,7 @@ import threading
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar, Literal, TypeVar
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from sergas_guard.circuit_breaker.config import CircuitBreakerConfig
 from sergas_guard.circuit_breaker.core import BreakerCore, Decision
@@ -41,6 +41,7 @@ from sergas_guard.ratelimit.result import LimitSpec, RateLimitResult
 from sergas_guard.secrets import scrub
 from sergas_guard.storage.base import LimitCheck, RateLimitStorage
 from sergas_guard.storage.memory import MemoryStorage
+from sergas_guard.validation import MAX_SECONDS
 
 __all__ = [
     "FailoverConfig",
@@ -88,11 +89,22 @@ class FailoverConfig(GuardModel):
     #: Consecutive failures that open the circuit.
     failure_threshold: int = Field(default=3, ge=1, le=1000)
     #: Seconds the circuit stays open before one probe is let through.
-    cooldown_seconds: float = Field(default=5.0, gt=0)
+    cooldown_seconds: float = Field(default=5.0, gt=0, le=MAX_SECONDS)
     #: Fraction of each limit the local fallback enforces (1/N for N processes).
     fallback_share: float = Field(default=1.0, gt=0, le=1)
     #: Keys the local fallback holds at most (LRU beyond).
     fallback_max_keys: int = Field(default=100_000, ge=1)
+
+    @field_validator("policy", mode="before")
+    @classmethod
+    def _known_policy(cls, value: Any) -> Any:
+        # pydantic's own message lists the literal's values; ours names the value too.
+        if value not in ("fail_open", "fail_closed", "fallback"):
+            raise ConfigurationError(
+                f"policy must be fail_open, fail_closed or fallback, not {value!r:.80}",
+                field="policy",
+            )
+        return value
 
     def breaker(self) -> CircuitBreakerConfig:
         """The breaker that judges the storage: N failures out of the last N calls open it."""
@@ -129,6 +141,10 @@ class FailoverStorage:
     ) -> None:
         if isinstance(storage, FailoverStorage):
             raise ConfigurationError("the storage is already a FailoverStorage", field="storage")
+        if not isinstance(storage, RateLimitStorage):
+            raise ConfigurationError(
+                f"storage must be a rate-limit storage, not {storage!r:.80}", field="storage"
+            )
         self.config = FailoverConfig(policy=policy, **options)
         self.primary = storage
         self.clock = clock

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from sergas_guard.clock import SYSTEM_CLOCK, Clock, SystemClock
-from sergas_guard.errors import ConfigurationError
 from sergas_guard.ratelimit.result import (
     US_PER_SECOND,
     LimitSpec,
@@ -25,6 +24,7 @@ from sergas_guard.ratelimit.result import (
 )
 from sergas_guard.ratelimit.strategies import DECIDERS, Decider, sliding_log
 from sergas_guard.storage.base import LimitCheck, too_costly
+from sergas_guard.validation import whole
 
 __all__ = ["MemoryStorage"]
 
@@ -63,12 +63,11 @@ class MemoryStorage:
 
     ``max_keys`` bounds the number of keys held: past it the least recently used
     key is dropped (its client starts afresh, which errs towards admitting).
+    Raises ConfigurationError unless ``max_keys`` is a whole number of at least 1.
     """
 
     def __init__(self, max_keys: int = DEFAULT_MAX_KEYS, clock: Clock = SYSTEM_CLOCK) -> None:
-        if max_keys < 1:
-            raise ConfigurationError("max_keys must be at least 1", field="max_keys")
-        self.max_keys = max_keys
+        self.max_keys = whole(max_keys, "max_keys", minimum=1)
         self.clock = clock
         self._time_us = clock.time_us  # bound once: read on every decision
         self._time_ns = time.time_ns if type(clock) is SystemClock else None

@@ -36,6 +36,7 @@ from redis.exceptions import (
     TryAgainError,
 )
 
+from sergas_guard import validation
 from sergas_guard.errors import ConfigurationError, StorageError, StorageUnavailable
 from sergas_guard.ratelimit.result import RateLimitResult
 from sergas_guard.secrets import scrub
@@ -59,6 +60,10 @@ DEFAULT_RETRIES = 1
 # Connections one storage opens for concurrent async decisions; more tasks wait their turn
 # (up to the socket timeout) rather than fail.
 DEFAULT_MAX_CONNECTIONS = 100
+# Bounds of the options: more retries would only multiply an outage's latency, more
+# connections exhaust the server's file descriptors before helping.
+MAX_RETRIES = 10
+MAX_CONNECTIONS = 10_000
 _SCAN_COUNT = 1000
 _DELETE_BATCH = 500
 
@@ -105,6 +110,9 @@ class RedisStorage:
     and socket timeouts (seconds) and at most ``retries`` immediate retries of a
     command whose connection broke (never of one that timed out).
     ``key_prefix`` is what :meth:`clear` deletes when given no prefix.
+    Raises ConfigurationError naming the option for a timeout that is not a positive
+    number of seconds (at most 100 years), ``retries`` outside 0-10, ``max_connections``
+    outside 1-10,000 or an empty ``key_prefix``.
     """
 
     def __init__(
@@ -121,18 +129,16 @@ class RedisStorage:
     ) -> None:
         if url is None and client is None and sync_client is None:
             raise ConfigurationError("RedisStorage needs a url or a client", field="url")
-        if connect_timeout <= 0 or socket_timeout <= 0:
-            raise ConfigurationError("Redis timeouts must be positive", field="socket_timeout")
-        if retries < 0:
-            raise ConfigurationError("retries must be 0 or more", field="retries")
-        if max_connections < 1:
-            raise ConfigurationError("max_connections must be 1 or more", field="max_connections")
+        if url is not None and not isinstance(url, str):
+            raise ConfigurationError(f"url must be a string, not {type(url).__name__}", field="url")
         self.url = url
-        self.key_prefix = key_prefix
-        self.connect_timeout = connect_timeout
-        self.socket_timeout = socket_timeout
-        self.retries = retries
-        self.max_connections = max_connections
+        self.key_prefix = validation.name(key_prefix, "key_prefix", max_length=50)
+        self.connect_timeout = validation.seconds(connect_timeout, "connect_timeout")
+        self.socket_timeout = validation.seconds(socket_timeout, "socket_timeout")
+        self.retries = validation.whole(retries, "retries", minimum=0, maximum=MAX_RETRIES)
+        self.max_connections = validation.whole(
+            max_connections, "max_connections", minimum=1, maximum=MAX_CONNECTIONS
+        )
         self.is_cluster = bool(url and "+cluster" in url.split("://", 1)[0]) or isinstance(
             client or sync_client, RedisCluster | AsyncRedisCluster
         )

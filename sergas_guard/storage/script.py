@@ -17,6 +17,7 @@ from functools import lru_cache
 from importlib import resources
 
 from sergas_guard.errors import ConfigurationError, StorageError
+from sergas_guard.ratelimit.bounds import check_limit
 from sergas_guard.ratelimit.result import (
     US_PER_SECOND,
     LimitSpec,
@@ -53,9 +54,6 @@ _CODES = {
     RateLimitStrategy.LEAKY_BUCKET: "lb",
 }
 
-# Times are doubles inside Redis's Lua; beyond 2**53 integer arithmetic stops being exact.
-_MAX_EXACT = 2**53
-
 
 def _load_source() -> str:
     folder = resources.files("sergas_guard.storage").joinpath("lua")
@@ -66,20 +64,20 @@ DECIDE_SCRIPT = _load_source()
 DECIDE_SHA = hashlib.sha1(DECIDE_SCRIPT.encode("utf-8")).hexdigest()
 
 
+_SPEC_FIELDS = ("limit", "window", "burst")
+
+
 @lru_cache(maxsize=1024)
 def spec_arg(spec: LimitSpec) -> bytes:
     """The script argument describing one limit: its two-letter strategy code, then
     limit, window (µs) and burst as little-endian doubles.
 
     One pre-encoded argument per limit (cached: specs are few and frozen) keeps the
-    work per call small on both ends.
+    work per call small on both ends. Raises ConfigurationError for a limit the script
+    cannot decide exactly (:func:`~sergas_guard.ratelimit.bounds.check_limit`, the check
+    every RateLimitConfig passed at construction: only a hand-built LimitSpec can fail it).
     """
-    if spec.window_us * max(spec.limit, spec.burst) >= _MAX_EXACT:
-        raise ConfigurationError(
-            f"limit {spec.describe()} is too large for exact arithmetic in Redis "
-            "(limit times window in microseconds must stay below 2**53)",
-            field="limit",
-        )
+    check_limit(spec.strategy, spec.limit, spec.window_us, spec.burst, fields=_SPEC_FIELDS)
     return _CODES[spec.strategy].encode() + struct.pack(
         "<ddd", spec.limit, spec.window_us, spec.burst
     )

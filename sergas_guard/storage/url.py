@@ -19,8 +19,12 @@ def storage_from_url(url: str, **options: Any) -> Any:
     ``memory://`` (optionally ``memory://?max_keys=50000``) gives a
     :class:`~sergas_guard.storage.MemoryStorage`; ``redis://``, ``rediss://`` and
     ``redis+cluster://h1:p1,h2:p2`` give a :class:`~sergas_guard.storage.RedisStorage`.
-    Raises ConfigurationError for any other scheme.
+    Raises ConfigurationError for any other scheme, or a bad option.
     """
+    if not isinstance(url, str):
+        raise ConfigurationError(
+            f"a storage URL must be a string, not {type(url).__name__}", field="storage"
+        )
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme == "memory":
         from sergas_guard.storage.memory import MemoryStorage

@@ -20,6 +20,7 @@ import threading
 from collections.abc import Callable, Collection, Iterable
 from typing import Any, TypedDict, Unpack
 
+from sergas_guard import validation
 from sergas_guard.clock import SYSTEM_CLOCK, Clock
 from sergas_guard.errors import ConfigurationError
 from sergas_guard.ratelimit.limiter import RateLimitDecision, StorageErrorPolicy
@@ -167,8 +168,36 @@ class EngineStats:
         return len(self._per_thread)
 
 
+def _check_options(options: EngineOptions) -> None:
+    """Raise ConfigurationError naming the first option that is unknown or of a wrong type.
+
+    The options arrive as ``**kwargs``, so a misspelt one would otherwise be ignored.
+    The others (storage, headers, proxies, limits, ...) are checked where they are used.
+    """
+    unknown = sorted(options.keys() - EngineOptions.__optional_keys__)
+    if unknown:
+        raise ConfigurationError(
+            f"unknown option {unknown[0]!r}; the options are "
+            + ", ".join(sorted(EngineOptions.__optional_keys__)),
+            field=unknown[0],
+        )
+    if "shadow" in options:
+        validation.flag(options["shadow"], "shadow")
+    if "key_func" in options:
+        validation.callable_or_none(options["key_func"], "key_func")
+    if "name" in options:
+        validation.name(options["name"], "name")
+    if options.get("problem") is not None and not isinstance(options["problem"], ProblemText):
+        raise ConfigurationError(
+            f"problem must be a ProblemText, not {options['problem']!r:.80}", field="problem"
+        )
+
+
 class RateLimitEngine:
-    """Rules, limiters and identity resolution of one middleware. See the middlewares."""
+    """Rules, limiters and identity resolution of one middleware. See the middlewares.
+
+    Raises ConfigurationError naming the option for an unknown or invalid option.
+    """
 
     def __init__(
         self,
@@ -176,6 +205,7 @@ class RateLimitEngine:
         rules: Iterable[RuleLike] = (),
         **options: Unpack[EngineOptions],
     ) -> None:
+        _check_options(options)
         on_storage_error = options.get("on_storage_error", "fallback")
         if on_storage_error not in _POLICIES:
             raise ConfigurationError(

@@ -22,6 +22,7 @@ from itertools import islice
 from typing import Literal, Protocol
 
 from sergas_guard.errors import ConfigurationError
+from sergas_guard.validation import whole
 from sergas_guard.web.forwarding import (
     Hop,
     forwarded_nodes,
@@ -87,17 +88,15 @@ class ClientAddressResolver:
             self.trusted: tuple[IPNetwork, ...] = tuple(
                 ipaddress.ip_network(cidr, strict=False) for cidr in trusted_proxies
             )
-        except ValueError as exc:
+        except (TypeError, ValueError) as exc:  # TypeError: not a collection
             raise ConfigurationError(f"trusted_proxies: {exc}", field="trusted_proxies") from None
         if proxy_header not in ("x-forwarded-for", "forwarded"):
             raise ConfigurationError(
                 f"proxy_header must be 'x-forwarded-for' or 'forwarded', not {proxy_header!r}",
                 field="proxy_header",
             )
-        if not 1 <= ipv6_prefix <= 128:
-            raise ConfigurationError("ipv6_prefix must be between 1 and 128", field="ipv6_prefix")
-        if not 1 <= ipv4_prefix <= 32:
-            raise ConfigurationError("ipv4_prefix must be between 1 and 32", field="ipv4_prefix")
+        whole(ipv6_prefix, "ipv6_prefix", minimum=1, maximum=128)
+        whole(ipv4_prefix, "ipv4_prefix", minimum=1, maximum=32)
         self.proxy_header: ProxyHeader = proxy_header
         self._nodes_from_right: Callable[[str], Iterator[str | None]] = (
             forwarded_nodes if proxy_header == "forwarded" else x_forwarded_for_nodes

@@ -15,13 +15,16 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sergas_guard import validation
 from sergas_guard.clock import SYSTEM_CLOCK, Clock
 from sergas_guard.errors import ConfigurationError
+from sergas_guard.ratelimit.bounds import MAX_COUNT
 from sergas_guard.ratelimit.config import RateLimitConfig
 from sergas_guard.ratelimit.limiter import RateLimiter, StorageErrorPolicy
 from sergas_guard.ratelimit.result import RateLimitStrategy
 from sergas_guard.storage.base import RateLimitStorage
 from sergas_guard.storage.memory import MemoryStorage
+from sergas_guard.validation import whole
 from sergas_guard.web.guarded import CallbackGuard
 from sergas_guard.web.headers import PolicySet
 from sergas_guard.web.keys import KeyFunction, client_ip
@@ -108,15 +111,28 @@ class Rule:
     name: str | None = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.path, str):
+            raise ConfigurationError(f"path must be a string, not {self.path!r:.80}", field="path")
         compile_path(self.path)  # validate early
-        if isinstance(self.cost, bool) or (isinstance(self.cost, int) and self.cost < 0):
-            raise ConfigurationError(f"cost must be >= 0, not {self.cost!r}", field="cost")
-        if not isinstance(self.cost, int) and not callable(self.cost):
-            raise ConfigurationError("cost must be an int or a function", field="cost")
+        if not isinstance(self.limits, str | RateLimitConfig | RateLimiter | None):
+            raise ConfigurationError(
+                f"limits must be a rate string, RateLimitConfig or RateLimiter, "
+                f"not {self.limits!r:.80}",
+                field="limits",
+            )
+        _check_methods(self.methods)
+        if not callable(self.cost):
+            whole(self.cost, "cost", minimum=0, maximum=MAX_COUNT)
         if self.key is not None and not callable(self.key):
             raise ConfigurationError("key must be a function of the request", field="key")
         if not isinstance(self.exempt, bool) and not callable(self.exempt):
             raise ConfigurationError("exempt must be a bool or a predicate", field="exempt")
+        for field in ("group", "name"):
+            value = getattr(self, field)
+            if value is not None:
+                validation.name(value, field)
+        if self.shadow is not None:
+            validation.flag(self.shadow, "shadow")
 
     def method_set(self) -> frozenset[str] | None:
         if self.methods is None:
@@ -134,6 +150,33 @@ class Rule:
         if methods is None:
             return self.path
         return ",".join(sorted(methods - {"HEAD"} or methods)) + " " + self.path
+
+
+# An HTTP method is a token (RFC 9110, section 9.1): one is matched as the server
+# reads it, so anything else could never match and is surely a mistake.
+_METHOD_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+
+
+def _check_methods(methods: object) -> None:
+    """Raise ConfigurationError unless ``methods`` is None, a method, or a collection of them."""
+    if methods is None:
+        return
+    listed = (methods,) if isinstance(methods, str) else methods
+    if not isinstance(listed, Collection) or isinstance(listed, bytes | Mapping):
+        raise ConfigurationError(
+            f"methods must be a method name or a collection of them, not {methods!r:.80}",
+            field="methods",
+        )
+    if not listed:
+        raise ConfigurationError(
+            "methods must name at least one method (None matches every method)", field="methods"
+        )
+    for method in listed:
+        if not isinstance(method, str) or not _METHOD_TOKEN.match(method):
+            raise ConfigurationError(
+                f"methods must hold HTTP method names such as 'POST', not {method!r:.80}",
+                field="methods",
+            )
 
 
 #: A Rule, or a mapping of its fields (``{"path": "/login", "limits": "5/minute"}``).
