@@ -23,6 +23,7 @@ from sergas_guard.degradation import (
 from sergas_guard.degradation.json_body import MAX_BODY_BYTES
 from sergas_guard.errors import ConfigurationError
 from sergas_guard.problem import PROBLEM_CONTENT_TYPE
+from sergas_guard.validation import MAX_TEXT_LENGTH
 from tests.web.conftest import serving
 
 TOKEN = "s3cret-operator-token"
@@ -262,13 +263,18 @@ async def test_a_body_over_the_bound_gets_413_however_it_is_framed(
 async def test_what_the_router_logs_is_one_bounded_line(
     served: str, manager: DegradationManager, caplog: pytest.LogCaptureFixture
 ) -> None:
-    description = "d" * (MAX_BODY_BYTES - 100)  # within the bound: accepted, not logged whole
+    description = "d" * MAX_TEXT_LENGTH  # within the bound: accepted, not logged whole
     with caplog.at_level("WARNING", logger="sergas_guard.degradation"):
         async with operator(served) as http:
+            too_long = await http.patch(
+                "/flags/recommendations", json={"description": description + "d"}
+            )
             changed = await http.patch("/flags/recommendations", json={"description": description})
             forged = await http.put("/flags/x%0AFAKE: operator root", json={"enabled": True})
             level = await http.put("/level", json={"level": "degraded", "reason": "r" * 50_000})
     assert [changed.status_code, forged.status_code, level.status_code] == [200, 200, 200]
+    assert too_long.status_code == 400  # a description over the bound is refused, not stored
+    assert too_long.headers["content-type"] == PROBLEM_CONTENT_TYPE
     flag = manager.feature_flags.get("recommendations")
     assert flag is not None
     assert flag.description == description
