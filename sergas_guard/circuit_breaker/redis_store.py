@@ -24,6 +24,7 @@ from sergas_guard.circuit_breaker.store import Events
 from sergas_guard.circuit_breaker.window import rate
 from sergas_guard.clock import Clock
 from sergas_guard.errors import StorageUnavailable
+from sergas_guard.secrets import scrub
 
 if TYPE_CHECKING:
     from sergas_guard.storage.redis import RedisStorage
@@ -161,8 +162,12 @@ class RedisBreakerHandle:
             except NoScriptError:
                 raw = client.eval(SCRIPT, 1, self.key, *args)
         except (RedisError, OSError) as error:
-            raise StorageUnavailable(f"circuit breaker store: {error}") from error
+            raise self._unavailable(error) from error
         return _Reply(self.name, raw)
+
+    def _unavailable(self, error: Exception) -> StorageUnavailable:
+        secrets = self.store.storage.secrets()
+        return StorageUnavailable(scrub(f"circuit breaker store: {error}", *secrets))
 
     async def run(self, op: str, extra: Sequence[str] = ()) -> _Reply:
         """Async face of :meth:`run_sync`."""
@@ -174,7 +179,7 @@ class RedisBreakerHandle:
             except NoScriptError:
                 raw = await client.eval(SCRIPT, 1, self.key, *args)
         except (RedisError, OSError) as error:
-            raise StorageUnavailable(f"circuit breaker store: {error}") from error
+            raise self._unavailable(error) from error
         return _Reply(self.name, raw)
 
     # -- the BreakerHandle protocol --------------------------------------------------------

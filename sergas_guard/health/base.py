@@ -6,18 +6,18 @@ import asyncio
 import math
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from sergas_guard.clock import SYSTEM_CLOCK, Clock
 from sergas_guard.errors import HealthCheckError
 from sergas_guard.health.result import CheckResult, HealthStatus, Observation
-from sergas_guard.secrets import scrub
+from sergas_guard.secrets import scrub, url_secrets, userinfo
 
 __all__ = [
     "DEFAULT_TAGS",
     "DEFAULT_TIMEOUT",
     "HealthCheck",
     "ProbeOutcome",
+    "check_credentials",
     "describe_error",
     "to_observation",
     "url_secrets",
@@ -39,13 +39,20 @@ def describe_error(exc: BaseException, *secrets: str) -> str:
     return _clip(scrub(" ".join(text.split()), *secrets))
 
 
-def url_secrets(url: str) -> tuple[str, ...]:
-    """The password of a URL as written and percent-decoded, for :func:`scrub`."""
-    try:
-        raw = urlsplit(url).password or ""
-    except ValueError:  # a malformed port: the password may still be there
-        raw = ""
-    return tuple(dict.fromkeys(p for p in (raw, unquote(raw)) if p))
+def check_credentials(name: str, url: str, forbidden: str) -> None:
+    """Refuse a URL whose user or password holds one of ``forbidden`` raw.
+
+    Drivers end the host part at ``/``, ``?`` or ``#`` (and asyncpg the userinfo at the
+    first ``@``): they would read part of the password as a host, port or path, fail
+    with a puzzling error, and perhaps echo that part of it. Raises HealthCheckError.
+    """
+    credentials = userinfo(url)
+    if credentials is not None and any(char in credentials for char in forbidden):
+        shown = " ".join(repr(char) for char in forbidden)
+        raise HealthCheckError(
+            f"{name!r}: the user or password in {scrub(url, *url_secrets(url))!r} holds one of "
+            f"{shown} (or one follows the host): percent-encode them in credentials"
+        )
 
 
 def _clip(text: str) -> str:

@@ -5,18 +5,23 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from sergas_guard.clock import SYSTEM_CLOCK, Clock
 from sergas_guard.errors import HealthCheckError
-from sergas_guard.health.base import DEFAULT_TIMEOUT, HealthCheck, url_secrets
+from sergas_guard.health.base import DEFAULT_TIMEOUT, HealthCheck
 from sergas_guard.health.result import HealthStatus, Observation
 from sergas_guard.health.thresholds import latency_observation
-from sergas_guard.secrets import scrub
+from sergas_guard.secrets import is_secret_name, scrub, scrub_url, url_secrets
 
 __all__ = ["HttpHealthCheck"]
 
-_SENSITIVE_HEADER_WORDS = ("auth", "cookie", "token", "key", "secret", "password")
+
+def _port_is_valid(parts: SplitResult) -> bool:
+    try:
+        return parts.port is None or parts.port >= 0
+    except ValueError:
+        return False
 
 
 def _expected_statuses(name: str, expected: int | Iterable[int]) -> frozenset[int]:
@@ -60,7 +65,13 @@ class HttpHealthCheck(HealthCheck):
         super().__init__(name, timeout=timeout, critical=critical, tags=tags, clock=clock)
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise HealthCheckError(f"{name!r}: {scrub(url)!r} is not an http(s) URL")
+            raise HealthCheckError(f"{name!r}: {scrub_url(url)!r} is not an http(s) URL")
+        if not _port_is_valid(parts):
+            # Often a password holding '/', '?' or '#', where the host part ends.
+            raise HealthCheckError(
+                f"{name!r}: {scrub_url(url)!r} has an invalid port (percent-encode "
+                "'/', '?', '#' and '@' in a user or password)"
+            )
         try:
             self._httpx: Any = importlib.import_module("httpx")
         except ModuleNotFoundError:
@@ -75,9 +86,7 @@ class HttpHealthCheck(HealthCheck):
         self.follow_redirects = follow_redirects
         self.verify = verify
         self._secrets = tuple(
-            value
-            for key, value in self._headers.items()
-            if any(word in key.lower() for word in _SENSITIVE_HEADER_WORDS) and value
+            value for key, value in self._headers.items() if is_secret_name(key) and value
         ) + url_secrets(url)
 
     @property

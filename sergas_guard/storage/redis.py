@@ -38,7 +38,7 @@ from redis.exceptions import (
 
 from sergas_guard.errors import ConfigurationError, StorageError, StorageUnavailable
 from sergas_guard.ratelimit.result import RateLimitResult
-from sergas_guard.secrets import scrub
+from sergas_guard.secrets import scrub, url_secrets, userinfo
 from sergas_guard.storage.base import LimitCheck
 from sergas_guard.storage.redis_pool import AsyncConnections, SyncConnections
 from sergas_guard.storage.script import (
@@ -87,9 +87,8 @@ def _cluster_nodes(url: str) -> tuple[list[tuple[str, int]], str]:
     for host_port in hosts.split(","):
         host, _, port = host_port.rpartition(":")
         if not host or not port.isdigit():
-            raise ConfigurationError(
-                f"cluster node {host_port!r} must be host:port", field="storage"
-            )
+            node = scrub(host_port, *url_secrets(url))
+            raise ConfigurationError(f"cluster node {node!r} must be host:port", field="storage")
         nodes.append((host, int(port)))
     scheme = "rediss" if parts.scheme.startswith("rediss") else "redis"
     first = f"{auth}@{hosts.split(',')[0]}" if auth else hosts.split(",")[0]
@@ -143,11 +142,23 @@ class RedisStorage:
         self._build_lock = threading.Lock()
         self._sync_connections: SyncConnections | None = None
         self._async_connections: AsyncConnections | None = None
-        self._password = urlsplit(url).password or "" if url else ""
+        self._secrets = url_secrets(url) if url else ()
+        if url:
+            _check_credentials(url, self._secrets)
+            if self.is_cluster:
+                _cluster_nodes(url)  # a bad node list fails here, not at the first decision
 
     def __repr__(self) -> str:
-        where = scrub(self.url, self._password) if self.url else "client"
-        return f"RedisStorage({where!r})"
+        return f"RedisStorage({self.safe_url or 'client'!r})"
+
+    @property
+    def safe_url(self) -> str | None:
+        """The URL with its password and secret parameters replaced by ``***``."""
+        return scrub(self.url, *self._secrets) if self.url else None
+
+    def secrets(self) -> tuple[str, ...]:
+        """The literal secrets of the URL (password, secret parameters), for scrubbing."""
+        return self._secrets
 
     def _options(self, retry: Any) -> dict[str, Any]:
         return {
@@ -222,7 +233,7 @@ class RedisStorage:
 
     def _error(self, exc: BaseException, doing: str) -> StorageError:
         """Our error for a driver's, with any password scrubbed out of its message."""
-        message = scrub(f"Redis {doing} failed: {type(exc).__name__}: {exc}", self._password)
+        message = scrub(f"Redis {doing} failed: {type(exc).__name__}: {exc}", *self._secrets)
         if isinstance(exc, _UNAVAILABLE):
             return StorageUnavailable(message)
         return StorageError(message)
@@ -450,6 +461,17 @@ class RedisStorage:
             self._client = None
             self._async_ready = False
         self.close_sync()
+
+
+def _check_credentials(url: str, secrets: tuple[str, ...]) -> None:
+    """Refuse a URL whose password a driver would misread (and perhaps echo) in part."""
+    credentials = userinfo(url)
+    if credentials is not None and any(char in credentials for char in "/?#"):
+        raise ConfigurationError(
+            f"the user or password in {scrub(url, *secrets)!r} holds '/', '?' or '#' (or an "
+            "'@' follows the host): percent-encode them in credentials (%2F, %3F, %23, %40)",
+            field="url",
+        )
 
 
 def _glob_escape(text: str) -> str:
