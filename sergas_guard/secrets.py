@@ -48,8 +48,9 @@ Span = tuple[int, int]
 
 # The start of any URL: its scheme and "://" (postgresql://, redis+cluster://, https://...).
 _SCHEME = re.compile(r"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]*://")
-# A name followed by "=" or ":" (optionally after a closing quote, as in {'token': ...}).
-_PAIR = re.compile(r"(?<![\w.\-])(?P<key>[A-Za-z0-9_.\-]+)['\"]?[ \t]*[=:][ \t]*")
+# A name followed by "=" or ":" (optionally after a closing quote, as in {'token': ...},
+# escaped when that text was itself quoted by repr()).
+_PAIR = re.compile(r"(?<![\w.\-])(?P<key>[A-Za-z0-9_.\-]+)(?:\\?['\"])?[ \t]*[=:][ \t]*")
 # Parameter names that hold secrets, wherever they sit in the name (sslpassword,
 # sentinel_password, x-api-key, client_secret, access_token, X-Amz-Signature...).
 _SECRET_NAME = re.compile(
@@ -71,6 +72,7 @@ _AUTH_SCHEME = re.compile(r"\b(?:Bearer|Basic|Token|Digest)[ \t]+(?=[A-Za-z0-9._
 _TOKEN68 = re.compile(r"[A-Za-z0-9._~+/=\-]+")
 # A value already scrubbed (so scrubbing twice does not swallow the text after it).
 _MASKED = re.compile(re.escape(REDACTED) + r"(?=[&'\"\s)\]>,;]|$)")
+_AFTER_QUOTE = frozenset(" \t,;)]}>&'\"")
 _ESCAPED = re.compile(r"\\(.)")
 
 
@@ -193,18 +195,17 @@ def _line_end(text: str, position: int) -> int:
 def _userinfo_spans(text: str) -> Iterator[Span]:
     # The password runs from the first ':' after "scheme://" to the last '@' of the line:
     # a password may hold '@', '/', ':' or spaces, and only the last '@' is sure to end it.
-    last_at_of_line: dict[int, int] = {}
+    line_end = last_at = -1
     for match in _SCHEME.finditer(text):
         start = match.end()
-        end = _line_end(text, start)
-        if end not in last_at_of_line:
-            last_at_of_line[end] = text.rfind("@", 0, end)
-        at = last_at_of_line[end]
-        if at < start:
+        if line_end < start:  # once per line, however many URLs it holds
+            line_end = _line_end(text, start)
+            last_at = text.rfind("@", start, line_end)
+        if last_at < start:
             continue
-        colon = text.find(":", start, at)
-        if colon >= 0 and colon + 1 < at:  # user:password@ or :password@; user@ is kept
-            yield colon + 1, at
+        colon = text.find(":", start, last_at)
+        if colon >= 0 and colon + 1 < last_at:  # user:password@ or :password@; user@ is kept
+            yield colon + 1, last_at
 
 
 def is_secret_name(name: str) -> bool:
@@ -228,24 +229,23 @@ def _pair_spans(text: str) -> Iterator[Span]:
         start = match.end()
         if start < covered or not is_secret_name(key):
             continue
-        if start >= len(text) or text[start] in "\r\n":
-            continue
         if line_end < start:
             line_end = _line_end(text, start)
-        if text[start] in "'\"":
-            end = _quoted_end(text, start, line_end)
-            if end == line_end:
-                covered = line_end
-            if end > start + 1:
-                yield start + 1, end
-            continue
+        if start >= line_end:
+            continue  # nothing after the separator on this line
         if _MASKED.match(text, start):
             continue  # scrubbed before: leave the text after it alone
-        if _WHOLE_LINE_NAME.search(key):
-            end = line_end  # "Authorization: Basic dXNl..." is one credential
-        elif match.start() > 0 and text[match.start() - 1] in "?&":
+        if match.start() > 0 and text[match.start() - 1] in "?&":
+            # A URL query: quotes mean nothing there, the next "&name=" ends the value.
             following = _NEXT_PARAM.search(text, start, line_end)
             end = following.start() if following else line_end
+        elif text[start] in "'\"":
+            end = _quoted_end(text, start, line_end)
+            start += 1
+        elif _WHOLE_LINE_NAME.search(key) or text.startswith(("\\'", '\\"'), start):
+            # "Authorization: Basic dXNl..." is one credential; a value quoted inside
+            # quoted text (repr of a repr) has escapes we do not try to pair.
+            end = line_end
         else:
             if run_end < start:
                 space = _WHITESPACE.search(text, start)
@@ -258,17 +258,16 @@ def _pair_spans(text: str) -> Iterator[Span]:
 
 
 def _quoted_end(text: str, start: int, line_end: int) -> int:
-    """Where the value quoted at ``start`` ends (its closing quote, or the line's end)."""
+    """Where the value quoted at ``start`` ends: the first same quote followed by a
+    delimiter, or the line's end. Escapes may be doubled (a DSN inside a repr()), so a
+    value holding a backslash runs to the line's end."""
     quote = text[start]
-    position = start + 1
-    while position < line_end:
+    for position in range(start + 1, line_end):
         char = text[position]
         if char == "\\":
-            position += 2
-        elif char == quote:
+            return line_end
+        if char == quote and (position + 1 == line_end or text[position + 1] in _AFTER_QUOTE):
             return position
-        else:
-            position += 1
     return line_end
 
 
