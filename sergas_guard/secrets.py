@@ -29,11 +29,12 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterator
-from urllib.parse import unquote, unquote_plus
+from urllib.parse import unquote, unquote_plus, urlsplit
 
 __all__ = [
     "REDACTED",
     "ScrubbingFilter",
+    "credentials_problem",
     "is_secret_name",
     "scrub",
     "scrub_url",
@@ -135,6 +136,36 @@ def userinfo(url: str) -> str | None:
     end = _line_end(text, match.end())
     at = text.rfind("@", match.end(), end)
     return text[match.end() : at] if at >= 0 else None
+
+
+def credentials_problem(url: str, forbidden: str = "/?#") -> str | None:
+    """Why a driver would misread ``url`` (and perhaps echo part of its password), or None.
+
+    A URL is misread when its user or password holds one of ``forbidden`` raw (drivers
+    end the host part at ``/``, ``?`` or ``#``; asyncpg ends the userinfo at the first
+    ``@``), or when the standard parser refuses it (a ``[`` outside an IPv6 address, a
+    port that is not a number). The reason names the URL scrubbed; callers raise it as
+    their own configuration error at construction.
+    """
+    shown = scrub_url(url)
+    credentials = userinfo(url)
+    if credentials is not None and any(char in credentials for char in forbidden):
+        listed = " ".join(repr(char) for char in forbidden)
+        return (
+            f"the user or password in {shown!r} holds one of {listed} (or one follows the "
+            "host): percent-encode them in credentials"
+        )
+    try:
+        parts = urlsplit(url)
+        if "," not in parts.netloc:  # several hosts: each driver reads the list itself
+            _ = parts.port
+    except ValueError:
+        # Not the parser's words: they quote the bad port, which may be half a password.
+        return (
+            f"{shown!r} is not a valid URL: a port that is not a number, or a '[' or ']' "
+            "outside an IPv6 address (percent-encode them in credentials)"
+        )
+    return None
 
 
 def secrets_of(component: object) -> tuple[str, ...]:

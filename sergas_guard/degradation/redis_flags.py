@@ -22,8 +22,15 @@ __all__ = ["RedisFlagStore", "is_redis_storage"]
 
 
 def is_redis_storage(storage: object) -> bool:
-    """Whether ``storage`` looks like a RedisStorage (has clients and a key prefix)."""
-    return all(hasattr(storage, attr) for attr in ("client", "sync_client", "key_prefix"))
+    """Whether ``storage`` looks like a RedisStorage (has clients and a key prefix).
+
+    The clients are looked up on the class: reading them builds them, and a cluster
+    client connects as it is built (and raises when it cannot). A FailoverStorage
+    counts as the storage it guards.
+    """
+    inner = getattr(storage, "primary", storage)
+    has_clients = all(hasattr(type(inner), attr) for attr in ("client", "sync_client"))
+    return has_clients and hasattr(inner, "key_prefix")
 
 
 def _decode(raw: dict[Any, Any]) -> dict[str, FlagDefinition]:

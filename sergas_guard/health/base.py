@@ -10,7 +10,7 @@ from typing import Any
 from sergas_guard.clock import SYSTEM_CLOCK, Clock
 from sergas_guard.errors import HealthCheckError
 from sergas_guard.health.result import CheckResult, HealthStatus, Observation
-from sergas_guard.secrets import scrub, url_secrets, userinfo
+from sergas_guard.secrets import credentials_problem, scrub, url_secrets
 
 __all__ = [
     "DEFAULT_TAGS",
@@ -39,20 +39,14 @@ def describe_error(exc: BaseException, *secrets: str) -> str:
     return _clip(scrub(" ".join(text.split()), *secrets))
 
 
-def check_credentials(name: str, url: str, forbidden: str) -> None:
-    """Refuse a URL whose user or password holds one of ``forbidden`` raw.
+def check_credentials(name: str, url: str, forbidden: str = "/?#") -> None:
+    """Refuse a URL a driver would misread (see :func:`~sergas_guard.secrets.credentials_problem`).
 
-    Drivers end the host part at ``/``, ``?`` or ``#`` (and asyncpg the userinfo at the
-    first ``@``): they would read part of the password as a host, port or path, fail
-    with a puzzling error, and perhaps echo that part of it. Raises HealthCheckError.
+    Raises HealthCheckError naming the check, with the URL scrubbed.
     """
-    credentials = userinfo(url)
-    if credentials is not None and any(char in credentials for char in forbidden):
-        shown = " ".join(repr(char) for char in forbidden)
-        raise HealthCheckError(
-            f"{name!r}: the user or password in {scrub(url, *url_secrets(url))!r} holds one of "
-            f"{shown} (or one follows the host): percent-encode them in credentials"
-        )
+    problem = credentials_problem(url, forbidden)
+    if problem:
+        raise HealthCheckError(f"{name!r}: {problem}")
 
 
 def _clip(text: str) -> str:

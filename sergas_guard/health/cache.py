@@ -61,7 +61,7 @@ class CacheHealthCheck(HealthCheck):
                 "(expected redis://, rediss://, unix:// or redis+cluster://)"
             )
         self.is_cluster = scheme in _CLUSTER_SCHEMES
-        check_credentials(name, redis_url, "/?#")
+        check_credentials(name, redis_url)
         if not ratio_in_range(memory_threshold):
             raise HealthCheckError(f"{name!r}: memory_threshold must be in (0, 1]")
         self._redis_url = redis_url

@@ -5,23 +5,16 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import urlsplit
 
 from sergas_guard.clock import SYSTEM_CLOCK, Clock
 from sergas_guard.errors import HealthCheckError
-from sergas_guard.health.base import DEFAULT_TIMEOUT, HealthCheck
+from sergas_guard.health.base import DEFAULT_TIMEOUT, HealthCheck, check_credentials
 from sergas_guard.health.result import HealthStatus, Observation
 from sergas_guard.health.thresholds import latency_observation
 from sergas_guard.secrets import is_secret_name, scrub, scrub_url, url_secrets
 
 __all__ = ["HttpHealthCheck"]
-
-
-def _port_is_valid(parts: SplitResult) -> bool:
-    try:
-        return parts.port is None or parts.port >= 0
-    except ValueError:
-        return False
 
 
 def _expected_statuses(name: str, expected: int | Iterable[int]) -> frozenset[int]:
@@ -66,12 +59,8 @@ class HttpHealthCheck(HealthCheck):
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise HealthCheckError(f"{name!r}: {scrub_url(url)!r} is not an http(s) URL")
-        if not _port_is_valid(parts):
-            # Often a password holding '/', '?' or '#', where the host part ends.
-            raise HealthCheckError(
-                f"{name!r}: {scrub_url(url)!r} has an invalid port (percent-encode "
-                "'/', '?', '#' and '@' in a user or password)"
-            )
+        # Only what the parser refuses: an '@' in a path or query is common in HTTP URLs.
+        check_credentials(name, url, forbidden="")
         try:
             self._httpx: Any = importlib.import_module("httpx")
         except ModuleNotFoundError:

@@ -14,6 +14,7 @@ Redis) or :class:`~sergas_guard.errors.StorageError` (Redis answered with an err
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
@@ -38,7 +39,7 @@ from redis.exceptions import (
 
 from sergas_guard.errors import ConfigurationError, StorageError, StorageUnavailable
 from sergas_guard.ratelimit.result import RateLimitResult
-from sergas_guard.secrets import scrub, url_secrets, userinfo
+from sergas_guard.secrets import credentials_problem, scrub, scrub_url, url_secrets
 from sergas_guard.storage.base import LimitCheck
 from sergas_guard.storage.redis_pool import AsyncConnections, SyncConnections
 from sergas_guard.storage.script import (
@@ -144,9 +145,7 @@ class RedisStorage:
         self._async_connections: AsyncConnections | None = None
         self._secrets = url_secrets(url) if url else ()
         if url:
-            _check_credentials(url, self._secrets)
-            if self.is_cluster:
-                _cluster_nodes(url)  # a bad node list fails here, not at the first decision
+            _check_url(url, self.is_cluster)
 
     def __repr__(self) -> str:
         return f"RedisStorage({self.safe_url or 'client'!r})"
@@ -337,8 +336,8 @@ class RedisStorage:
         self, checks: Sequence[LimitCheck], cost: int, now_us: int | None
     ) -> list[RateLimitResult]:
         keys, args = self._prepare(checks, cost, now_us)
-        client = self.sync_client
         try:
+            client = self.sync_client  # a cluster client connects on creation
             try:
                 reply = client.evalsha(DECIDE_SHA, len(keys), *keys, *args)
             except NoScriptError:
@@ -463,15 +462,44 @@ class RedisStorage:
         self.close_sync()
 
 
-def _check_credentials(url: str, secrets: tuple[str, ...]) -> None:
-    """Refuse a URL whose password a driver would misread (and perhaps echo) in part."""
-    credentials = userinfo(url)
-    if credentials is not None and any(char in credentials for char in "/?#"):
+def _check_url(url: str, is_cluster: bool) -> None:
+    """Refuse at construction what the driver would refuse at the first command.
+
+    redis-py reads the URL only when it builds a client (a cluster client's later
+    still), and passes query parameters it does not know to the connection's
+    constructor: a misspelt or garbled parameter would be a TypeError deep inside the
+    first decision, quoting the parameter's name, which may be part of a password.
+    Raises ConfigurationError with the URL scrubbed.
+    """
+    problem = credentials_problem(url)
+    if problem:
+        raise ConfigurationError(problem, field="url")
+    template = _cluster_nodes(url)[1] if is_cluster else url
+    try:
+        options = redis.connection.parse_url(template)
+    except ValueError as exc:  # its words name the parameter, never the value
+        raise ConfigurationError(f"{scrub_url(url)!r}: {exc}", field="url") from None
+    known = _parameters(options.get("connection_class", redis.Connection))
+    if is_cluster:
+        known |= _parameters(RedisCluster)
+    unknown = sorted(name for name in options if name not in known)
+    if unknown:
         raise ConfigurationError(
-            f"the user or password in {scrub(url, *secrets)!r} holds '/', '?' or '#' (or an "
-            "'@' follows the host): percent-encode them in credentials (%2F, %3F, %23, %40)",
+            f"{scrub_url(url)!r} has {len(unknown)} query parameter(s) Redis connections do "
+            "not take (percent-encode '&' and '=' in a password given as ?password=)",
             field="url",
         )
+
+
+def _parameters(client_class: type) -> frozenset[str]:
+    """Names a redis-py connection (with its pool) or cluster client accepts, from the
+    constructors' signatures."""
+    names = {"connection_class", "max_connections"}
+    for cls in client_class.__mro__:
+        init = cls.__dict__.get("__init__")
+        if init is not None:
+            names.update(inspect.signature(init).parameters)
+    return frozenset(names - {"self", "args", "kwargs"})
 
 
 def _glob_escape(text: str) -> str:

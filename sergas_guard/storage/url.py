@@ -6,7 +6,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from sergas_guard.errors import ConfigurationError
-from sergas_guard.secrets import scrub_url
+from sergas_guard.secrets import credentials_problem, scrub_url
 
 __all__ = ["storage_from_url"]
 
@@ -26,6 +26,9 @@ def storage_from_url(url: str, **options: Any) -> Any:
     if scheme == "memory":
         from sergas_guard.storage.memory import MemoryStorage
 
+        problem = credentials_problem(url, forbidden="")  # only what the parser refuses
+        if problem:
+            raise ConfigurationError(problem, field="storage")
         query = dict(parse_qsl(urlsplit(url).query))
         if "max_keys" in query:
             try:
