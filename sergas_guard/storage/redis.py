@@ -476,7 +476,7 @@ def _check_url(url: str, is_cluster: bool) -> None:
         raise ConfigurationError(problem, field="url")
     template = _cluster_nodes(url)[1] if is_cluster else url
     try:
-        options = redis.connection.parse_url(template)
+        options = redis.connection.parse_url(template)  # type: ignore[no-untyped-call]
     except ValueError as exc:  # its words name the parameter, never the value
         raise ConfigurationError(f"{scrub_url(url)!r}: {exc}", field="url") from None
     known = _parameters(options.get("connection_class", redis.Connection))
