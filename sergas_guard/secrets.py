@@ -253,12 +253,13 @@ def is_secret_name(name: str) -> bool:
 def _pair_spans(text: str) -> Iterator[Span]:
     # Values of a run without whitespace, or of a line, end at the same place whichever
     # pair they start at: remembered, so many pairs in one run cost one scan, not one each.
-    # A span that reached its line's end hides every pair after it on that line.
+    # A name inside a value already hidden is part of that value ("Top Secret: 1"); skipping
+    # it also keeps the work linear when values overlap.
     run_end = line_end = covered = -1
     for match in _PAIR.finditer(text):
         key = match["key"]
         start = match.end()
-        if start < covered or not is_secret_name(key):
+        if match.start() < covered or not is_secret_name(key):
             continue
         if line_end < start:
             line_end = _line_end(text, start)
@@ -282,9 +283,8 @@ def _pair_spans(text: str) -> Iterator[Span]:
                 space = _WHITESPACE.search(text, start)
                 run_end = space.start() if space else len(text)
             end = run_end  # libpq and log style: an unquoted value ends at whitespace
-        if end == line_end:
-            covered = line_end
         if end > start:
+            covered = end
             yield start, end
 
 

@@ -30,6 +30,15 @@ secrets = st.text(
     max_size=24,
 ).filter(lambda s: REDACTED not in s)  # a secret holding the mask cannot be told from it
 
+# What an HTTP header value can carry: printable ASCII.
+header_values = st.text(
+    st.one_of(
+        st.characters(min_codepoint=0x20, max_codepoint=0x7E), st.sampled_from("@:/?#%&=; '\"\\")
+    ),
+    min_size=4,
+    max_size=24,
+).filter(lambda s: REDACTED not in s)
+
 # A raw "&name=" ends a URL query value for every parser: it cannot be inside one.
 NEXT_PARAMETER = re.compile(r"&[A-Za-z_][A-Za-z0-9_.\-]*=")
 
@@ -75,6 +84,15 @@ def stand_in(secret: str) -> str:
     return "".join(("7" if ch.isdigit() else "Q") if ch.isalnum() else ch for ch in secret)
 
 
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def blur_digits(text: str) -> str:
+    """``text`` with each run of digits as ``#``: times, durations and ports change from
+    run to run, so outputs are compared (and secrets looked for) without them."""
+    return _DIGITS.sub("#", text)
+
+
 def fragments(secret: str) -> set[str]:
     """The secret, and its heads and tails of at least MIN_FRAGMENT characters."""
     pieces = {secret}
@@ -83,15 +101,23 @@ def fragments(secret: str) -> set[str]:
     return pieces
 
 
-def leaks(secret: str, texts: Iterable[str], known: Iterable[str]) -> list[str]:
+def leaks(
+    secret: str,
+    texts: Iterable[str],
+    known: Iterable[str],
+    normalise: Callable[[str], str] = raw,
+) -> list[str]:
     """The fragments of ``secret`` found in ``texts`` but in none of ``known``.
 
     ``known`` holds what the texts say anyway (the same output for :func:`stand_in`,
     the fixed words of a template). Fragments next to the mask are skipped: ``***``
-    stands beside what it hides, so ``x*`` could be read into it.
+    stands beside what it hides, so ``x*`` could be read into it. ``normalise`` is
+    applied to the secret, the texts and ``known`` alike (e.g. :func:`blur_digits`).
     """
-    known_text = "\n".join(known)
-    spellings = {secret, percent_encoded(secret)}
+    known_text = normalise("\n".join(known))
+    texts = [normalise(text) for text in texts]
+    spellings = {normalise(secret), normalise(percent_encoded(secret))}
+    secret = normalise(secret)
     found = []
     for text in texts:
         for piece in spellings | fragments(secret):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import pytest
 from hypothesis import assume, example, given
@@ -124,3 +125,16 @@ def test_the_logging_filter_scrubs_messages_arguments_and_tracebacks(
     assert "RuntimeError: token=*** ***" in text
     for secret in ("Top Secret", "abcdef", "app-known-secret"):
         assert secret not in text
+
+
+@pytest.mark.parametrize(
+    "unit",
+    ["password='", "password=x", "?password=x&", "a://", "x://u:p@", "Bearer x ", "token:", "é"],
+)
+def test_scrubbing_is_linear_in_hostile_text(unit: str) -> None:
+    # 200 KB of one pattern: linear work takes milliseconds, quadratic took minutes (each
+    # unclosed quote used to scan to the end of the line).
+    text = unit * (200_000 // len(unit))
+    started = time.perf_counter()
+    scrub(text)
+    assert time.perf_counter() - started < 2.0

@@ -11,12 +11,12 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from sergas_guard.clock import SYSTEM_CLOCK, Clock
-from sergas_guard.errors import HealthCheckError
-from sergas_guard.health.base import DEFAULT_TIMEOUT, HealthCheck, check_credentials
+from sergas_guard.errors import ConfigurationError, HealthCheckError
+from sergas_guard.health.base import DEFAULT_TIMEOUT, HealthCheck
 from sergas_guard.health.result import Observation
 from sergas_guard.health.thresholds import degrade, latency_observation, ratio_in_range
 from sergas_guard.secrets import scrub, scrub_url, url_secrets
-from sergas_guard.storage.redis import RedisStorage
+from sergas_guard.storage.redis import RedisStorage, check_redis_url
 
 __all__ = ["CacheHealthCheck"]
 
@@ -61,7 +61,10 @@ class CacheHealthCheck(HealthCheck):
                 "(expected redis://, rediss://, unix:// or redis+cluster://)"
             )
         self.is_cluster = scheme in _CLUSTER_SCHEMES
-        check_credentials(name, redis_url)
+        try:
+            check_redis_url(redis_url, cluster=self.is_cluster)
+        except ConfigurationError as exc:  # the URL's secrets are scrubbed from it
+            raise HealthCheckError(f"{name!r}: {exc}") from None
         if not ratio_in_range(memory_threshold):
             raise HealthCheckError(f"{name!r}: memory_threshold must be in (0, 1]")
         self._redis_url = redis_url

@@ -56,11 +56,11 @@ class HttpHealthCheck(HealthCheck):
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         super().__init__(name, timeout=timeout, critical=critical, tags=tags, clock=clock)
+        # Only what the parser refuses: an '@' in a path or query is common in HTTP URLs.
+        check_credentials(name, url, forbidden="")
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise HealthCheckError(f"{name!r}: {scrub_url(url)!r} is not an http(s) URL")
-        # Only what the parser refuses: an '@' in a path or query is common in HTTP URLs.
-        check_credentials(name, url, forbidden="")
         try:
             self._httpx: Any = importlib.import_module("httpx")
         except ModuleNotFoundError:

@@ -50,7 +50,7 @@ from sergas_guard.storage.script import (
     script_args,
 )
 
-__all__ = ["RedisStorage"]
+__all__ = ["RedisStorage", "check_redis_url"]
 
 DEFAULT_CONNECT_TIMEOUT = 0.05
 DEFAULT_SOCKET_TIMEOUT = 0.05
@@ -145,7 +145,7 @@ class RedisStorage:
         self._async_connections: AsyncConnections | None = None
         self._secrets = url_secrets(url) if url else ()
         if url:
-            _check_url(url, self.is_cluster)
+            check_redis_url(url, cluster=self.is_cluster)
 
     def __repr__(self) -> str:
         return f"RedisStorage({self.safe_url or 'client'!r})"
@@ -462,7 +462,7 @@ class RedisStorage:
         self.close_sync()
 
 
-def _check_url(url: str, is_cluster: bool) -> None:
+def check_redis_url(url: str, *, cluster: bool = False) -> None:
     """Refuse at construction what the driver would refuse at the first command.
 
     redis-py reads the URL only when it builds a client (a cluster client's later
@@ -474,13 +474,13 @@ def _check_url(url: str, is_cluster: bool) -> None:
     problem = credentials_problem(url)
     if problem:
         raise ConfigurationError(problem, field="url")
-    template = _cluster_nodes(url)[1] if is_cluster else url
+    template = _cluster_nodes(url)[1] if cluster else url
     try:
         options = redis.connection.parse_url(template)  # type: ignore[no-untyped-call]
     except ValueError as exc:  # its words name the parameter, never the value
         raise ConfigurationError(f"{scrub_url(url)!r}: {exc}", field="url") from None
     known = _parameters(options.get("connection_class", redis.Connection))
-    if is_cluster:
+    if cluster:
         known |= _parameters(RedisCluster)
     unknown = sorted(name for name in options if name not in known)
     if unknown:

@@ -24,7 +24,7 @@ from sergas_guard.storage import storage_from_url
 from sergas_guard.storage.base import LimitCheck
 from sergas_guard.storage.failover import FailoverStorage
 from sergas_guard.storage.redis import RedisStorage
-from tests.secret_leaks import Form, leaks, percent_encoded, query, secrets, stand_in
+from tests.secret_leaks import Form, blur_digits, leaks, percent_encoded, query, secrets, stand_in
 from tests.servers import free_port
 
 CLOSED = free_port()  # nothing listens here: every connection is refused at once
@@ -110,9 +110,11 @@ def test_no_secret_of_a_storage_url_leaves(
     assume(shape != secret and form.fits(secret))
     logs.clear()
     known = _failures(form.fill(shape)) + _log_lines(logs)
-    assume(not any(secret in text for text in known))
+    # Outputs hold ports and rates, which change between runs: compared blurred.
+    blurred = blur_digits(secret)
+    assume(len(blurred) >= 4 and not any(blurred in blur_digits(text) for text in known))
     said = _failures(form.fill(secret)) + _log_lines(logs)
-    assert leaks(secret, said, known) == []
+    assert leaks(secret, said, known, blur_digits) == []
 
 
 @pytest.mark.parametrize(
