@@ -138,3 +138,12 @@ def test_scrubbing_is_linear_in_hostile_text(unit: str) -> None:
     started = time.perf_counter()
     scrub(text)
     assert time.perf_counter() - started < 2.0
+
+
+def test_django_settings_show_their_storage_url_scrubbed() -> None:
+    pytest.importorskip("django")
+    from sergas_guard.django.settings import GuardSettings
+
+    settings = GuardSettings.from_mapping({"storage": "redis://app:Pg@Top Secret@cache:6379/0"})
+    assert "Top Secret" not in repr(settings)
+    assert "redis://app:***@cache:6379/0" in repr(settings)

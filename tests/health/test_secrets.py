@@ -9,17 +9,22 @@ through click's runner, exit 2 (unhealthy) or 3 (configuration error).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck as Health
 from hypothesis import assume, example, given, settings
+from starlette.applications import Starlette
 
 from sergas_guard.cli.health import command
 from sergas_guard.errors import GuardError
@@ -29,7 +34,9 @@ from sergas_guard.health import (
     HealthCheck,
     HealthCheckRegistry,
     HttpHealthCheck,
+    ServiceHealthCheck,
 )
+from sergas_guard.health.config import HealthConfig
 from sergas_guard.health.formats import health_json, plain_json, text_view
 from tests.secret_leaks import (
     Form,
@@ -216,3 +223,48 @@ def test_a_url_a_driver_would_misread_is_refused_at_construction(
         build()
     assert hidden not in str(info.value)
     assert "percent-encode" in str(info.value)
+
+
+def test_the_documented_authoriser_compares_in_constant_time(
+    uvicorn_app: Callable[[Any], contextlib.AbstractContextManager[str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    docs = (Path(__file__).parents[2] / "docs" / "health.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", docs, flags=re.DOTALL)
+    assert not any("==" in block and "Bearer" in block for block in blocks)
+    (block,) = (block for block in blocks if "compare_digest" in block)
+    monkeypatch.setenv("OPS_TOKEN", "s3cr3t-ops-token")
+    namespace: dict[str, Any] = {}
+    exec(block, namespace)
+    namespace["registry"].register(ServiceHealthCheck("api", lambda: True))
+    app = Starlette()
+    app.mount("/ops", namespace["router"])
+    with uvicorn_app(app) as base_url:
+        for header, sees_details in [
+            ("Bearer s3cr3t-ops-token", True),
+            ("Bearer s3cr3t-ops-tokeN", False),
+            ("Bearer s3cr3t-ops-token-and-more", False),
+            ("", False),
+        ]:
+            answer = httpx.get(f"{base_url}/ops/health", headers={"authorization": header})
+            assert answer.status_code == 200
+            assert ("checks" in answer.json()) is sees_details, header
+
+
+def test_the_configuration_shows_its_urls_and_headers_scrubbed() -> None:
+    config = HealthConfig.validate_mapping(
+        {
+            "checks": {
+                "database": {"connection_string": "postgresql://app:Pg@Top Secret@db/app"},
+                "http": {
+                    "url": "https://api.example/health?token=tok-1234",
+                    "headers": {"Authorization": "Bearer tok-5678", "Accept": "text/plain"},
+                },
+            }
+        }
+    )
+    for text in (repr(config), str(config), repr(config.checks["http"])):
+        for secret in ("Top Secret", "tok-1234", "tok-5678"):
+            assert secret not in text
+    assert "postgresql://app:***@db/app" in repr(config)
+    assert "'Accept': 'text/plain'" in repr(config)
