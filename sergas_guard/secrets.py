@@ -12,7 +12,7 @@ and replaces each with ``***``:
   ``access_key``, ``auth``, ``Authorization``, ``sig``, ``signature``, ``credential``,
   ``cookie``...), in URL queries (``?sentinel_password=...``), libpq DSNs
   (``password='a b\\' c'``), headers (``Authorization: Bearer ...``) and log lines;
-* ``Bearer``/``Basic``/``Token`` credentials wherever they appear;
+* ``Bearer``/``Basic`` credentials wherever they appear;
 * every literal given as ``extra_secrets`` (what a component knows it holds: the
   password of its URL as written and percent-decoded, a header's value).
 
@@ -51,7 +51,7 @@ Span = tuple[int, int]
 _SCHEME = re.compile(r"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]*://")
 # A name followed by "=" or ":" (optionally after a closing quote, as in {'token': ...},
 # escaped when that text was itself quoted by repr()).
-_PAIR = re.compile(r"(?<![\w.\-])(?P<key>[A-Za-z0-9_.\-]+)(?:\\?['\"])?[ \t]*[=:][ \t]*")
+_PAIR = re.compile(r"(?<![\w.\-])(?P<key>[A-Za-z0-9_.\-]+)(?:\\?['\"])?[ \t]*(?P<sep>[=:])[ \t]*")
 # Parameter names that hold secrets, wherever they sit in the name (sslpassword,
 # sentinel_password, x-api-key, client_secret, access_token, X-Amz-Signature...).
 _SECRET_NAME = re.compile(
@@ -69,7 +69,9 @@ _WHOLE_LINE_NAME = re.compile(r"authorization|cookie", re.IGNORECASE)
 _NEXT_PARAM = re.compile(r"&[A-Za-z_][A-Za-z0-9_.\-]*=")
 _WHITESPACE = re.compile(r"\s")
 _LINE_END = re.compile(r"[\r\n]")
-_AUTH_SCHEME = re.compile(r"\b(?:Bearer|Basic|Token|Digest)[ \t]+(?=[A-Za-z0-9._~+/=\-])", re.I)
+# HTTP credentials outside a header. Only the capitalised scheme names: "token bucket"
+# or "basic limits" in a sentence are not credentials.
+_AUTH_SCHEME = re.compile(r"\b(?:Bearer|Basic)[ \t]+(?=[A-Za-z0-9._~+/=\-])")
 _TOKEN68 = re.compile(r"[A-Za-z0-9._~+/=\-]+")
 # A value already scrubbed (so scrubbing twice does not swallow the text after it).
 _MASKED = re.compile(re.escape(REDACTED) + r"(?=[&'\"\s)\]>,;]|$)")
@@ -261,6 +263,8 @@ def _pair_spans(text: str) -> Iterator[Span]:
         start = match.end()
         if match.start() < covered or not is_secret_name(key):
             continue
+        if match["sep"] == ":" and ("." in key or text.startswith("//", start)):
+            continue  # "auth.example.com:8080", "token://": a host's port, a scheme
         if line_end < start:
             line_end = _line_end(text, start)
         if start >= line_end:

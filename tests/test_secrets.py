@@ -90,6 +90,9 @@ def test_scrubbing_twice_changes_nothing(form: Form, secret: str) -> None:
         # What is not a secret stays readable.
         ("InvalidPasswordError: password authentication failed", None),
         ("burst applies only to token_bucket and leaky_bucket", None),
+        ("a token bucket of 5; basic limits apply", None),
+        ("Error 111 connecting to auth.internal:6379", None),
+        ("https://auth.example.com:8443/health", None),
         ("memory://?max_keys=ten", None),
         ("Error 111 connecting to 127.0.0.1:6390. Connection refused.", None),
     ],
