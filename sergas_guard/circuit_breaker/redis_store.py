@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from sergas_guard.circuit_breaker.config import CircuitBreakerConfig
 from sergas_guard.circuit_breaker.core import Decision, Snapshot
@@ -24,6 +24,7 @@ from sergas_guard.circuit_breaker.store import Events
 from sergas_guard.circuit_breaker.window import rate
 from sergas_guard.clock import Clock
 from sergas_guard.errors import StorageUnavailable
+from sergas_guard.secrets import scrub
 
 if TYPE_CHECKING:
     from sergas_guard.storage.redis import RedisStorage
@@ -33,6 +34,9 @@ __all__ = ["RedisBreakerHandle", "RedisBreakerStore", "breaker_key"]
 SCRIPT = resources.files("sergas_guard.circuit_breaker").joinpath("lua/breaker.lua").read_text()
 SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
 
+# What the driver raises when Redis cannot answer (a cluster client's errors are not
+# RedisErrors).
+_UNREACHABLE = (RedisError, RedisClusterException, OSError)
 _DAY = 86_400
 _MAX_TTL = 30 * _DAY
 _EVENT_FIELDS = 5
@@ -154,27 +158,31 @@ class RedisBreakerHandle:
     def run_sync(self, op: str, extra: Sequence[str] = ()) -> _Reply:
         """Run one operation with the sync client; raises StorageUnavailable on any failure."""
         args = self._args(op, extra)
-        client = self.store.storage.sync_client
         try:
+            client = self.store.storage.sync_client  # a cluster client connects on creation
             try:
                 raw = client.evalsha(SCRIPT_SHA, 1, self.key, *args)
             except NoScriptError:
                 raw = client.eval(SCRIPT, 1, self.key, *args)
-        except (RedisError, OSError) as error:
-            raise StorageUnavailable(f"circuit breaker store: {error}") from error
+        except _UNREACHABLE as error:
+            raise self._unavailable(error) from error
         return _Reply(self.name, raw)
+
+    def _unavailable(self, error: Exception) -> StorageUnavailable:
+        secrets = self.store.storage.secrets()
+        return StorageUnavailable(scrub(f"circuit breaker store: {error}", *secrets))
 
     async def run(self, op: str, extra: Sequence[str] = ()) -> _Reply:
         """Async face of :meth:`run_sync`."""
         args = self._args(op, extra)
-        client = self.store.storage.client
         try:
+            client = self.store.storage.client
             try:
                 raw = await client.evalsha(SCRIPT_SHA, 1, self.key, *args)
             except NoScriptError:
                 raw = await client.eval(SCRIPT, 1, self.key, *args)
-        except (RedisError, OSError) as error:
-            raise StorageUnavailable(f"circuit breaker store: {error}") from error
+        except _UNREACHABLE as error:
+            raise self._unavailable(error) from error
         return _Reply(self.name, raw)
 
     # -- the BreakerHandle protocol --------------------------------------------------------

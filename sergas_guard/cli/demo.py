@@ -7,7 +7,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sergas_guard.errors import ConfigurationError
-from sergas_guard.secrets import scrub
+from sergas_guard.secrets import scrub_url
 
 __all__ = ["command"]
 
@@ -40,7 +40,7 @@ def command(port: int, storage: str) -> None:
         raise click.BadParameter(str(exc), param_hint="--storage") from None
     base_url = f"http://{HOST}:{port}"
     console = Console()
-    table = Table(title=f"sergas-guard demo on {base_url} (storage: {scrub(storage)})")
+    table = Table(title=f"sergas-guard demo on {base_url} (storage: {scrub_url(storage)})")
     table.add_column("method")
     table.add_column("path")
     table.add_column("shows")

@@ -21,6 +21,7 @@ from sergas_guard.health.config import load_health_config
 from sergas_guard.health.formats import plain_json
 from sergas_guard.health.registry import HealthCheckRegistry
 from sergas_guard.health.result import CheckResult, HealthStatus
+from sergas_guard.secrets import scrub
 
 __all__ = ["EXIT_CODES", "EXIT_CONFIG_ERROR", "command"]
 
@@ -124,7 +125,8 @@ def command(config_file: str | None, verbose: bool, as_json: bool, tags: tuple[s
         registry = load_health_config(_config_path(config_file)).build_registry()
         _require_checks(registry, tags)
     except (ConfigurationError, HealthCheckError) as exc:
-        click.echo(f"configuration error: {exc}", err=True)
+        # Raise sites scrub with what they know; this pass guards what they missed.
+        click.echo(f"configuration error: {scrub(str(exc))}", err=True)
         click.get_current_context().exit(EXIT_CONFIG_ERROR)
     results = asyncio.run(_run(registry, tags))
     status = overall_status(results.values())

@@ -16,14 +16,21 @@ from typing import Any
 
 from sergas_guard.degradation.definitions import FlagDefinition
 from sergas_guard.errors import ConfigurationError, StorageUnavailable
-from sergas_guard.secrets import scrub
+from sergas_guard.secrets import scrub, secrets_of
 
 __all__ = ["RedisFlagStore", "is_redis_storage"]
 
 
 def is_redis_storage(storage: object) -> bool:
-    """Whether ``storage`` looks like a RedisStorage (has clients and a key prefix)."""
-    return all(hasattr(storage, attr) for attr in ("client", "sync_client", "key_prefix"))
+    """Whether ``storage`` looks like a RedisStorage (has clients and a key prefix).
+
+    The clients are looked up on the class: reading them builds them, and a cluster
+    client connects as it is built (and raises when it cannot). A FailoverStorage
+    counts as the storage it guards.
+    """
+    inner = getattr(storage, "primary", storage)
+    has_clients = all(hasattr(type(inner), attr) for attr in ("client", "sync_client"))
+    return has_clients and hasattr(inner, "key_prefix")
 
 
 def _decode(raw: dict[Any, Any]) -> dict[str, FlagDefinition]:
@@ -46,8 +53,9 @@ def _encode(definition: FlagDefinition) -> str:
     return json.dumps(definition.as_json(), sort_keys=True)
 
 
-def _unavailable(exc: Exception) -> StorageUnavailable:
-    return StorageUnavailable(f"flag store in Redis is unavailable: {scrub(str(exc))}")
+def _unavailable(exc: Exception, storage: Any) -> StorageUnavailable:
+    message = scrub(str(exc), *secrets_of(storage))
+    return StorageUnavailable(f"flag store in Redis is unavailable: {message}")
 
 
 def _version(raw: Any) -> int:
@@ -70,7 +78,7 @@ class RedisFlagStore:
         try:
             return _version(self.storage.sync_client.get(self.version_key))
         except Exception as exc:
-            raise _unavailable(exc) from exc
+            raise _unavailable(exc, self.storage) from exc
 
     def load_sync(self) -> tuple[int, dict[str, FlagDefinition]]:
         """(version, flags); the version is read first so a racing write is re-read later."""
@@ -79,7 +87,7 @@ class RedisFlagStore:
             version = _version(client.get(self.version_key))
             raw = client.hgetall(self.defs_key)
         except Exception as exc:
-            raise _unavailable(exc) from exc
+            raise _unavailable(exc, self.storage) from exc
         return version, _decode(raw)
 
     def put_sync(self, definitions: Iterable[FlagDefinition], removed: Iterable[str] = ()) -> int:
@@ -94,14 +102,14 @@ class RedisFlagStore:
                 client.hdel(self.defs_key, *gone)
             return int(client.incr(self.version_key))
         except Exception as exc:
-            raise _unavailable(exc) from exc
+            raise _unavailable(exc, self.storage) from exc
 
     def get_setting_sync(self, field: str) -> str | None:
         """A shared setting beside the flags (e.g. the operator's degradation level)."""
         try:
             value = self.storage.sync_client.hget(self.settings_key, field)
         except Exception as exc:
-            raise _unavailable(exc) from exc
+            raise _unavailable(exc, self.storage) from exc
         return value.decode() if isinstance(value, bytes) else value
 
     def set_setting_sync(self, field: str, value: str) -> None:
@@ -109,7 +117,7 @@ class RedisFlagStore:
         try:
             self.storage.sync_client.hset(self.settings_key, field, value)
         except Exception as exc:
-            raise _unavailable(exc) from exc
+            raise _unavailable(exc, self.storage) from exc
 
     # -- async face ----------------------------------------------------------------
     async def version(self) -> int:
@@ -117,7 +125,7 @@ class RedisFlagStore:
         try:
             return _version(await self.storage.client.get(self.version_key))
         except Exception as exc:
-            raise _unavailable(exc) from exc
+            raise _unavailable(exc, self.storage) from exc
 
     async def load(self) -> tuple[int, dict[str, FlagDefinition]]:
         """Async face of :meth:`load_sync`."""
@@ -126,7 +134,7 @@ class RedisFlagStore:
             version = _version(await client.get(self.version_key))
             raw = await client.hgetall(self.defs_key)
         except Exception as exc:
-            raise _unavailable(exc) from exc
+            raise _unavailable(exc, self.storage) from exc
         return version, _decode(raw)
 
     async def put(self, definitions: Iterable[FlagDefinition], removed: Iterable[str] = ()) -> int:
@@ -141,12 +149,12 @@ class RedisFlagStore:
                 await client.hdel(self.defs_key, *gone)
             return int(await client.incr(self.version_key))
         except Exception as exc:
-            raise _unavailable(exc) from exc
+            raise _unavailable(exc, self.storage) from exc
 
     async def get_setting(self, field: str) -> str | None:
         """Async face of :meth:`get_setting_sync`."""
         try:
             value = await self.storage.client.hget(self.settings_key, field)
         except Exception as exc:
-            raise _unavailable(exc) from exc
+            raise _unavailable(exc, self.storage) from exc
         return value.decode() if isinstance(value, bytes) else value

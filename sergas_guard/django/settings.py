@@ -23,6 +23,7 @@ from django.utils.module_loading import import_string
 from sergas_guard.errors import ConfigurationError
 from sergas_guard.ratelimit.config import RateLimitConfig, parse_rate
 from sergas_guard.ratelimit.limiter import RateLimiter
+from sergas_guard.secrets import scrub_url
 from sergas_guard.web.engine import EngineOptions, RateLimitEngine
 from sergas_guard.web.headers import HeaderMode, header_mode
 from sergas_guard.web.identity import ClientAddressResolver
@@ -113,6 +114,14 @@ class GuardSettings:
     rules: tuple[Rule, ...] = ()
     on_reject: Callable[..., Any] | None = None
     options: EngineOptions = field(default_factory=lambda: EngineOptions())
+
+    def __repr__(self) -> str:
+        # The options may hold a storage URL, password included.
+        options = {k: scrub_url(v) if isinstance(v, str) else v for k, v in self.options.items()}
+        return (
+            f"GuardSettings(default_limits={self.default_limits!r}, rules={self.rules!r}, "
+            f"on_reject={self.on_reject!r}, options={options!r})"
+        )
 
     @classmethod
     def from_mapping(cls, values: Any) -> GuardSettings:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from sergas_guard.clock import SYSTEM_CLOCK, Clock
 from sergas_guard.errors import HealthCheckError
 from sergas_guard.health.result import CheckResult, HealthStatus, Observation
-from sergas_guard.secrets import scrub
+from sergas_guard.secrets import credentials_problem, scrub, url_secrets
 from sergas_guard.validation import flag, seconds, strings, valid_name
 
 __all__ = [
@@ -18,6 +17,7 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "HealthCheck",
     "ProbeOutcome",
+    "check_credentials",
     "describe_error",
     "to_observation",
     "url_secrets",
@@ -39,13 +39,14 @@ def describe_error(exc: BaseException, *secrets: str) -> str:
     return _clip(scrub(" ".join(text.split()), *secrets))
 
 
-def url_secrets(url: str) -> tuple[str, ...]:
-    """The password of a URL as written and percent-decoded, for :func:`scrub`."""
-    try:
-        raw = urlsplit(url).password or ""
-    except ValueError:  # a malformed port: the password may still be there
-        raw = ""
-    return tuple(dict.fromkeys(p for p in (raw, unquote(raw)) if p))
+def check_credentials(name: str, url: str, forbidden: str = "/?#") -> None:
+    """Refuse a URL a driver would misread (see :func:`~sergas_guard.secrets.credentials_problem`).
+
+    Raises HealthCheckError naming the check, with the URL scrubbed.
+    """
+    problem = credentials_problem(url, forbidden)
+    if problem:
+        raise HealthCheckError(f"{name!r}: {problem}")
 
 
 def _clip(text: str) -> str:

@@ -11,8 +11,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from sergas_guard.clock import SYSTEM_CLOCK, Clock
-from sergas_guard.errors import HealthCheckError
-from sergas_guard.health.base import DEFAULT_TIMEOUT, HealthCheck, url_secrets
+from sergas_guard.errors import ConfigurationError, HealthCheckError
+from sergas_guard.health.base import DEFAULT_TIMEOUT, HealthCheck
 from sergas_guard.health.result import Observation
 from sergas_guard.health.thresholds import (
     check_settings,
@@ -20,8 +20,8 @@ from sergas_guard.health.thresholds import (
     latency_observation,
     ratio_in_range,
 )
-from sergas_guard.secrets import scrub
-from sergas_guard.storage.redis import RedisStorage
+from sergas_guard.secrets import scrub, scrub_url, url_secrets
+from sergas_guard.storage.redis import RedisStorage, check_redis_url
 
 __all__ = ["CacheHealthCheck"]
 
@@ -63,10 +63,14 @@ class CacheHealthCheck(HealthCheck):
         scheme = redis_url.split("://", 1)[0].lower() if "://" in redis_url else ""
         if scheme not in _SCHEMES | _CLUSTER_SCHEMES:
             raise HealthCheckError(
-                f"{name!r}: unsupported Redis URL {scrub(redis_url)!r} "
+                f"{name!r}: unsupported Redis URL {scrub_url(redis_url)!r} "
                 "(expected redis://, rediss://, unix:// or redis+cluster://)"
             )
         self.is_cluster = scheme in _CLUSTER_SCHEMES
+        try:
+            check_redis_url(redis_url, cluster=self.is_cluster)
+        except ConfigurationError as exc:  # the URL's secrets are scrubbed from it
+            raise HealthCheckError(f"{name!r}: {exc}") from None
         if not ratio_in_range(memory_threshold):
             raise HealthCheckError(
                 f"{name!r}: memory_threshold must be in (0, 1]", field="memory_threshold"
@@ -78,7 +82,7 @@ class CacheHealthCheck(HealthCheck):
 
     @property
     def redis_url(self) -> str:
-        """The URL with its password replaced by ``***``."""
+        """The URL with its password and secret parameters replaced by ``***``."""
         return scrub(self._redis_url, *self.secrets())
 
     async def probe(self) -> Observation:

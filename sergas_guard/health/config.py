@@ -23,7 +23,7 @@ from __future__ import annotations
 import importlib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -38,6 +38,7 @@ from sergas_guard.health.disk import DiskSpaceHealthCheck
 from sergas_guard.health.http import HttpHealthCheck
 from sergas_guard.health.registry import HealthCheckRegistry
 from sergas_guard.health.service import ServiceHealthCheck
+from sergas_guard.secrets import REDACTED, is_secret_name, scrub_url
 
 __all__ = ["HealthConfig", "load_health_config"]
 
@@ -62,6 +63,24 @@ class _CheckConfig(GuardModel):
     critical: bool = True
     tags: list[str] | None = None
     timeout_seconds: PositiveFloat | None = None
+
+    def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
+        # repr() and str() show URLs, DSNs and sensitive headers scrubbed.
+        for name, value in super().__repr_args__():
+            yield name, _scrubbed(value)
+
+
+def _scrubbed(value: Any) -> Any:
+    if isinstance(value, str):
+        return scrub_url(value)
+    if isinstance(value, list):
+        return [_scrubbed(item) for item in value]
+    if isinstance(value, dict):
+        return {
+            key: REDACTED if is_secret_name(str(key)) else _scrubbed(item)
+            for key, item in value.items()
+        }
+    return value
 
 
 class DatabaseCheckConfig(_CheckConfig):

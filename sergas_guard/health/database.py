@@ -12,12 +12,12 @@ import importlib
 import sqlite3
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from sergas_guard.clock import SYSTEM_CLOCK, Clock
 from sergas_guard.errors import HealthCheckError
 from sergas_guard.health._threads import SyncRunner
-from sergas_guard.health.base import DEFAULT_TIMEOUT, HealthCheck, url_secrets
+from sergas_guard.health.base import DEFAULT_TIMEOUT, HealthCheck, check_credentials
 from sergas_guard.health.result import Observation
 from sergas_guard.health.thresholds import (
     check_settings,
@@ -25,7 +25,7 @@ from sergas_guard.health.thresholds import (
     latency_observation,
     ratio_in_range,
 )
-from sergas_guard.secrets import scrub
+from sergas_guard.secrets import scrub, scrub_url, url_secrets
 from sergas_guard.validation import whole
 
 __all__ = ["DatabaseHealthCheck"]
@@ -104,7 +104,7 @@ class DatabaseHealthCheck(HealthCheck):
         scheme = connection_string.split("://", 1)[0].lower() if "://" in connection_string else ""
         if scheme not in _POSTGRES_SCHEMES and scheme != "sqlite":
             raise HealthCheckError(
-                f"{name!r}: unsupported database URL {scrub(connection_string)!r} "
+                f"{name!r}: unsupported database URL {scrub_url(connection_string)!r} "
                 "(expected postgresql://... or sqlite:///...)"
             )
         if max_connections is not None:
@@ -116,7 +116,9 @@ class DatabaseHealthCheck(HealthCheck):
             )
         self.is_postgres = scheme in _POSTGRES_SCHEMES
         self._connection_string = connection_string
-        self._secrets = url_secrets(connection_string) if self.is_postgres else ()
+        self._secrets = url_secrets(connection_string)
+        if self.is_postgres:
+            _check_postgres_url(name, connection_string)
         self.max_connections = max_connections
         self.query = query
         self.degraded_latency = degraded_latency
@@ -129,7 +131,7 @@ class DatabaseHealthCheck(HealthCheck):
 
     @property
     def connection_string(self) -> str:
-        """The connection string with its password replaced by ``***``."""
+        """The connection string with its password and secret parameters replaced by ``***``."""
         return scrub(self._connection_string, *self.secrets())
 
     async def probe(self) -> Observation:
@@ -180,6 +182,20 @@ class DatabaseHealthCheck(HealthCheck):
                 f"(threshold {self.connection_usage_threshold:.0%})",
             )
         return observation
+
+
+def _check_postgres_url(name: str, url: str) -> None:
+    # asyncpg splits the userinfo at its first '@' and parses the query strictly: refuse
+    # here, with the URL scrubbed, what it would misread and perhaps echo in part.
+    check_credentials(name, url, "@/?#")
+    query = urlsplit(url).query
+    try:
+        parse_qs(query, strict_parsing=True)
+    except ValueError:
+        raise HealthCheckError(
+            f"{name!r}: the query of {scrub_url(url)!r} is not name=value pairs joined by '&' "
+            "(percent-encode '&', '=' and '#' in values)"
+        ) from None
 
 
 def _import_asyncpg(name: str) -> Any:

@@ -9,15 +9,13 @@ from urllib.parse import urlsplit
 
 from sergas_guard.clock import SYSTEM_CLOCK, Clock
 from sergas_guard.errors import HealthCheckError
-from sergas_guard.health.base import DEFAULT_TIMEOUT, HealthCheck, url_secrets
+from sergas_guard.health.base import DEFAULT_TIMEOUT, HealthCheck, check_credentials
 from sergas_guard.health.result import HealthStatus, Observation
 from sergas_guard.health.thresholds import check_settings, latency_observation
-from sergas_guard.secrets import scrub
+from sergas_guard.secrets import is_secret_name, scrub, scrub_url, url_secrets
 from sergas_guard.validation import valid_name
 
 __all__ = ["HttpHealthCheck"]
-
-_SENSITIVE_HEADER_WORDS = ("auth", "cookie", "token", "key", "secret", "password")
 
 
 def _expected_statuses(name: str, expected: int | Iterable[int]) -> frozenset[int]:
@@ -63,9 +61,11 @@ class HttpHealthCheck(HealthCheck):
     ) -> None:
         super().__init__(name, timeout=timeout, critical=critical, tags=tags, clock=clock)
         check_settings(("url", url), degraded_latency)
+        # Only what the parser refuses: an '@' in a path or query is common in HTTP URLs.
+        check_credentials(name, url, forbidden="")
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise HealthCheckError(f"{name!r}: {scrub(url)!r} is not an http(s) URL")
+            raise HealthCheckError(f"{name!r}: {scrub_url(url)!r} is not an http(s) URL")
         try:
             self._httpx: Any = importlib.import_module("httpx")
         except ModuleNotFoundError:
@@ -84,9 +84,7 @@ class HttpHealthCheck(HealthCheck):
         self.follow_redirects = follow_redirects
         self.verify = verify
         self._secrets = tuple(
-            value
-            for key, value in self._headers.items()
-            if any(word in key.lower() for word in _SENSITIVE_HEADER_WORDS) and value
+            value for key, value in self._headers.items() if is_secret_name(key) and value
         ) + url_secrets(url)
 
     @property

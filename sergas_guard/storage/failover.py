@@ -38,7 +38,7 @@ from sergas_guard.clock import SYSTEM_CLOCK, Clock
 from sergas_guard.config import GuardModel
 from sergas_guard.errors import ConfigurationError, StorageUnavailable
 from sergas_guard.ratelimit.result import LimitSpec, RateLimitResult
-from sergas_guard.secrets import scrub
+from sergas_guard.secrets import scrub, secrets_of
 from sergas_guard.storage.base import LimitCheck, RateLimitStorage
 from sergas_guard.storage.memory import MemoryStorage
 from sergas_guard.validation import MAX_SECONDS
@@ -200,7 +200,7 @@ class FailoverStorage:
                 self.errors += 1
                 name = type(error).__name__
                 self.errors_by_type[name] = self.errors_by_type.get(name, 0) + 1
-                self.last_error = scrub(f"{name}: {error}")
+                self.last_error = scrub(f"{name}: {error}", *secrets_of(self.primary))
             self._core.record(
                 self.clock.monotonic(), permit.generation, permit.probe, 0.0, error is not None
             )

@@ -14,6 +14,7 @@ Redis) or :class:`~sergas_guard.errors.StorageError` (Redis answered with an err
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
@@ -39,7 +40,7 @@ from redis.exceptions import (
 from sergas_guard import validation
 from sergas_guard.errors import ConfigurationError, StorageError, StorageUnavailable
 from sergas_guard.ratelimit.result import RateLimitResult
-from sergas_guard.secrets import scrub
+from sergas_guard.secrets import credentials_problem, scrub, scrub_url, url_secrets
 from sergas_guard.storage.base import LimitCheck
 from sergas_guard.storage.redis_pool import AsyncConnections, SyncConnections
 from sergas_guard.storage.script import (
@@ -50,7 +51,7 @@ from sergas_guard.storage.script import (
     script_args,
 )
 
-__all__ = ["RedisStorage"]
+__all__ = ["RedisStorage", "check_redis_url"]
 
 DEFAULT_CONNECT_TIMEOUT = 0.05
 DEFAULT_SOCKET_TIMEOUT = 0.05
@@ -92,9 +93,8 @@ def _cluster_nodes(url: str) -> tuple[list[tuple[str, int]], str]:
     for host_port in hosts.split(","):
         host, _, port = host_port.rpartition(":")
         if not host or not port.isdigit():
-            raise ConfigurationError(
-                f"cluster node {host_port!r} must be host:port", field="storage"
-            )
+            node = scrub(host_port, *url_secrets(url))
+            raise ConfigurationError(f"cluster node {node!r} must be host:port", field="storage")
         nodes.append((host, int(port)))
     scheme = "rediss" if parts.scheme.startswith("rediss") else "redis"
     first = f"{auth}@{hosts.split(',')[0]}" if auth else hosts.split(",")[0]
@@ -149,11 +149,21 @@ class RedisStorage:
         self._build_lock = threading.Lock()
         self._sync_connections: SyncConnections | None = None
         self._async_connections: AsyncConnections | None = None
-        self._password = urlsplit(url).password or "" if url else ""
+        self._secrets = url_secrets(url) if url else ()
+        if url:
+            check_redis_url(url, cluster=self.is_cluster)
 
     def __repr__(self) -> str:
-        where = scrub(self.url, self._password) if self.url else "client"
-        return f"RedisStorage({where!r})"
+        return f"RedisStorage({self.safe_url or 'client'!r})"
+
+    @property
+    def safe_url(self) -> str | None:
+        """The URL with its password and secret parameters replaced by ``***``."""
+        return scrub(self.url, *self._secrets) if self.url else None
+
+    def secrets(self) -> tuple[str, ...]:
+        """The literal secrets of the URL (password, secret parameters), for scrubbing."""
+        return self._secrets
 
     def _options(self, retry: Any) -> dict[str, Any]:
         return {
@@ -228,7 +238,7 @@ class RedisStorage:
 
     def _error(self, exc: BaseException, doing: str) -> StorageError:
         """Our error for a driver's, with any password scrubbed out of its message."""
-        message = scrub(f"Redis {doing} failed: {type(exc).__name__}: {exc}", self._password)
+        message = scrub(f"Redis {doing} failed: {type(exc).__name__}: {exc}", *self._secrets)
         if isinstance(exc, _UNAVAILABLE):
             return StorageUnavailable(message)
         return StorageError(message)
@@ -332,8 +342,8 @@ class RedisStorage:
         self, checks: Sequence[LimitCheck], cost: int, now_us: int | None
     ) -> list[RateLimitResult]:
         keys, args = self._prepare(checks, cost, now_us)
-        client = self.sync_client
         try:
+            client = self.sync_client  # a cluster client connects on creation
             try:
                 reply = client.evalsha(DECIDE_SHA, len(keys), *keys, *args)
             except NoScriptError:
@@ -456,6 +466,46 @@ class RedisStorage:
             self._client = None
             self._async_ready = False
         self.close_sync()
+
+
+def check_redis_url(url: str, *, cluster: bool = False) -> None:
+    """Refuse at construction what the driver would refuse at the first command.
+
+    redis-py reads the URL only when it builds a client (a cluster client's later
+    still), and passes query parameters it does not know to the connection's
+    constructor: a misspelt or garbled parameter would be a TypeError deep inside the
+    first decision, quoting the parameter's name, which may be part of a password.
+    Raises ConfigurationError with the URL scrubbed.
+    """
+    problem = credentials_problem(url)
+    if problem:
+        raise ConfigurationError(problem, field="url")
+    template = _cluster_nodes(url)[1] if cluster else url
+    try:
+        options = redis.connection.parse_url(template)  # type: ignore[no-untyped-call]
+    except ValueError as exc:  # its words name the parameter, never the value
+        raise ConfigurationError(f"{scrub_url(url)!r}: {exc}", field="url") from None
+    known = _parameters(options.get("connection_class", redis.Connection))
+    if cluster:
+        known |= _parameters(RedisCluster)
+    unknown = sorted(name for name in options if name not in known)
+    if unknown:
+        raise ConfigurationError(
+            f"{scrub_url(url)!r} has {len(unknown)} query parameter(s) Redis connections do "
+            "not take (percent-encode '&' and '=' in a password given as ?password=)",
+            field="url",
+        )
+
+
+def _parameters(client_class: type) -> frozenset[str]:
+    """Names a redis-py connection (with its pool) or cluster client accepts, from the
+    constructors' signatures."""
+    names = {"connection_class", "max_connections"}
+    for cls in client_class.__mro__:
+        init = cls.__dict__.get("__init__")
+        if init is not None:
+            names.update(inspect.signature(init).parameters)
+    return frozenset(names - {"self", "args", "kwargs"})
 
 
 def _glob_escape(text: str) -> str:

@@ -6,7 +6,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from sergas_guard.errors import ConfigurationError
-from sergas_guard.secrets import scrub
+from sergas_guard.secrets import credentials_problem, scrub_url
 
 __all__ = ["storage_from_url"]
 
@@ -19,7 +19,8 @@ def storage_from_url(url: str, **options: Any) -> Any:
     ``memory://`` (optionally ``memory://?max_keys=50000``) gives a
     :class:`~sergas_guard.storage.MemoryStorage`; ``redis://``, ``rediss://`` and
     ``redis+cluster://h1:p1,h2:p2`` give a :class:`~sergas_guard.storage.RedisStorage`.
-    Raises ConfigurationError for any other scheme, or a bad option.
+    Raises ConfigurationError for any other scheme, a malformed URL or a bad option; its
+    message shows the URL with every secret in it replaced by ``***``.
     """
     if not isinstance(url, str):
         raise ConfigurationError(
@@ -29,13 +30,16 @@ def storage_from_url(url: str, **options: Any) -> Any:
     if scheme == "memory":
         from sergas_guard.storage.memory import MemoryStorage
 
+        problem = credentials_problem(url, forbidden="")  # only what the parser refuses
+        if problem:
+            raise ConfigurationError(problem, field="storage")
         query = dict(parse_qsl(urlsplit(url).query))
         if "max_keys" in query:
             try:
                 options.setdefault("max_keys", int(query["max_keys"]))
             except ValueError:
                 raise ConfigurationError(
-                    f"max_keys in {url!r} must be a whole number", field="max_keys"
+                    f"max_keys in {scrub_url(url)!r} must be a whole number", field="max_keys"
                 ) from None
         return MemoryStorage(**options)
     if scheme in _REDIS_SCHEMES:
@@ -43,7 +47,7 @@ def storage_from_url(url: str, **options: Any) -> Any:
 
         return RedisStorage(url, **options)
     raise ConfigurationError(
-        f"unknown storage URL {scrub(url)!r}: expected memory://, redis://, rediss:// "
+        f"unknown storage URL {scrub_url(url)!r}: expected memory://, redis://, rediss:// "
         "or redis+cluster://",
         field="storage",
     )

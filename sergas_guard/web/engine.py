@@ -25,7 +25,7 @@ from sergas_guard.clock import SYSTEM_CLOCK, Clock
 from sergas_guard.errors import ConfigurationError
 from sergas_guard.ratelimit.limiter import RateLimitDecision, StorageErrorPolicy
 from sergas_guard.ratelimit.result import RateLimitStrategy
-from sergas_guard.secrets import scrub
+from sergas_guard.secrets import scrub, secrets_of
 from sergas_guard.storage.base import RateLimitStorage
 from sergas_guard.storage.failover import StorageFailClosed, UncheckedResult
 from sergas_guard.web.context import RequestContext, new_recorded
@@ -345,11 +345,12 @@ class RateLimitEngine:
         self.stats.add(STORAGE_ERRORS)
         if isinstance(exc, StorageFailClosed):
             return _UNAVAILABLE  # the failover storage refused on purpose, logged there
+        secrets = secrets_of(plan.limiter.storage) if plan.limiter else ()
         logger.warning(
             "rate limit %r not applied, storage failed (%s): %s",
             plan.name,
             self.on_storage_error,
-            scrub(f"{type(exc).__name__}: {exc}"),
+            scrub(f"{type(exc).__name__}: {exc}", *secrets),
         )
         return _UNAVAILABLE if self.on_storage_error == "fail_closed" else _PASS
 
