@@ -8,12 +8,14 @@ are added two at a time (``used + cost``). So:
 
 * a count (``max_requests``, ``burst``, a cost) is at most :data:`MAX_COUNT` = 2**52,
   so the sum of two stays exact;
-* the limit (and the burst) times the window in microseconds stays below
-  :data:`MAX_EXACT` = 2**53: the strategies multiply the two (a sliding window's
-  estimate of its wait, a leaky bucket's tolerance), and the Python twin, in exact
+* for the sliding window and the buckets, the limit (and the burst) times the window
+  in microseconds stays below :data:`MAX_EXACT` = 2**53: those strategies multiply the
+  two (a sliding window's estimate of its wait, a leaky bucket's tolerance), and the
+  Python twin, in exact
   integers, and the Lua one, in doubles, must agree (beyond it they were measured to
   differ, and a sliding window's wait to take seconds to compute). A day's window
-  holds at most 104,249 requests, an hour's 2,501,999;
+  holds at most 104,249 requests, an hour's 2,501,999; a fixed window (which only adds
+  counts) and a sliding log (which stores instants) have no such bound;
 * a window is at least one microsecond and at most :data:`MAX_WINDOW_SECONDS`, and a
   horizon at most :data:`~sergas_guard.validation.MAX_SECONDS` (100 years), so that
   ``now + horizon`` stays below 2**53 until the 2150s;
@@ -58,6 +60,10 @@ MAX_HORIZON_US = MAX_SECONDS * US_PER_SECOND
 MAX_SLIDING_LOG_LIMIT = 100_000
 
 _BUCKETS = (RateLimitStrategy.TOKEN_BUCKET, RateLimitStrategy.LEAKY_BUCKET)
+#: The strategies whose arithmetic multiplies the limit (or burst) by the window. A
+#: fixed window only adds counts and a sliding log only stores instants, so their
+#: limits are bounded by MAX_COUNT and MAX_SLIDING_LOG_LIMIT alone.
+_PRODUCT_BOUND = (*_BUCKETS, RateLimitStrategy.SLIDING_WINDOW)
 
 
 def horizon_us(strategy: RateLimitStrategy, limit: int, window_us: int, burst: int) -> int:
@@ -109,12 +115,13 @@ def check_limit(
             f"{MAX_WINDOW_SECONDS} seconds (50 years)",
             field=window_field,
         )
-    if window_us * max(limit, burst) >= MAX_EXACT:
+    if strategy in _PRODUCT_BOUND and window_us * max(limit, burst) >= MAX_EXACT:
         largest = (MAX_EXACT - 1) // window_us
         raise ConfigurationError(
             f"{described} is too large for exact arithmetic in Redis: the limit (and burst) "
             f"times the window in microseconds must stay below 2**53, so a window of "
-            f"{window_us / US_PER_SECOND:g}s holds at most {largest} requests",
+            f"{window_us / US_PER_SECOND:g}s holds at most {largest} requests with "
+            f"{strategy.value}; fixed_window has no such bound",
             field=burst_field if burst > limit else limit_field,
         )
     if strategy is RateLimitStrategy.SLIDING_LOG and limit > MAX_SLIDING_LOG_LIMIT:

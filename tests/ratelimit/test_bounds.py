@@ -73,6 +73,11 @@ EDGES = [
     # One a second, with a backlog of 100 years' worth.
     pytest.param(S.LEAKY_BUCKET, 1, 1.0, MAX_SECONDS, id="leaky-100-years-backlog"),
     pytest.param(S.SLIDING_LOG, MAX_SLIDING_LOG_LIMIT, 60, None, id="log-largest"),
+    # Strategies that never multiply the limit by the window: no product bound.
+    pytest.param(S.FIXED_WINDOW, 1_000_000, 86_400, None, id="fixed-million-a-day"),
+    pytest.param(S.FIXED_WINDOW, MAX_COUNT, MAX_WINDOW_SECONDS, None, id="fixed-2**52-50-years"),
+    pytest.param(S.SLIDING_LOG, MAX_SLIDING_LOG_LIMIT, MAX_WINDOW_SECONDS, None,
+                 id="log-largest-50-years"),
 ]  # fmt: skip
 
 
@@ -106,6 +111,20 @@ def test_one_more_than_the_largest_limit_is_refused_at_construction() -> None:
     with pytest.raises(ConfigurationError, match="at most 104249 requests") as caught:
         RateLimitConfig(rate="104250/day")
     assert caught.value.field == "rate"
+
+
+@pytest.mark.parametrize("strategy", [S.FIXED_WINDOW, S.SLIDING_LOG])
+def test_strategies_without_products_take_a_million_a_day(strategy: RateLimitStrategy) -> None:
+    # "1000000/day" is a common limit: refused for the sliding window (whose error says
+    # fixed_window takes it), built for the strategies that never multiply by the window.
+    if strategy is S.SLIDING_LOG:
+        with pytest.raises(ConfigurationError, match="at most 100000"):
+            RateLimitConfig(rate="1000000/day", strategy=strategy)
+        assert RateLimitConfig(rate="100000/day", strategy=strategy).specs()[0].limit == 100_000
+        return
+    assert RateLimitConfig(rate="1000000/day", strategy=strategy).specs()[0].limit == 1_000_000
+    with pytest.raises(ConfigurationError, match="fixed_window has no such bound"):
+        RateLimitConfig(rate="1000000/day", strategy=S.SLIDING_WINDOW)
 
 
 configs = st.fixed_dictionaries(
