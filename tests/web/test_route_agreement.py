@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import socket
 import string
-import threading
 import tracemalloc
 import uuid
 from collections.abc import Callable, Iterator
@@ -40,7 +39,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
-from werkzeug.serving import make_server
 
 from sergas_guard.asgi import RateLimitMiddleware as AsgiRateLimit
 from sergas_guard.storage import MemoryStorage
@@ -49,7 +47,7 @@ from sergas_guard.web.request import AsgiRequestInfo, WsgiRequestInfo
 from sergas_guard.web.rules import RuleSet, compile_path
 from sergas_guard.wsgi import RateLimitMiddleware as WsgiRateLimit
 from tests.web import django_project
-from tests.web.conftest import serving
+from tests.web.conftest import serving, wsgi_serving
 from tests.web.django_project import RATE_LIMIT
 
 django_project.configure()
@@ -175,19 +173,6 @@ class Server:
     prefixes: tuple[str, ...] = ("",)
 
 
-@contextlib.contextmanager
-def wsgi_serving(app: Any) -> Iterator[int]:
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_port
-    finally:
-        server.shutdown()
-        thread.join(10)
-        server.server_close()
-
-
 def port_of(base_url: str) -> int:
     return int(base_url.rsplit(":", 1)[1])
 
@@ -217,7 +202,8 @@ def servers() -> Iterator[dict[str, Server]]:
                 found[name] = Server(name, port_of(base), prefixes)
 
             def wsgi(name: str, app: Any, prefixes: tuple[str, ...] = ("",)) -> None:
-                found[name] = Server(name, stack.enter_context(wsgi_serving(app)), prefixes)
+                base = stack.enter_context(wsgi_serving(app))
+                found[name] = Server(name, port_of(base), prefixes)
 
             uvicorn("starlette", starlette_app())
             uvicorn("starlette --root-path", starlette_app(), ROOT_PREFIXES, root_path="/api")
