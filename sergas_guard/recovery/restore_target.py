@@ -122,6 +122,7 @@ class RestoreTarget:
                 "(pass overwrite=True to restore over it)"
             )
         self._closed = False
+        self._busy = False
         self._kinds: dict[str, _Kind] = {}
         self._dir_meta: dict[str, tuple[int, int]] = {}
         self._symlinks: dict[str, tuple[str, int | None]] = {}
@@ -160,6 +161,9 @@ class RestoreTarget:
         parts = split_relpath(relpath)
         self._claim(parts, "file")
         bits = 0o7777 if self.special_bits else 0o1777
+        # abort() may run while ``chunks`` is being consumed (a signal handler, a
+        # cancelled task); it then leaves the descriptors this write uses open for it.
+        self._busy = True
         try:
             parent = self._parent(parts)
             fd, temp = self._create_temp(parent)
@@ -173,6 +177,8 @@ class RestoreTarget:
                     os.fsync(fd)
                 finally:
                     os.close(fd)
+                if self._closed:
+                    raise BackupError(f"restoring {relpath!r} was aborted")
                 self._check_replaceable(parent, parts)
                 os.replace(temp, parts[-1], src_dir_fd=parent, dst_dir_fd=parent)
             except BaseException:
@@ -183,6 +189,10 @@ class RestoreTarget:
                 self._forget_temp(key)
         except OSError as exc:
             raise _failed(relpath, exc) from exc
+        finally:
+            self._busy = False
+            if self._closed:
+                self._release()
 
     def symlink(self, relpath: str, target: str, *, mtime_ns: int | None = None) -> None:
         """Record the symlink ``relpath`` -> ``target``; :meth:`finish` creates it.
@@ -227,10 +237,17 @@ class RestoreTarget:
         for parent, temp in self._temps.values():
             with contextlib.suppress(OSError):
                 os.unlink(temp, dir_fd=parent)
+        if not self._busy:
+            self._release()
+
+    def _release(self) -> None:
+        for parent, _ in self._temps.values():
             os.close(parent)
         self._temps.clear()
         self._drop_cached_parent()
-        os.close(self._root_fd)
+        if self._root_fd >= 0:
+            os.close(self._root_fd)
+            self._root_fd = -1
 
     def __enter__(self) -> RestoreTarget:
         return self
