@@ -19,7 +19,7 @@ import hashlib
 import os
 import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -212,9 +212,6 @@ class TreeStats:
     symlink_count: int = 0
     files_read: int = 0
     files_reused: int = 0
-    #: Bytes of chunks that neither the parent nor this backup had named before.
-    stored_bytes: int = 0
-    seen_chunks: set[str] = field(default_factory=set)
 
     def as_dict(self) -> dict[str, int]:
         """The counts, by name."""
@@ -225,7 +222,6 @@ class TreeStats:
             "symlink_count": self.symlink_count,
             "files_read": self.files_read,
             "files_reused": self.files_reused,
-            "stored_bytes": self.stored_bytes,
         }
 
 
@@ -251,7 +247,6 @@ def back_up_tree(
     if parent is not None:
         parent_started_ns = int(parent.created_at.timestamp() * 1_000_000_000)
         previous = {entry.path: entry for entry in parent.entries if entry.type == "file"}
-        stats.seen_chunks.update(chunk for entry in previous.values() for chunk in entry.chunks)
     entries: list[Entry] = []
     for scanned in scan_tree(root, exclude=exclude, one_file_system=one_file_system):
         st = scanned.status
@@ -267,7 +262,7 @@ def back_up_tree(
                 entry = old
                 stats.files_reused += 1
             else:
-                read = _read_file(scanned, source, sink, compress, stats)
+                read = _read_file(scanned, source, sink, compress)
                 if read is None:  # vanished or no longer a regular file
                     continue
                 entry = read
@@ -312,7 +307,6 @@ def _read_file(
     source: ChunkSource,
     sink: ChunkSink,
     compress: bool,
-    stats: TreeStats,
 ) -> Entry | None:
     # O_NOFOLLOW: the path was a regular file when listed; if it was swapped for a link
     # since, refuse rather than back up whatever the link points at.
@@ -333,11 +327,7 @@ def _read_file(
         for data in _chunks(source, stream):
             digest.update(data)
             size += len(data)
-            chunk_id = sink.add(data, compress=compress).id
-            if chunk_id not in stats.seen_chunks:
-                stats.seen_chunks.add(chunk_id)
-                stats.stored_bytes += len(data)
-            chunk_ids.append(chunk_id)
+            chunk_ids.append(sink.add(data, compress=compress).id)
     return Entry(
         path=scanned.path,
         type="file",
