@@ -13,9 +13,9 @@ from sergas_guard.errors import BackupError, IntegrityError
 from sergas_guard.recovery.crypto import (
     AesGcmSealer,
     ChecksumSealer,
-    Sealer,
     KdfParams,
     RepositoryKeys,
+    Sealer,
     chunk_id,
     passphrase_from_env,
     passphrase_from_file,
