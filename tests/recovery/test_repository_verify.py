@@ -1,0 +1,127 @@
+"""verify: structure and data checks; corruption is reported with what it affects."""
+
+from __future__ import annotations
+
+import io
+import random
+from pathlib import Path
+
+import pytest
+
+from sergas_guard.errors import IntegrityError
+from sergas_guard.recovery.chunking import ChunkerParams
+from sergas_guard.recovery.crypto import KdfParams
+from sergas_guard.recovery.repository import ChunkRef, Repository
+
+SMALL_CHUNKS = ChunkerParams(avg_size=4096, min_size=1024, max_size=16384)
+
+
+@pytest.fixture(params=[True, False], ids=["encrypted", "plain"])
+def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Repository:
+    return Repository.init(
+        tmp_path / "repo",
+        passphrase=(lambda: "pw") if request.param else None,
+        chunker=SMALL_CHUNKS,
+        pack_size=32 * 1024,
+        kdf=KdfParams(n=2**10),
+    )
+
+
+def backup(repo: Repository, backup_id: str, files: dict[str, bytes]) -> dict[str, list[ChunkRef]]:
+    refs: dict[str, list[ChunkRef]] = {}
+    with repo.lock(), repo.writer() as writer:
+        for path, data in files.items():
+            refs[path] = [writer.add(c) for c in repo.chunks_of(io.BytesIO(data))]
+        writer.flush()
+        entries = [{"path": p, "chunks": [r.id for r in rs]} for p, rs in refs.items()]
+        repo.write_manifest(backup_id, {"entries": entries})
+    return refs
+
+
+def pack_of(repo: Repository, chunk: ChunkRef) -> Path:
+    location = repo._index.get(chunk.id)
+    assert location is not None
+    return repo.path / "data" / location.pack_id[:2] / location.pack_id
+
+
+@pytest.fixture
+def two_backups(repo: Repository) -> dict[str, list[ChunkRef]]:
+    backup(repo, "old", {"keep/a.bin": random.randbytes(70_000)})
+    return backup(repo, "new", {"docs/b.bin": random.randbytes(70_000), "c.txt": b"c" * 5000})
+
+
+def test_a_healthy_repository_verifies(repo: Repository, two_backups: object) -> None:
+    report = repo.verify(read_data_fraction=1.0)
+    assert report.ok, report.problems
+    assert report.packs_read == report.packs_checked > 1
+    assert report.chunks_read >= len(repo._index)
+
+
+def test_flipped_byte_in_a_pack_is_found_by_reading_data(
+    repo: Repository, two_backups: dict[str, list[ChunkRef]]
+) -> None:
+    victim = two_backups["docs/b.bin"][1]
+    pack = pack_of(repo, victim)
+    location = repo._index.get(victim.id)
+    assert location is not None
+    content = bytearray(pack.read_bytes())
+    content[location.entry.offset + location.entry.length // 2] ^= 0x01
+    pack.write_bytes(bytes(content))
+
+    assert repo.verify().ok  # structure alone cannot see it
+    report = repo.verify(read_data_fraction=1.0)
+    assert not report.ok
+    assert victim.id in report.damaged_chunks
+    assert "docs/b.bin" in report.affected["new"]
+    assert "old" not in report.affected
+    assert any(pack.name in p for p in report.problems)
+    assert any("backup new" in p and "docs/b.bin" in p for p in report.problems)
+    with pytest.raises(IntegrityError):
+        repo.read_chunk(victim)
+
+
+def test_truncated_pack_is_found_by_the_structure_check(
+    repo: Repository, two_backups: dict[str, list[ChunkRef]]
+) -> None:
+    victim = two_backups["docs/b.bin"][0]
+    pack = pack_of(repo, victim)
+    pack.write_bytes(pack.read_bytes()[:100])
+    report = repo.verify()
+    assert not report.ok
+    assert "docs/b.bin" in report.affected["new"]
+    assert any("truncated" in p and pack.name in p for p in report.problems)
+    with pytest.raises(IntegrityError):
+        repo.read_chunk(victim)
+
+
+def test_missing_pack_is_reported(
+    repo: Repository, two_backups: dict[str, list[ChunkRef]]
+) -> None:
+    victim = two_backups["docs/b.bin"][0]
+    pack = pack_of(repo, victim)
+    pack.unlink()
+    report = repo.verify()
+    assert not report.ok
+    assert any(f"pack {pack.name} is missing" in p for p in report.problems)
+    assert "docs/b.bin" in report.affected["new"]
+    with pytest.raises(IntegrityError, match="missing"):
+        repo.read_chunk(victim)
+
+
+def test_manifest_naming_an_unknown_chunk_is_reported(repo: Repository) -> None:
+    repo.write_manifest("dangling", {"entries": [{"path": "x", "chunks": ["ab" * 32]}]})
+    report = repo.verify()
+    assert report.affected == {"dangling": ("x",)}
+
+
+def test_damaged_manifest_is_reported(repo: Repository, two_backups: object) -> None:
+    path = repo.path / "snapshots" / "old"
+    path.write_bytes(path.read_bytes()[:-3])
+    report = repo.verify()
+    assert report.affected == {"old": ("<manifest>",)}
+
+
+def test_a_fraction_reads_a_subset(repo: Repository, two_backups: object) -> None:
+    report = repo.verify(read_data_fraction=0.01, seed=1)
+    assert report.packs_read == 1
+    assert report.ok
