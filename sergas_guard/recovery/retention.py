@@ -23,6 +23,10 @@ reasons, and `cleanup` prints them on its dry run.
 (the seed's rule: a backup created at or after `now - retention_days` stays);
 `use_retention_days=False` ignores it.
 
+The rules apply to each **group** of backups on its own, as restic's `forget --group-by`
+does: `Candidate.group` names it (e.g. the backup's source), so frequent
+backups of one source never push the only backups of another out of `keep_last`.
+
 These are restic's `forget --keep-*` semantics. Periods ("hours that have one") count only
 periods in which a backup exists, so a week without backups does not use up a `keep_daily`
 slot. When a period rule finds fewer periods than it asks for, the **oldest** backup is kept
@@ -35,8 +39,8 @@ Three guarantees hold whatever the policy says:
 
 - **Chains stay whole.** A kept incremental or differential backup keeps the backup it was
   taken against (`parent_id`), and that one its own parent, up to the chain's full backup.
-- **The newest verified backup is kept**, so cleanup can never leave you with only backups
-  that nobody has checked.
+- **The newest verified backup is kept** (in every group), so cleanup can never leave you
+  with only backups that nobody has checked.
 - **No rule, no removal.** A policy without any `keep_*` rule, applied to backups without
   `retention_days` (or with `use_retention_days=False`), keeps everything, as restic's
   `forget` does without a policy.
@@ -87,7 +91,8 @@ class Candidate:
     """One backup as retention sees it.
 
     Raises ConfigurationError (naming the field) for an empty ``backup_id``, a naive
-    ``created_at``, an unknown ``backup_type`` or a negative ``retention_days``.
+    ``created_at``, an unknown ``backup_type``, a negative ``retention_days`` or a
+    ``group`` that is not a string.
     """
 
     backup_id: str
@@ -96,6 +101,8 @@ class Candidate:
     parent_id: str | None
     verified: bool
     retention_days: int | None
+    #: Backups of one thing (e.g. one source), to which the keep rules apply together.
+    group: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.backup_id, str) or not self.backup_id:
@@ -115,6 +122,8 @@ class Candidate:
             raise ConfigurationError(
                 "retention_days must be a non-negative integer or None", field="retention_days"
             )
+        if not isinstance(self.group, str):
+            raise ConfigurationError("group must be a string", field="group")
 
 
 _COUNT_FIELDS = (
@@ -225,6 +234,7 @@ def select(
 ) -> list[Decision]:
     """Decide, for every candidate, whether ``policy`` keeps it; oldest first.
 
+    The keep rules and the newest-verified guarantee apply to each ``group`` on its own.
     ``now`` only matters for ``retention_days``. Raises ConfigurationError when ``now`` is
     naive or two candidates share a ``backup_id``.
     """
@@ -237,7 +247,14 @@ def select(
     keep: dict[str, list[str]] = {c.backup_id: [] for c in newest_first}
     against: dict[str, list[str]] = {c.backup_id: [] for c in newest_first}
 
-    _apply_keep_rules(newest_first, policy, keep)
+    groups: dict[str, list[Candidate]] = {}
+    for candidate in newest_first:
+        groups.setdefault(candidate.group, []).append(candidate)
+    for members in groups.values():
+        _apply_keep_rules(members, policy, keep)
+        verified = [c for c in members if c.verified]
+        if verified:
+            keep[verified[0].backup_id].append("the newest verified backup")
     for candidate in newest_first:
         _apply_retention_days(candidate, policy, now, keep, against)
         if (
@@ -246,10 +263,6 @@ def select(
             and not against[candidate.backup_id]
         ):
             keep[candidate.backup_id].append("no rule of the policy applies to it")
-
-    verified = [c for c in newest_first if c.verified]
-    if verified:
-        keep[verified[0].backup_id].append("the newest verified backup")
     _keep_chain_parents(newest_first, by_id, keep)
 
     decisions = []

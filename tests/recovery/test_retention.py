@@ -78,6 +78,7 @@ def test_use_retention_days_must_be_a_bool() -> None:
         ({"backup_type": "weekly"}, "backup_type"),
         ({"retention_days": -1}, "retention_days"),
         ({"retention_days": True}, "retention_days"),
+        ({"group": None}, "group"),
     ],
 )
 def test_a_malformed_candidate_is_refused(changes: dict[str, Any], field: str) -> None:
@@ -303,6 +304,18 @@ def test_decisions_come_oldest_first_and_removed_ones_say_why() -> None:
     assert [d.backup_id for d in decisions] == ["x", "d1", "d0"]
     assert decisions[0].reasons[0].startswith("retention_days=30: expired at")
     assert decisions[1].reasons == ("no keep rule selects it",)
+
+
+def test_each_group_keeps_its_own_backups() -> None:
+    # Hourly application backups must not push the one nightly database backup out.
+    app = [
+        Candidate(f"app{i}", NOW - timedelta(hours=i), "full", None, False, None, "/data/app")
+        for i in range(5)
+    ]
+    database = Candidate("db", NOW - timedelta(days=1), "full", None, True, None, "/var/db")
+    decisions = decide([*app, database], keep_last=2)
+    assert kept(decisions) == {"app0", "app1", "db"}
+    assert decisions["db"].reasons == ("keep_last=2: newest #1", "the newest verified backup")
 
 
 # --- the docs section ----------------------------------------------------------------

@@ -23,6 +23,8 @@ EPOCH = datetime(2024, 12, 28, tzinfo=UTC)  # near an ISO week-year boundary on 
 ZONES = [UTC, timezone(timedelta(hours=14)), timezone(-timedelta(hours=9, minutes=30))]
 # From "all at once" (ties) to years, so every kind of period gets several backups.
 SPANS = [0, 60, 6 * 3600, 10 * 86400, 120 * 86400, 4 * 365 * 86400]
+# Most histories have one group; some mix two sources in one repository.
+GROUPS = ["", "", "", "/var/lib/db"]
 
 counts = st.none() | st.integers(0, 6)
 policies = st.builds(
@@ -58,6 +60,7 @@ def histories(draw: st.DrawFn) -> list[Candidate]:
                 parent_id=parent,
                 verified=draw(st.booleans()),
                 retention_days=draw(st.none() | st.integers(0, 400)),
+                group=draw(st.sampled_from(GROUPS)),
             )
         )
     return history
@@ -68,6 +71,22 @@ nows = st.integers(0, 5 * 365 * 86400).map(lambda seconds: EPOCH + timedelta(sec
 
 def newest_first(history: list[Candidate]) -> list[Candidate]:
     return sorted(history, key=lambda c: (c.created_at, c.backup_id), reverse=True)
+
+
+def by_group(history: list[Candidate]) -> list[list[Candidate]]:
+    groups: dict[str, list[Candidate]] = {}
+    for c in newest_first(history):
+        groups.setdefault(c.group, []).append(c)
+    return list(groups.values())
+
+
+def newest_verified(history: list[Candidate]) -> set[str]:
+    """The newest verified backup of each group."""
+    found = set()
+    for members in by_group(history):
+        verified = [c for c in members if c.verified]
+        found |= {verified[0].backup_id} if verified else set()
+    return found
 
 
 def kept_ids(decisions: list[Decision]) -> set[str]:
@@ -128,9 +147,11 @@ def test_one_decision_each_with_reasons_and_chains_stay_whole(
 def test_the_newest_verified_backup_is_kept(
     history: list[Candidate], policy: RetentionPolicy, now: datetime
 ) -> None:
+    kept = kept_ids(select(history, policy, now))
     verified = [c for c in newest_first(history) if c.verified]
     if verified:
-        assert verified[0].backup_id in kept_ids(select(history, policy, now))
+        assert verified[0].backup_id in kept  # the repository's newest verified
+    assert newest_verified(history) <= kept  # and each group's
 
 
 @settings(max_examples=100, deadline=None)
@@ -149,9 +170,9 @@ def test_keep_last_keeps_exactly_the_newest_n_plus_what_they_need(
     history: list[Candidate], wanted: int, now: datetime
 ) -> None:
     policy = RetentionPolicy(keep_last=wanted, use_retention_days=False)
-    seeds = {c.backup_id for c in newest_first(history)[:wanted]}
-    verified = [c for c in newest_first(history) if c.verified]
-    seeds |= {verified[0].backup_id} if verified else set()
+    seeds = newest_verified(history)
+    for members in by_group(history):
+        seeds |= {c.backup_id for c in members[:wanted]}
     assert kept_ids(select(history, policy, now)) == with_parents(history, seeds)
 
 
@@ -162,7 +183,8 @@ def test_a_period_rule_keeps_the_newest_of_each_of_its_n_most_recent_periods(
 ) -> None:
     rule: dict[str, int] = {field: wanted}
     kept = kept_ids(select(history, RetentionPolicy(**rule), now))  # type: ignore[arg-type]
-    assert newest_of_recent_periods(history, field, wanted) <= kept
+    for members in by_group(history):
+        assert newest_of_recent_periods(members, field, wanted) <= kept
 
 
 @settings(max_examples=150, deadline=None)
@@ -171,26 +193,41 @@ def test_the_kept_set_is_exactly_what_some_rule_asks_for(
     history: list[Candidate], policy: RetentionPolicy, now: datetime
 ) -> None:
     """Both directions: nothing a rule keeps is removed, nothing else is kept."""
-    order = newest_first(history)
-    seeds: set[str] = set()
-    seeds |= {c.backup_id for c in order[: policy.keep_last or 0]}
+    seeds = newest_verified(history)
+    for members in by_group(history):
+        seeds |= asked_for(members, policy, now)
+    assert kept_ids(select(history, policy, now)) == with_parents(history, seeds)
+
+
+def asked_for(order: list[Candidate], policy: RetentionPolicy, now: datetime) -> set[str]:
+    """What the rules of ``policy`` keep in one group, given newest first."""
+    seeds = {c.backup_id for c in order[: policy.keep_last or 0]}
     for field in PERIODS:
         wanted = getattr(policy, field) or 0
         if not wanted:
             continue
-        seeds |= newest_of_recent_periods(history, field, wanted)
-        if order and len({PERIODS[field](c) for c in order}) < wanted:
+        seeds |= newest_of_recent_periods(order, field, wanted)
+        if len({PERIODS[field](c) for c in order}) < wanted:
             seeds.add(order[-1].backup_id)  # restic: too few periods keeps the oldest too
-    if policy.keep_within and order:
-        seeds |= {
-            c.backup_id for c in order if c.created_at >= order[0].created_at - policy.keep_within
-        }
+    if policy.keep_within:
+        newest = order[0].created_at
+        seeds |= {c.backup_id for c in order if c.created_at >= newest - policy.keep_within}
     for c in order:
         ages_out = policy.use_retention_days and c.retention_days is not None
         if ages_out and c.created_at + timedelta(days=c.retention_days or 0) >= now:
             seeds.add(c.backup_id)
         if not ages_out and not policy.has_keep_rules:
             seeds.add(c.backup_id)  # no rule applies to it: an empty policy keeps everything
-    verified = [c for c in order if c.verified]
-    seeds |= {verified[0].backup_id} if verified else set()
-    assert kept_ids(select(history, policy, now)) == with_parents(history, seeds)
+    return seeds
+
+
+@settings(max_examples=100, deadline=None)
+@given(histories(), policies, nows)
+def test_groups_are_decided_on_their_own(
+    history: list[Candidate], policy: RetentionPolicy, now: datetime
+) -> None:
+    """Selecting a repository is selecting each group alone, then keeping the parents."""
+    alone: set[str] = set()
+    for members in by_group(history):
+        alone |= kept_ids(select(members, policy, now))
+    assert kept_ids(select(history, policy, now)) == with_parents(history, alone)
