@@ -37,14 +37,21 @@ SAFE = ["a", "b", "l", "h", "a\\.."]
 HOSTILE = ["..", ".", "", "x\x00"]
 safe = st.lists(st.sampled_from(SAFE), min_size=1, max_size=4).map("/".join)
 anything = st.lists(st.sampled_from(SAFE + HOSTILE), min_size=1, max_size=4).map("/".join)
+climbing = st.builds(
+    lambda down, ups, rest: "/".join([*down, *([".."] * ups), *rest]),
+    st.lists(st.sampled_from(SAFE), max_size=2),
+    st.integers(1, 3),
+    st.lists(st.sampled_from([*SAFE, "outside", "secret"]), min_size=1, max_size=2),
+)
 hostile = st.one_of(
+    climbing,
     anything,
     anything.map(lambda p: "/" + p),
     st.sampled_from([OUT, f"{OUT}/secret", f"{OUT}/new", f"{OUT}/sub/deep"]),
 )
 # Mostly well-formed paths, so that runs get far enough for conflicts (symlink then
 # write, pre-existing links) and not only the first hostile path to matter.
-paths = st.integers(0, 5).flatmap(lambda roll: hostile if roll == 0 else safe)
+paths = st.integers(0, 3).flatmap(lambda roll: hostile if roll == 0 else safe)
 link_targets = st.sampled_from(
     ["../outside", "../../outside", OUT, f"{OUT}/secret", "a", ".", "..", "l/secret", "", "b"]
 )
