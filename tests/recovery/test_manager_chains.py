@@ -14,12 +14,20 @@ from sergas_guard.errors import BackupError, BackupNotFoundError, ConfigurationE
 from sergas_guard.recovery import BackupManager, BackupType, RetentionPolicy, filesystem
 from tests.recovery.conftest import tree_state
 
+#: Longer than a kernel timestamp tick (1-10 ms), far shorter than the default second.
+SLACK_S = 0.02
+
 
 @pytest.fixture
 def no_racy_slack(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Trust timestamps right up to the parent's start, so that files written by the
-    test a moment before a backup count as unchanged in the next one."""
-    monkeypatch.setattr(filesystem, "RACY_SLACK_NS", 0)
+    """Trust timestamps older than SLACK_S before the parent's start, so that files the
+    test wrote (then waited out the slack with :func:`settle`) count as unchanged."""
+    monkeypatch.setattr(filesystem, "RACY_SLACK_NS", int(SLACK_S * 1e9))
+
+
+async def settle() -> None:
+    """Wait until what was just written is older than the racy slack."""
+    await asyncio.sleep(SLACK_S * 1.5)
 
 
 def _change_tree(root: Path, step: int) -> None:
@@ -52,6 +60,7 @@ async def test_each_backup_of_a_chain_restores_its_own_moment(
         if step:
             await asyncio.to_thread(_change_tree, source_tree, step)
         states.append(await asyncio.to_thread(tree_state, source_tree))
+        await settle()
         kind = BackupType.FULL if step == 0 else later
         backups.append(await manager.create_backup("nightly", source_tree, backup_type=kind))
 
@@ -77,6 +86,7 @@ async def test_unchanged_files_are_reused_unread(
     source_tree: Path, tmp_path: Path, no_racy_slack: None
 ) -> None:
     manager = BackupManager(tmp_path / "repo")
+    await settle()
     await manager.create_backup("n", source_tree)
     again = await manager.create_backup("n", source_tree, backup_type=BackupType.INCREMENTAL)
     manifest = await asyncio.to_thread(manager._load, again.backup_id)
