@@ -72,8 +72,10 @@ def manifest_chunks(manifest: dict[str, Any]) -> Iterable[tuple[str, str]]:
 
 def verify_repository(repo: Repository, fraction: float, rng: random.Random) -> VerifyReport:
     """See :meth:`Repository.verify`."""
-    index: ChunkIndex = repo._index
-    problems: list[str] = []
+    with repo._mutex:
+        index: ChunkIndex = repo._index
+        packs = {pack_id: list(entries) for pack_id, entries in index.packs.items()}
+        problems = [f"index fragment {name} is damaged" for name in sorted(repo._damaged_fragments)]
     damaged: set[str] = set()
     on_disk = dict(repo._pack_files())
     readable: list[str] = []
@@ -84,7 +86,7 @@ def verify_repository(repo: Repository, fraction: float, rng: random.Random) -> 
             if location is not None and location.pack_id == pack_id:
                 damaged.add(entry.chunk_id)
 
-    for pack_id, entries in sorted(index.packs.items()):
+    for pack_id, entries in sorted(packs.items()):
         if pack_id not in on_disk:
             problems.append(f"pack {pack_id} is missing ({len(entries)} chunks)")
             lose(pack_id, entries)
@@ -100,7 +102,7 @@ def verify_repository(repo: Repository, fraction: float, rng: random.Random) -> 
             problems.append(f"pack {pack_id}: the index disagrees on {len(disagree)} chunks")
             lose(pack_id, disagree)
         readable.append(pack_id)
-    for pack_id in sorted(set(on_disk) - set(index.packs)):
+    for pack_id in sorted(set(on_disk) - set(packs)):
         problems.append(f"pack {pack_id} is unreadable (truncated or damaged) and unindexed")
 
     chunks_read = 0
@@ -112,7 +114,7 @@ def verify_repository(repo: Repository, fraction: float, rng: random.Random) -> 
         content = on_disk[pack_id].read_bytes()
         if hashlib.sha256(content).hexdigest() != pack_id:
             problems.append(f"pack {pack_id}: its contents do not match its id")
-        for entry in index.packs[pack_id]:
+        for entry in packs[pack_id]:
             chunks_read += 1
             try:
                 blob = content[entry.offset : entry.offset + entry.length]
@@ -141,7 +143,7 @@ def verify_repository(repo: Repository, fraction: float, rng: random.Random) -> 
     return VerifyReport(
         ok=not problems,
         problems=tuple(problems),
-        packs_checked=len(index.packs),
+        packs_checked=len(packs),
         packs_read=len(sample),
         chunks_read=chunks_read,
         damaged_chunks=frozenset(damaged),
@@ -191,7 +193,7 @@ def collect_garbage(repo: Repository, *, dry_run: bool) -> GcReport:
     temps = _temp_files(repo.path)
     old_bytes = sum(on_disk[p].stat().st_size for p in [*delete, *rewrite])
     report = dict(
-        referenced_chunks=len(referenced & {cid for cid, _ in index.locations()}),
+        referenced_chunks=sum(1 for cid in referenced if cid in index),
         chunks_removed=len(removed),
         packs_deleted=len(delete),
         packs_rewritten=len(rewrite),
@@ -201,7 +203,8 @@ def collect_garbage(repo: Repository, *, dry_run: bool) -> GcReport:
         return GcReport(dry_run=True, bytes_freed=old_bytes, **report)
 
     new_bytes = 0
-    if delete or rewrite:
+    # Damaged fragments and packs only their own tables name are folded into a new index.
+    if delete or rewrite or repo._damaged_fragments or repo.orphan_packs:
         builder = PackBuilder()
         new_packs: dict[str, list[PackEntry]] = {}
 

@@ -105,6 +105,10 @@ class Repository:
         self._chunker = Chunker(ChunkerParams(**config["chunker"]), keys.chunker_seed)
         self._index = ChunkIndex()
         self._fragments: set[str] = set()
+        self._damaged_fragments: set[str] = set()
+        #: Packs no index fragment names: written by a backup killed before its flush,
+        #: or by one running now. Their chunks are re-used like any other.
+        self.orphan_packs: set[str] = set()
         self._mutex = threading.RLock()
         self._held = threading.local()
         self._refresh()
@@ -212,8 +216,10 @@ class Repository:
     def lock(self, *, exclusive: bool = False, timeout: float | None = None) -> Iterator[None]:
         """Hold the repository lock: shared for backups and restores, exclusive for
         garbage collection. Re-entrant in one thread (an exclusive holder may take it
-        shared). Raises BackupError on timeout, or when a thread holding it shared asks
-        for it exclusive (that would deadlock).
+        shared). Acquiring it refreshes the in-memory index, so a collection that ran
+        meanwhile is seen. Raises BackupError on timeout, or when a thread holding it
+        shared asks for it exclusive (that would deadlock). A thread waiting for the
+        exclusive lock while another thread of the process holds it waits for that one.
         """
         held: str | None = getattr(self._held, "mode", None)
         if held == "exclusive" or (held == "shared" and not exclusive):
@@ -224,6 +230,8 @@ class Repository:
         with hold_lock(self.path / "locks", exclusive=exclusive, timeout=timeout):
             self._held.mode = "exclusive" if exclusive else "shared"
             try:
+                # Whatever ran before we got the lock (a collection) is visible now.
+                self._refresh()
                 yield
             finally:
                 self._held.mode = None
@@ -278,19 +286,30 @@ class Repository:
 
     def _refresh(self) -> None:
         """Load index fragments and pack tables written since the last refresh; start over
-        when a fragment disappeared (garbage collection rewrote the index)."""
+        when a fragment disappeared (garbage collection rewrote the index).
+
+        A damaged fragment is skipped (``verify`` reports it, ``collect_garbage`` replaces
+        it): the tables of the packs it named are read from the packs themselves.
+        """
         with self._mutex:
             names = {p.name for p in (self.path / "index").iterdir() if _HEX64.fullmatch(p.name)}
             if not self._fragments <= names:
                 self._index = ChunkIndex()
                 self._fragments = set()
+                self._damaged_fragments = set()
+                self.orphan_packs = set()
             for name in sorted(names - self._fragments):
                 try:
                     blob = (self.path / "index" / name).read_bytes()
+                    packs = decode_fragment(self._sealer, blob)
                 except FileNotFoundError:
                     continue
-                for pack_id, entries in decode_fragment(self._sealer, blob).items():
+                except IntegrityError:
+                    self._damaged_fragments.add(name)
+                    packs = {}
+                for pack_id, entries in packs.items():
                     self._index.add_pack(pack_id, entries)
+                    self.orphan_packs.discard(pack_id)
                 self._fragments.add(name)
             for pack_id, pack in self._pack_files():
                 if pack_id in self._index.packs:
@@ -301,11 +320,11 @@ class Repository:
                     # Not a complete pack of ours: verify reports it, gc removes it.
                     continue
                 self._index.add_pack(pack_id, entries)
+                self.orphan_packs.add(pack_id)
 
     def _reset_index(self) -> None:
         with self._mutex:
-            self._index = ChunkIndex()
-            self._fragments = set()
+            self._fragments = {""}  # never on disk: forces a full reload
             self._refresh()
 
     def _pack_files(self) -> Iterator[tuple[str, Path]]:

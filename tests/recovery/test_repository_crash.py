@@ -159,7 +159,9 @@ def test_kill_9_during_backup_and_gc_loses_nothing(repo_path: Path) -> None:
 
     for attempt, kill_at in enumerate(kill_points(total, rng)):
         # Fresh data each time, so every attempt takes every step up to ``kill_at``.
-        assert run_child(repo_path, "backup", kill_at, 100 + attempt) is None
+        report = run_child(repo_path, "backup", kill_at, 100 + attempt)
+        # Other data may cut into fewer chunks than the first run's (and finish first).
+        assert report is None or report["events"] < kill_at
         assert_sound(repo_path, ["b1"])
 
     # A backup killed halfway, retried, re-uses the packs the killed attempt stored.
