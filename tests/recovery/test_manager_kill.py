@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from sergas_guard.recovery import BackupManager, BackupType
+from sergas_guard.recovery.atomic import TEMP_PREFIX
 from tests.recovery.conftest import tree_state
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,7 +39,10 @@ def _fill(source: Path, seed: int, files: int, size: int) -> None:
 
 
 def _packs(repo: Path) -> int:
-    return sum(1 for p in (repo / "data").rglob("*") if p.is_file())
+    """Complete pack files (a killed writer may also leave temporary ones)."""
+    return sum(
+        1 for p in (repo / "data").rglob("*") if p.is_file() and not p.name.startswith(TEMP_PREFIX)
+    )
 
 
 def _kill_during_backup(repo: Path, source: Path, delay: float) -> bool:
