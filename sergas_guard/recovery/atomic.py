@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Sequence
 from pathlib import Path
 
 __all__ = ["TEMP_PREFIX", "fsync_dir", "make_dirs", "write_atomic"]
@@ -45,19 +46,24 @@ def make_dirs(directory: Path) -> None:
         fsync_dir(path.parent)
 
 
-def write_atomic(path: Path, data: bytes | bytearray | memoryview, *, mode: int = 0o600) -> None:
-    """Write ``data`` to ``path`` so that ``path`` holds either nothing (or its old
-    contents) or all of ``data``, even if the process is killed or the machine loses power.
+def write_atomic(
+    path: Path, data: bytes | bytearray | memoryview | Sequence[bytes], *, mode: int = 0o600
+) -> None:
+    """Write ``data`` (one buffer, or several written one after the other) to ``path``
+    so that ``path`` holds either nothing (or its old contents) or all of ``data``, even
+    if the process is killed or the machine loses power.
 
     Raises OSError on I/O failure; the temporary file is removed then.
     """
+    parts = [data] if isinstance(data, bytes | bytearray | memoryview) else data
     temp = path.with_name(f"{TEMP_PREFIX}{secrets.token_hex(8)}")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
+        for part in parts:
+            view = memoryview(part)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
         os.fsync(fd)
     except BaseException:
         os.close(fd)

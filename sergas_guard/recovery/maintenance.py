@@ -213,7 +213,7 @@ def collect_garbage(repo: Repository, *, dry_run: bool) -> GcReport:
             pack_id, content, entries = builder.finish(repo._sealer)
             repo._add_pack(pack_id, content, entries)
             new_packs[pack_id] = entries
-            new_bytes += len(content)
+            new_bytes += sum(len(part) for part in content)
             builder = PackBuilder()
 
         for pack_id, live in sorted(rewrite.items()):

@@ -124,13 +124,15 @@ class PackBuilder:
         self._parts.append(blob)
         self.size += len(blob)
 
-    def finish(self, sealer: Sealer) -> tuple[str, bytes, list[PackEntry]]:
-        """The pack's id, its bytes and its table."""
+    def finish(self, sealer: Sealer) -> tuple[str, list[bytes], list[PackEntry]]:
+        """The pack's id, its bytes (in pieces, to spare a copy) and its table."""
         table = json.dumps([e.to_json() for e in self._entries]).encode("utf-8")
         header = sealer.seal(table, _HEADER_AAD)
-        self._parts += [header, _TAIL.pack(len(header)), PACK_MAGIC]
-        content = b"".join(self._parts)
-        return hashlib.sha256(content).hexdigest(), content, list(self._entries)
+        parts = [*self._parts, header, _TAIL.pack(len(header)), PACK_MAGIC]
+        digest = hashlib.sha256()
+        for part in parts:
+            digest.update(part)
+        return digest.hexdigest(), parts, list(self._entries)
 
 
 def read_header(path: Path, sealer: Sealer) -> list[PackEntry]:

@@ -335,7 +335,7 @@ class Repository:
                 if _HEX64.fullmatch(pack.name):
                     yield pack.name, pack
 
-    def _add_pack(self, pack_id: str, content: bytes, entries: list[PackEntry]) -> None:
+    def _add_pack(self, pack_id: str, content: list[bytes], entries: list[PackEntry]) -> None:
         write_atomic(self._pack_path(pack_id), content)
         with self._mutex:
             self._index.add_pack(pack_id, entries)
