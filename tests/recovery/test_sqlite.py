@@ -24,7 +24,7 @@ from sergas_guard.recovery.strategy import BackupStrategy
 # The writer: one transaction per event, each adding event i and setting the counter
 # to i, so any consistent copy holds events 1..n and counter n, with intact payloads.
 WRITER = """
-import hashlib, sqlite3, sys
+import hashlib, sqlite3, sys, time
 db = sqlite3.connect(sys.argv[1], timeout=60, isolation_level=None)
 i = db.execute("SELECT n FROM counter").fetchone()[0]
 while True:
@@ -34,6 +34,7 @@ while True:
     db.execute("INSERT INTO events (id, payload) VALUES (?, ?)", (i, payload))
     db.execute("UPDATE counter SET n = ?", (i,))
     db.execute("COMMIT")
+    time.sleep(0.0005)  # a breath between commits, or rollback-journal readers starve
 """
 
 
