@@ -133,8 +133,10 @@ class BackupManager:
         self._repository: Repository | None = None
         # Parsed manifests are immutable, so their headers (entries dropped) are cached.
         self._headers: dict[str, Manifest] = {}
-        # One Repository object is shared by this manager's worker threads; other
-        # processes coordinate through the repository's file locks.
+        # Guards the repository handle and the header cache. The Repository object is
+        # thread-safe (one ChunkWriter per backup), so backups, restores and checks of
+        # one manager run concurrently; other processes coordinate through the
+        # repository's file locks.
         self._mutex = threading.Lock()
 
     def __repr__(self) -> str:
@@ -222,34 +224,34 @@ class BackupManager:
         return metadata_of(manifest)
 
     def _write_backup(self, header: Manifest, strategy: BackupStrategy, staged: Path) -> Manifest:
-        with self._mutex:
-            repo = self._open(create=True)
-            with repo.lock(exclusive=False):
-                kind, parent, base = choose_parent(
-                    self._read_headers(repo), header.type, header.strategy, header.source
+        repo = self._open(create=True)
+        with repo.lock(exclusive=False):
+            kind, parent, base = choose_parent(
+                self._read_headers(repo), header.type, header.strategy, header.source
+            )
+            base_manifest = self._read(repo, base.backup_id) if base is not None else None
+            with repo.writer() as writer:
+                entries, stats = back_up_tree(
+                    staged,
+                    source=repo,
+                    sink=writer,
+                    parent=base_manifest,
+                    exclude=strategy.exclude,
+                    one_file_system=getattr(strategy, "one_file_system", False) is True,
+                    compress=strategy.compress,
                 )
-                base_manifest = self._read(repo, base.backup_id) if base is not None else None
-                with repo.writer() as writer:
-                    entries, stats = back_up_tree(
-                        staged,
-                        source=repo,
-                        sink=writer,
-                        parent=base_manifest,
-                        exclude=strategy.exclude,
-                        one_file_system=getattr(strategy, "one_file_system", False) is True,
-                        compress=strategy.compress,
-                    )
-                manifest = replace(
-                    header,
-                    type=kind,
-                    parent_id=parent.backup_id if parent is not None else None,
-                    chain_root_id=parent.chain_root_id if parent is not None else header.backup_id,
-                    completed_at=datetime.now(UTC),
-                    stats={**stats.as_dict(), "stored_bytes": writer.new_bytes},
-                    entries=tuple(entries),
-                )
-                # The manifest goes last: its presence is what makes the backup exist.
-                repo.write_manifest(manifest.backup_id, manifest.to_dict())
+            manifest = replace(
+                header,
+                type=kind,
+                parent_id=parent.backup_id if parent is not None else None,
+                chain_root_id=parent.chain_root_id if parent is not None else header.backup_id,
+                completed_at=datetime.now(UTC),
+                stats={**stats.as_dict(), "stored_bytes": writer.new_bytes},
+                entries=tuple(entries),
+            )
+            # The manifest goes last: its presence is what makes the backup exist.
+            repo.write_manifest(manifest.backup_id, manifest.to_dict())
+            with self._mutex:
                 self._headers[manifest.backup_id] = replace(manifest, entries=())
         return manifest
 
@@ -263,10 +265,9 @@ class BackupManager:
         passphrase.
         """
         wanted = None if backup_type is None else BackupType(backup_type)
-        with self._mutex:
-            if self._repository is None and not Repository.is_repository(self.backup_dir):
-                return []
-            headers = self._read_headers(self._open(create=False))
+        if self._repository is None and not Repository.is_repository(self.backup_dir):
+            return []
+        headers = self._read_headers(self._open(create=False))
         return [metadata_of(m) for m in headers if wanted is None or m.type is wanted]
 
     def backup_at(self, moment: datetime) -> BackupMetadata:
@@ -284,12 +285,13 @@ class BackupManager:
 
     def _read_headers(self, repo: Repository) -> list[Manifest]:
         ids = repo.manifest_ids()
-        for stale in set(self._headers) - set(ids):
-            del self._headers[stale]
-        for backup_id in ids:
-            if backup_id not in self._headers:
-                self._headers[backup_id] = replace(self._read(repo, backup_id), entries=())
-        return sorted(self._headers.values(), key=lambda m: (m.created_at, m.backup_id))
+        with self._mutex:
+            for stale in set(self._headers) - set(ids):
+                del self._headers[stale]
+            for backup_id in ids:
+                if backup_id not in self._headers:
+                    self._headers[backup_id] = replace(self._read(repo, backup_id), entries=())
+            return sorted(self._headers.values(), key=lambda m: (m.created_at, m.backup_id))
 
     @staticmethod
     def _read(repo: Repository, backup_id: str) -> Manifest:
@@ -342,28 +344,26 @@ class BackupManager:
         return True
 
     def _load(self, backup_id: str) -> Manifest:
-        with self._mutex:
-            return self._read(self._open(create=False), backup_id)
+        return self._read(self._open(create=False), backup_id)
 
     def _restore_tree(self, manifest: Manifest, root: Path, overwrite: bool) -> None:
-        with self._mutex:
-            repo = self._open(create=False)
-            # Shared: a concurrent garbage collection must not remove chunks being read.
-            with repo.lock(exclusive=False), RestoreTarget(root, overwrite=overwrite) as target:
-                for entry in manifest.entries:
-                    if entry.type == "dir":
-                        target.directory(entry.path, mode=entry.mode, mtime_ns=entry.mtime_ns)
-                    elif entry.type == "symlink":
-                        assert entry.target is not None
-                        target.symlink(entry.path, entry.target, mtime_ns=entry.mtime_ns)
-                    else:
-                        target.file(
-                            entry.path,
-                            _checked_content(repo, entry, manifest.backup_id),
-                            mode=entry.mode,
-                            mtime_ns=entry.mtime_ns,
-                        )
-                target.finish()
+        repo = self._open(create=False)
+        # Shared: a concurrent garbage collection must not remove chunks being read.
+        with repo.lock(exclusive=False), RestoreTarget(root, overwrite=overwrite) as target:
+            for entry in manifest.entries:
+                if entry.type == "dir":
+                    target.directory(entry.path, mode=entry.mode, mtime_ns=entry.mtime_ns)
+                elif entry.type == "symlink":
+                    assert entry.target is not None
+                    target.symlink(entry.path, entry.target, mtime_ns=entry.mtime_ns)
+                else:
+                    target.file(
+                        entry.path,
+                        _checked_content(repo, entry, manifest.backup_id),
+                        mode=entry.mode,
+                        mtime_ns=entry.mtime_ns,
+                    )
+            target.finish()
 
     # -- verify and cleanup ----------------------------------------------------------
 
@@ -375,8 +375,7 @@ class BackupManager:
         return await asyncio.to_thread(self._verify, read_data_fraction)
 
     def _verify(self, read_data_fraction: float) -> VerifyReport:
-        with self._mutex:
-            return self._open(create=False).verify(read_data_fraction=read_data_fraction)
+        return self._open(create=False).verify(read_data_fraction=read_data_fraction)
 
     async def cleanup(
         self,
@@ -396,35 +395,39 @@ class BackupManager:
         return await asyncio.to_thread(self._cleanup, policy or RetentionPolicy(), confirm, moment)
 
     def _cleanup(self, policy: RetentionPolicy, confirm: bool, now: datetime) -> CleanupReport:
-        with self._mutex:
-            repo = self._open(create=False)
-            candidates = [
-                Candidate(
-                    backup_id=m.backup_id,
-                    created_at=m.created_at,
-                    backup_type=m.type.value,
-                    parent_id=m.parent_id,
-                    # A manifest on disk implies a complete backup whose chunks were all
-                    # written first; verification results are not recorded yet.
-                    verified=True,
-                    retention_days=m.retention_days,
-                )
-                for m in self._read_headers(repo)
-            ]
-            decisions = tuple(select(candidates, policy, now))
-            doomed = tuple(d.backup_id for d in decisions if not d.keep)
-            if not confirm or not doomed:
-                return CleanupReport(decisions, (), dry_run=not confirm)
-            for backup_id in doomed:
-                repo.delete_manifest(backup_id)
+        repo = self._open(create=False)
+        candidates = [
+            Candidate(
+                backup_id=m.backup_id,
+                created_at=m.created_at,
+                backup_type=m.type.value,
+                parent_id=m.parent_id,
+                # A manifest on disk implies a complete backup whose chunks were all
+                # written first; verification results are not recorded yet.
+                verified=True,
+                retention_days=m.retention_days,
+            )
+            for m in self._read_headers(repo)
+        ]
+        decisions = tuple(select(candidates, policy, now))
+        doomed = tuple(d.backup_id for d in decisions if not d.keep)
+        if not confirm or not doomed:
+            return CleanupReport(decisions, (), dry_run=not confirm)
+        for backup_id in doomed:
+            repo.delete_manifest(backup_id)
+            with self._mutex:
                 self._headers.pop(backup_id, None)
-                logger.info("removed backup %s", backup_id)
-            garbage = repo.collect_garbage()
-            return CleanupReport(decisions, doomed, dry_run=False, garbage=garbage)
+            logger.info("removed backup %s", backup_id)
+        garbage = repo.collect_garbage()
+        return CleanupReport(decisions, doomed, dry_run=False, garbage=garbage)
 
     # -- the repository ------------------------------------------------------------
 
     def _open(self, *, create: bool) -> Repository:
+        with self._mutex:
+            return self._open_locked(create=create)
+
+    def _open_locked(self, *, create: bool) -> Repository:
         if self._repository is None:
             if Repository.is_repository(self.backup_dir):
                 self._repository = Repository.open(self.backup_dir, passphrase=self._passphrase)
