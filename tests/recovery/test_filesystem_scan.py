@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -103,3 +104,20 @@ async def test_stage_returns_the_source_itself(source_tree: Path, tmp_path: Path
     assert await strategy.stage(str(source_tree), tmp_path) == source_tree
     with pytest.raises(BackupError):
         await strategy.stage(str(tmp_path / "absent"), tmp_path)
+
+
+def test_one_file_system_does_not_enter_other_mounts() -> None:
+    dev, shm = Path("/dev"), Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == dev.stat().st_dev or not os.access(shm, os.W_OK):
+        pytest.skip("/dev/shm is not a separate, writable mount here")
+    with tempfile.TemporaryDirectory(dir=shm) as mine:
+        Path(mine, "file").write_text("on another device")
+        inside = f"shm/{Path(mine).name}"
+
+        def all_but_mine(path: str) -> bool:
+            return path not in {"shm", inside, f"{inside}/file"}
+
+        everything = [e.path for e in scan_tree(dev, exclude=all_but_mine)]
+        same_device = [e.path for e in scan_tree(dev, exclude=all_but_mine, one_file_system=True)]
+    assert everything == ["shm", inside, f"{inside}/file"]
+    assert same_device == ["shm"]  # the mount point itself stays, as an empty directory
