@@ -10,6 +10,7 @@ import shlex
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import asyncpg
 import pytest
@@ -299,3 +300,34 @@ def test_bad_arguments_name_their_field(tmp_path: Path) -> None:
         assert caught.value.field == field, kwargs
     # Found on PATH or in the versioned directories without being told where.
     assert os.access(PostgresBackupStrategy().pg_dump, os.X_OK)
+
+
+async def test_an_awkward_password_works_in_both_connection_string_forms(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    role = new_name()
+    password = "p@ss w:rd'\\/?#%é=" + secrets.token_hex(3)
+    database = await create_shop(postgres, rows=3)
+    async with connected(postgres.dsn()) as admin:
+        await admin.execute(f"CREATE ROLE {role} LOGIN CREATEDB PASSWORD $${password}$$")
+        await admin.execute(f'ALTER DATABASE "{database}" OWNER TO {role}')
+    async with connected(postgres.dsn(database=database)) as db:
+        await db.execute(f"ALTER TABLE orders OWNER TO {role}; ALTER TABLE ledger OWNER TO {role}")
+    url = f"postgresql://{role}:{quote(password, safe='')}@127.0.0.1:{postgres.port}/{database}"
+    keywords = (
+        f"host=127.0.0.1 port={postgres.port} user={role} dbname={database} "
+        "password='" + password.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    )
+    strategy = strategy_for(postgres)
+    for index, source in enumerate((url, keywords)):
+        staging = tmp_path / str(index)
+        staging.mkdir()
+        await strategy.stage(source, staging)
+        target = new_name()
+        await strategy.finish_restore(staging, url.rsplit("/", 1)[0] + "/" + target)
+        assert len(await orders_up_to(postgres.dsn(database=target), 10**9)) == 3
+    with pytest.raises(BackupError) as caught:
+        await strategy.stage(url.rsplit("/", 1)[0] + "/no_such_db", tmp_path)
+    assert "no_such_db" in str(caught.value)
+    assert password not in str(caught.value)
+    assert quote(password, safe="") not in str(caught.value)
