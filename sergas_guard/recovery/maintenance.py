@@ -204,7 +204,7 @@ def collect_garbage(repo: Repository, *, dry_run: bool) -> GcReport:
 
     new_bytes = 0
     # Damaged fragments and packs only their own tables name are folded into a new index.
-    if delete or rewrite or repo._damaged_fragments or repo.orphan_packs:
+    if delete or rewrite or repo._damaged_fragments or repo._orphans:
         builder = PackBuilder()
         new_packs: dict[str, list[PackEntry]] = {}
 

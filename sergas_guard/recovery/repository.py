@@ -95,6 +95,7 @@ class Repository:
     def __init__(self, path: Path, config: dict[str, Any], keys: RepositoryKeys) -> None:
         """Use :meth:`init` or :meth:`open`."""
         self.path = path
+        self.repository_id = str(config["id"])
         self.encrypted = bool(config["encrypted"])
         self.compression_level = int(config["compression_level"])
         self.pack_size = int(config["pack_size"])
@@ -106,9 +107,7 @@ class Repository:
         self._index = ChunkIndex()
         self._fragments: set[str] = set()
         self._damaged_fragments: set[str] = set()
-        #: Packs no index fragment names: written by a backup killed before its flush,
-        #: or by one running now. Their chunks are re-used like any other.
-        self.orphan_packs: set[str] = set()
+        self._orphans: set[str] = set()
         self._mutex = threading.RLock()
         self._held = threading.local()
         self._refresh()
@@ -210,6 +209,27 @@ class Repository:
             raise BackupError(f"the repository at {path} has no key file") from None
         return cls(path, config, unwrap_keys(key_file, passphrase()))
 
+    @property
+    def orphan_packs(self) -> frozenset[str]:
+        """Packs no index fragment names: written by a backup killed before its flush (or
+        one running now). Their chunks are re-used like any other; the next collection
+        indexes or removes them."""
+        with self._mutex:
+            return frozenset(self._orphans)
+
+    def change_passphrase(
+        self, passphrase: Callable[[], str], *, kdf: KdfParams | None = None
+    ) -> None:
+        """Re-wrap the repository's keys under a new passphrase (atomically: the old one
+        works until the new key file is in place). Data is not re-encrypted.
+
+        Raises BackupError for an unencrypted repository or a failing passphrase source.
+        """
+        if not self.encrypted:
+            raise BackupError("the repository is not encrypted; it has no passphrase")
+        key_file = wrap_keys(self._keys, passphrase(), kdf)
+        write_atomic(self.path / "keys" / self.repository_id, key_file)
+
     # -- locking ---------------------------------------------------------------
 
     @contextlib.contextmanager
@@ -297,7 +317,7 @@ class Repository:
                 self._index = ChunkIndex()
                 self._fragments = set()
                 self._damaged_fragments = set()
-                self.orphan_packs = set()
+                self._orphans = set()
             for name in sorted(names - self._fragments):
                 try:
                     blob = (self.path / "index" / name).read_bytes()
@@ -309,7 +329,7 @@ class Repository:
                     packs = {}
                 for pack_id, entries in packs.items():
                     self._index.add_pack(pack_id, entries)
-                    self.orphan_packs.discard(pack_id)
+                    self._orphans.discard(pack_id)
                 self._fragments.add(name)
             for pack_id, pack in self._pack_files():
                 if pack_id in self._index.packs:
@@ -320,7 +340,7 @@ class Repository:
                     # Not a complete pack of ours: verify reports it, gc removes it.
                     continue
                 self._index.add_pack(pack_id, entries)
-                self.orphan_packs.add(pack_id)
+                self._orphans.add(pack_id)
 
     def _reset_index(self) -> None:
         with self._mutex:

@@ -294,3 +294,16 @@ def test_passphrase_source_is_called_not_stored(tmp_path: Path) -> None:
     assert PASSPHRASE not in repr(repo)
 
 
+
+
+def test_change_passphrase(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    refs = store(repo, b"kept across the change" * 100)
+    repo.change_passphrase(lambda: "new one", kdf=FAST_KDF)
+    with pytest.raises(BackupError, match="wrong passphrase"):
+        Repository.open(repo.path, passphrase=lambda: PASSPHRASE)
+    fresh = Repository.open(repo.path, passphrase=lambda: "new one")
+    assert b"".join(fresh.read_chunk(r) for r in refs) == b"kept across the change" * 100
+    plain = make_repo(tmp_path / "plain", encrypted=False)
+    with pytest.raises(BackupError, match="not encrypted"):
+        plain.change_passphrase(lambda: "x")
