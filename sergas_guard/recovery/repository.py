@@ -49,7 +49,7 @@ from sergas_guard.errors import (
     IntegrityError,
 )
 from sergas_guard.recovery import maintenance
-from sergas_guard.recovery.atomic import fsync_dir, make_dirs, write_atomic
+from sergas_guard.recovery.atomic import TEMP_PREFIX, fsync_dir, make_dirs, write_atomic
 from sergas_guard.recovery.chunking import Chunker, ChunkerParams
 from sergas_guard.recovery.crypto import (
     AesGcmSealer,
@@ -146,7 +146,7 @@ class Repository:
         if pack_size < 1024:
             raise ConfigurationError("pack_size must be at least 1024 bytes", field="pack_size")
         path = Path(path)
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        if path.exists() and not _empty_or_unfinished(path):
             raise BackupError(f"cannot create a repository at {path}: not an empty directory")
         keys = RepositoryKeys.generate()
         params = chunker or ChunkerParams()
@@ -452,6 +452,27 @@ class Repository:
         with self.lock(exclusive=True, timeout=timeout):
             self._refresh()
             return maintenance.collect_garbage(self, dry_run=dry_run)
+
+
+_SKELETON = frozenset({"keys", "index", "snapshots", "locks", "data"})
+
+
+def _empty_or_unfinished(path: Path) -> bool:
+    """True for an empty directory, or one an ``init`` killed before writing ``config``
+    left behind (only the empty skeleton and temporary files): init may start over."""
+    if not path.is_dir():
+        return False
+    for entry in path.iterdir():
+        if entry.name.startswith(TEMP_PREFIX):
+            continue
+        if entry.name not in _SKELETON or not entry.is_dir() or entry.is_symlink():
+            return False
+        inside = list(entry.iterdir())
+        if entry.name == "data":
+            inside = [p for sub in inside if sub.is_dir() for p in sub.iterdir()]
+        if entry.name != "keys" and any(not p.name.startswith(TEMP_PREFIX) for p in inside):
+            return False
+    return True
 
 
 def _manifest_aad(backup_id: str) -> bytes:

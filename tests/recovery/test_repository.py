@@ -307,3 +307,17 @@ def test_change_passphrase(tmp_path: Path) -> None:
     plain = make_repo(tmp_path / "plain", encrypted=False)
     with pytest.raises(BackupError, match="not encrypted"):
         plain.change_passphrase(lambda: "x")
+
+
+def test_init_killed_before_its_config_can_start_over(tmp_path: Path) -> None:
+    first = make_repo(tmp_path / "repo")
+    (first.path / "config").unlink()  # killed just before writing config
+    (first.path / "keys" / ".tmp-0123").write_bytes(b"half")
+    assert not Repository.is_repository(first.path)
+    again = make_repo(tmp_path / "repo")
+    assert Repository.open(again.path, passphrase=lambda: PASSPHRASE).manifest_ids() == []
+    # ...but never over a directory holding anything else.
+    (tmp_path / "other" / "snapshots").mkdir(parents=True)
+    (tmp_path / "other" / "snapshots" / "b1").write_bytes(b"someone's backup")
+    with pytest.raises(BackupError, match="not an empty directory"):
+        make_repo(tmp_path / "other")
