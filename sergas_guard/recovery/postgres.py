@@ -186,7 +186,9 @@ class PostgresBackupStrategy:
             what=f"inspecting database {target.dbname!r}",
             stdin=_USER_OBJECTS,
         )
-        if int(count.strip() or "0") > 0:
+        if not count.strip().isdigit():
+            raise BackupError(f"cannot tell whether database {target.dbname!r} is empty")
+        if int(count) > 0:
             raise BackupError(
                 f"the restore destination database {target.dbname!r} is not empty; "
                 "restore into a new or empty database (nothing was changed)"

@@ -7,6 +7,7 @@ import contextlib
 import os
 import secrets
 import shlex
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -331,3 +332,44 @@ async def test_an_awkward_password_works_in_both_connection_string_forms(
     assert "no_such_db" in str(caught.value)
     assert password not in str(caught.value)
     assert quote(password, safe="") not in str(caught.value)
+
+
+async def test_a_damaged_dump_leaves_the_new_database_empty(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    strategy = strategy_for(postgres)
+    await strategy.stage(postgres.dsn(database=await create_shop(postgres, rows=20_000)), tmp_path)
+    dump = tmp_path / "dump.pgdump"
+    await asyncio.to_thread(lambda: os.truncate(dump, dump.stat().st_size * 2 // 3))
+    target = new_name()
+    with pytest.raises(BackupError, match="pg_restore into database"):
+        await strategy.finish_restore(tmp_path, postgres.dsn(database=target))
+    async with connected(postgres.dsn(database=target)) as db:
+        assert await db.fetchval("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == 0
+    # So the same restore of a good dump may simply be run again into it.
+
+
+def wait_for_file(path: Path) -> None:
+    deadline = time.monotonic() + 20
+    while not path.exists() or not path.read_text().strip():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.01)
+
+
+async def test_a_cancelled_stage_kills_pg_dump(postgres: PostgresServer, tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    slow = tmp_path / "pg_dump"
+    slow.write_text(f"#!/bin/sh\necho $$ > {shlex.quote(str(pidfile))}\nexec sleep 60\n")
+    slow.chmod(0o755)
+    strategy = strategy_for(postgres)
+    strategy.pg_dump = slow
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    stage = asyncio.create_task(strategy.stage(postgres.dsn(), staging))
+    await asyncio.to_thread(wait_for_file, pidfile)
+    stage.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await stage
+    pid = int(await asyncio.to_thread(pidfile.read_text))
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)

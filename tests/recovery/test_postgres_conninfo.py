@@ -43,9 +43,10 @@ def test_a_url_password_moves_out_and_everything_else_stays(
     assert parsed.with_dbname("postgres").conninfo.endswith("/postgres" + query)
 
 
-@given(password=passwords.filter(lambda p: not any(c in p for c in "/?#%")))
+@given(password=passwords.filter(lambda p: not any(c in p for c in "/?#%[]")))
 @settings(max_examples=100)
 def test_a_raw_url_password_is_read_to_the_last_at_sign(password: str) -> None:
+    # "/?#[]" raw are refused (see sergas_guard.secrets.credentials_problem); "%" decodes.
     parsed = _Conninfo.parse(f"postgres://guard:{password}@127.0.0.1/app", what="source")
     assert parsed.password == password
     assert parsed.conninfo == "postgres://guard@127.0.0.1/app"
