@@ -116,3 +116,17 @@ def test_aes_gcm_hides_the_plaintext() -> None:
     one, two = sealer.seal(plaintext, b""), sealer.seal(plaintext, b"")
     assert plaintext[:16] not in one
     assert one != two  # a fresh nonce per blob
+
+
+@settings(max_examples=20, deadline=None)
+@given(passphrase=st.text(min_size=3, max_size=30), guess=st.text(min_size=3, max_size=30))
+def test_no_passphrase_in_key_files_or_errors(passphrase: str, guess: str) -> None:
+    # Key files and messages are ASCII: a non-ASCII mark makes any copy a real leak.
+    passphrase, guess = "§" + passphrase, "§" + guess
+    key_file = wrap_keys(RepositoryKeys.generate(), passphrase, FAST_KDF)
+    assert passphrase.encode("utf-8") not in key_file
+    if guess != passphrase:
+        with pytest.raises(BackupError) as info:
+            unwrap_keys(key_file, guess)
+        assert guess not in str(info.value)
+        assert passphrase not in str(info.value)
