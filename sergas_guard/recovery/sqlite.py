@@ -15,7 +15,8 @@ that exists (a file, a directory, even a dangling symlink) or that has a ``-wal`
 ``-journal`` file beside it (SQLite would replay that stale journal into the restored
 database), and a missing parent directory. The restored file must pass
 ``PRAGMA integrity_check``; it is copied to a temporary name beside the destination,
-fsynced, and hard-linked onto the final name (``link`` fails if the name appeared
+fsynced, given the permissions recorded with the backup (the source's), and
+hard-linked onto the final name (``link`` fails if the name appeared
 meanwhile, so a concurrent writer of that name is never overwritten) before the
 directory is fsynced: the destination is either absent or complete.
 """
@@ -28,6 +29,7 @@ import os
 import secrets
 import shutil
 import sqlite3
+import stat
 from pathlib import Path
 from urllib.parse import quote
 
@@ -108,6 +110,9 @@ class SQLiteBackupStrategy:
             # A clean close removes them; a leftover would be backed up as a stray file.
             Path(f"{target}{suffix}").unlink(missing_ok=True)
         _check_integrity(target)
+        # The copy carries the source's permissions, so the backup records them and a
+        # restore gives a private database back private.
+        os.chmod(target, stat.S_IMODE(source.stat().st_mode))
 
     async def finish_restore(self, restored: Path, destination: str) -> None:
         """Check the restored database and move it to the file path ``destination``.
@@ -126,10 +131,13 @@ class SQLiteBackupStrategy:
         _refuse_existing(destination)
         temp = destination.with_name(f".{destination.name}.restore-{secrets.token_hex(6)}")
         try:
-            # "x": fail rather than write through a file or symlink planted at that name.
-            with database.open("rb") as reader, open(temp, "xb") as writer:
+            # O_EXCL: fail rather than write through a file or symlink planted at that
+            # name; 0o600 until done, then the permissions the backup recorded.
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with database.open("rb") as reader, open(fd, "wb") as writer:
                 shutil.copyfileobj(reader, writer, 1 << 20)
                 writer.flush()
+                os.fchmod(writer.fileno(), stat.S_IMODE(database.stat().st_mode))
                 os.fsync(writer.fileno())
             try:
                 os.link(temp, destination)

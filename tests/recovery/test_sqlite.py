@@ -277,3 +277,14 @@ def test_bad_arguments_name_their_field(kwargs: dict[str, object], field: str) -
     with pytest.raises(ConfigurationError) as caught:
         SQLiteBackupStrategy(**kwargs)  # type: ignore[arg-type]
     assert caught.value.field == field
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o640, 0o444])
+async def test_the_source_permissions_travel_with_the_copy(tmp_path: Path, mode: int) -> None:
+    prepared_source(tmp_path)
+    source = tmp_path / "app.db"
+    source.chmod(mode)
+    await SQLiteBackupStrategy().stage(str(source), tmp_path / "staging")
+    assert (tmp_path / "staging" / "app.sqlite").stat().st_mode & 0o777 == mode
+    await SQLiteBackupStrategy().finish_restore(tmp_path / "staging", str(tmp_path / "back.db"))
+    assert (tmp_path / "back.db").stat().st_mode & 0o777 == mode
