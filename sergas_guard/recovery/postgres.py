@@ -21,14 +21,15 @@ purpose: the repository compresses chunks with zstd and deduplicates them across
 backups, which a gzip-compressed dump would defeat. The dump's table of contents is
 read back (``pg_restore --list``) before the stage counts as done.
 
-Restoring goes into the database named by ``destination``: created (from the server's
-default template, by a ``CREATE DATABASE`` over the ``postgres`` maintenance database of
-the same server) when missing, used when it exists and is empty (no tables, views,
-sequences, functions, types or schemas of its own), refused with BackupError when it
-holds anything: a restore never merges into or overwrites a database. ``pg_restore``
-then runs with ``--no-owner`` (objects belong to the restoring user, who may not be
-the original owner), ``--exit-on-error`` and ``--single-transaction``, so a failed
-restore leaves the database empty (and, if the restore created it, still there).
+Restoring goes into the database named by ``destination``. A missing one is created
+(from the server's default template, by ``CREATE DATABASE`` over the maintenance
+database, ``postgres`` unless told otherwise); an existing one is used when empty (no
+tables, views, sequences, functions, types or schemas of its own) and refused with
+BackupError when it holds anything: a restore never merges into or overwrites a
+database. ``pg_restore`` then runs with ``--no-owner`` (objects belong to the restoring
+user, who may not be the original owner), ``--exit-on-error`` and
+``--single-transaction``, so a failed restore leaves the database empty (and, if the
+restore created it, still there).
 """
 
 from __future__ import annotations
@@ -49,7 +50,6 @@ from sergas_guard.secrets import credentials_problem, scrub, url_secrets, userin
 __all__ = ["PostgresBackupStrategy"]
 
 DUMP_NAME = "dump.pgdump"
-_MAINTENANCE_DB = "postgres"
 _URL_SCHEMES = ("postgresql://", "postgres://")
 # How much of a failing tool's stderr an error message carries (its last lines matter).
 _STDERR_TAIL = 2000
@@ -82,7 +82,9 @@ class PostgresBackupStrategy:
     ``pg_dump``, ``pg_restore`` and ``psql`` are paths or names looked up on ``PATH``,
     then in ``/usr/lib/postgresql/<newest>/bin``; ``psql`` defaults to the one beside
     ``pg_restore``. ``passfile`` is a libpq password file (mode 0600 or stricter) used
-    when a connection string carries no password. Raises ConfigurationError naming the
+    when a connection string carries no password. ``maintenance_database`` is the
+    database a restore connects to in order to create a missing destination database.
+    Raises ConfigurationError naming the
     field when ``compress`` is not a bool, a tool is not found or not executable, or
     the passfile is missing or readable by others.
     """
@@ -98,6 +100,7 @@ class PostgresBackupStrategy:
         pg_restore: str | Path = "pg_restore",
         psql: str | Path | None = None,
         passfile: str | Path | None = None,
+        maintenance_database: str = "postgres",
     ) -> None:
         if not isinstance(compress, bool):
             raise ConfigurationError("compress must be True or False", field="compress")
@@ -109,12 +112,18 @@ class PostgresBackupStrategy:
             psql = beside if os.access(beside, os.X_OK) else "psql"
         self.psql = _find_tool(psql, field="psql")
         self.passfile = None if passfile is None else _check_passfile(passfile)
+        if not isinstance(maintenance_database, str) or not maintenance_database:
+            raise ConfigurationError(
+                "maintenance_database must be a database name", field="maintenance_database"
+            )
+        self.maintenance_database = maintenance_database
 
     def __repr__(self) -> str:
         return (
             f"PostgresBackupStrategy(compress={self.compress}, pg_dump={str(self.pg_dump)!r}, "
             f"pg_restore={str(self.pg_restore)!r}, psql={str(self.psql)!r}, "
-            f"passfile={None if self.passfile is None else str(self.passfile)!r})"
+            f"passfile={None if self.passfile is None else str(self.passfile)!r}, "
+            f"maintenance_database={self.maintenance_database!r})"
         )
 
     def exclude(self, relative_path: str) -> bool:
@@ -157,7 +166,7 @@ class PostgresBackupStrategy:
         target = _Conninfo.parse(destination, what="destination")
         if not target.dbname:
             raise BackupError(f"the restore destination {target.shown} names no database")
-        maintenance = target.with_dbname(_MAINTENANCE_DB)
+        maintenance = target.with_dbname(self.maintenance_database)
         await self._run(
             [
                 str(self.psql),
@@ -270,10 +279,18 @@ class _Conninfo:
             problem = credentials_problem(text)
             if problem is not None:
                 raise BackupError(f"the {what}: {problem}")
-            return cls._parse_url(text, secrets)
-        if "=" in text:
-            return cls._parse_pairs(text, secrets, what=what)
-        return cls(None, (), text, None, secrets)
+            parsed = cls._parse_url(text, secrets)
+        elif "=" in text:
+            parsed = cls._parse_pairs(text, secrets, what=what)
+        else:
+            return cls(None, (), text, None, secrets)
+        if any(key == "sslpassword" for key, _ in parsed.pairs):
+            # libpq reads it from the connection string only, which would put it in argv.
+            raise BackupError(
+                f"the {what} holds an sslpassword, which would show in the tools' argument "
+                "list: use a client key without a passphrase, readable only by this user"
+            )
+        return parsed
 
     @classmethod
     def _parse_url(cls, text: str, secrets: tuple[str, ...]) -> _Conninfo:

@@ -251,7 +251,7 @@ async def test_a_passfile_and_the_environment_are_enough(
     passfile = tmp_path / "pgpass"
     passfile.write_text(f"127.0.0.1:{postgres.port}:*:{postgres.user}:{postgres.password}\n")
     passfile.chmod(0o600)
-    strategy = strategy_for(postgres, passfile=passfile)
+    strategy = strategy_for(postgres, passfile=passfile, maintenance_database="template1")
     monkeypatch.setenv("PGPASSWORD", "an-inherited-wrong-one")  # the passfile wins
     source = await create_shop(postgres, rows=7)
     staging = tmp_path / "staging"
@@ -277,6 +277,9 @@ async def test_a_restore_destination_must_name_a_database(
         await strategy.finish_restore(tmp_path, f"postgresql://127.0.0.1:{postgres.port}")
     with pytest.raises(BackupError, match="not a valid connection string"):
         await strategy.finish_restore(tmp_path, "host=127.0.0.1 password='s3cret")
+    with pytest.raises(BackupError, match="sslpassword") as caught:
+        await strategy.finish_restore(tmp_path, "dbname=x sslpassword=Key-Secret-1")
+    assert "Key-Secret-1" not in str(caught.value)
     (tmp_path / "dump.pgdump").unlink()
     with pytest.raises(BackupError, match="holds 0"):
         await strategy.finish_restore(tmp_path, "anything")
@@ -294,6 +297,7 @@ def test_bad_arguments_name_their_field(tmp_path: Path) -> None:
         ({"passfile": tmp_path / "missing"}, "passfile"),
         ({"passfile": loose}, "passfile"),
         ({"passfile": tmp_path}, "passfile"),
+        ({"maintenance_database": ""}, "maintenance_database"),
     ]
     for kwargs, field in cases:
         with pytest.raises(ConfigurationError) as caught:
