@@ -84,9 +84,9 @@ class PostgresBackupStrategy:
     ``pg_restore``. ``passfile`` is a libpq password file (mode 0600 or stricter) used
     when a connection string carries no password. ``maintenance_database`` is the
     database a restore connects to in order to create a missing destination database.
-    Raises ConfigurationError naming the
-    field when ``compress`` is not a bool, a tool is not found or not executable, or
-    the passfile is missing or readable by others.
+    Raises ConfigurationError naming the field when ``compress`` is not a bool, a tool
+    is not found or not executable, the passfile is missing or readable by others, or
+    ``maintenance_database`` is empty.
     """
 
     kind = "postgres"
@@ -200,7 +200,7 @@ class PostgresBackupStrategy:
         if int(count) > 0:
             raise BackupError(
                 f"the restore destination database {target.dbname!r} is not empty; "
-                "restore into a new or empty database (nothing was changed)"
+                "restore into a new or empty database (its contents were left untouched)"
             )
         await self._run(
             [
