@@ -75,7 +75,8 @@ def verify_repository(repo: Repository, fraction: float, rng: random.Random) -> 
     with repo._mutex:
         index: ChunkIndex = repo._index
         packs = {pack_id: list(entries) for pack_id, entries in index.packs.items()}
-        problems = [f"index fragment {name} is damaged" for name in sorted(repo._damaged_fragments)]
+        problems = [f"index fragment {n} is damaged" for n in sorted(repo._damaged_fragments)]
+        missing = dict(repo._missing)
     damaged: set[str] = set()
     on_disk = dict(repo._pack_files())
     readable: list[str] = []
@@ -86,6 +87,9 @@ def verify_repository(repo: Repository, fraction: float, rng: random.Random) -> 
             if location is not None and location.pack_id == pack_id:
                 damaged.add(entry.chunk_id)
 
+    for pack_id, entries in sorted(missing.items()):
+        problems.append(f"pack {pack_id} is missing ({len(entries)} chunks)")
+        damaged.update(e.chunk_id for e in entries if e.chunk_id not in index)
     for pack_id, entries in sorted(packs.items()):
         if pack_id not in on_disk:
             problems.append(f"pack {pack_id} is missing ({len(entries)} chunks)")
@@ -203,8 +207,8 @@ def collect_garbage(repo: Repository, *, dry_run: bool) -> GcReport:
         return GcReport(dry_run=True, bytes_freed=old_bytes, **report)
 
     new_bytes = 0
-    # Damaged fragments and packs only their own tables name are folded into a new index.
-    if delete or rewrite or repo._damaged_fragments or repo._orphans:
+    # Damaged fragments, missing packs and packs only their own tables name: a new index.
+    if delete or rewrite or repo._damaged_fragments or repo._orphans or repo._missing:
         builder = PackBuilder()
         new_packs: dict[str, list[PackEntry]] = {}
 

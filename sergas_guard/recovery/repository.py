@@ -108,6 +108,7 @@ class Repository:
         self._fragments: set[str] = set()
         self._damaged_fragments: set[str] = set()
         self._orphans: set[str] = set()
+        self._missing: dict[str, list[PackEntry]] = {}
         self._mutex = threading.RLock()
         self._held = threading.local()
         self._refresh()
@@ -309,29 +310,37 @@ class Repository:
         when a fragment disappeared (garbage collection rewrote the index).
 
         A damaged fragment is skipped (``verify`` reports it, ``collect_garbage`` replaces
-        it): the tables of the packs it named are read from the packs themselves.
+        it): the tables of the packs it named are read from the packs themselves. A pack
+        an index names but the disk lacks is left out, so the next backup stores its
+        chunks again instead of deduplicating against data that is gone.
         """
         with self._mutex:
+            # Fragments before packs: a writer stores a pack before the fragment naming it.
             names = {p.name for p in (self.path / "index").iterdir() if _HEX64.fullmatch(p.name)}
             if not self._fragments <= names:
                 self._index = ChunkIndex()
                 self._fragments = set()
                 self._damaged_fragments = set()
                 self._orphans = set()
+                self._missing = {}
+            loaded: dict[str, list[PackEntry]] = {}
             for name in sorted(names - self._fragments):
                 try:
                     blob = (self.path / "index" / name).read_bytes()
-                    packs = decode_fragment(self._sealer, blob)
+                    loaded.update(decode_fragment(self._sealer, blob))
                 except FileNotFoundError:
                     continue
                 except IntegrityError:
                     self._damaged_fragments.add(name)
-                    packs = {}
-                for pack_id, entries in packs.items():
+                self._fragments.add(name)
+            on_disk = dict(self._pack_files())
+            for pack_id, entries in loaded.items():
+                if pack_id in on_disk:
                     self._index.add_pack(pack_id, entries)
                     self._orphans.discard(pack_id)
-                self._fragments.add(name)
-            for pack_id, pack in self._pack_files():
+                elif pack_id not in self._index.packs:
+                    self._missing[pack_id] = entries
+            for pack_id, pack in on_disk.items():
                 if pack_id in self._index.packs:
                     continue
                 try:
