@@ -22,12 +22,14 @@ blocking file and repository work runs in a worker thread, never on the event lo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
+import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -209,8 +211,8 @@ class BackupManager:
             completed_at=created_at,
             retention_days=retention_days,
         )
-        with tempfile.TemporaryDirectory(prefix="sergas-stage-") as staging:
-            staged = await chosen.stage(str(source), Path(staging))
+        async with _scratch_directory("sergas-stage-") as staging:
+            staged = await chosen.stage(str(source), staging)
             manifest = await asyncio.to_thread(self._write_backup, header, chosen, staged)
         logger.info(
             "backup %s (%s) of %s: %d files, %d bytes, %d new",
@@ -231,6 +233,15 @@ class BackupManager:
             )
             base_manifest = self._read(repo, base.backup_id) if base is not None else None
             with repo.writer() as writer:
+                # Packs no index names were written by a backup that was killed (or by
+                # one running now); their chunks are re-used, so say so.
+                resumed = len(repo.orphan_packs)
+                if resumed:
+                    logger.warning(
+                        "backup %s re-uses %d packs of an interrupted (or concurrent) backup",
+                        header.backup_id,
+                        resumed,
+                    )
                 entries, stats = back_up_tree(
                     staged,
                     source=repo,
@@ -246,7 +257,11 @@ class BackupManager:
                 parent_id=parent.backup_id if parent is not None else None,
                 chain_root_id=parent.chain_root_id if parent is not None else header.backup_id,
                 completed_at=datetime.now(UTC),
-                stats={**stats.as_dict(), "stored_bytes": writer.new_bytes},
+                stats={
+                    **stats.as_dict(),
+                    "stored_bytes": writer.new_bytes,
+                    "resumed_packs": resumed,
+                },
                 entries=tuple(entries),
             )
             # The manifest goes last: its presence is what makes the backup exist.
@@ -336,8 +351,8 @@ class BackupManager:
             await asyncio.to_thread(self._restore_tree, manifest, root, overwrite)
             await strategy.finish_restore(root, str(restore_path))
         else:
-            with tempfile.TemporaryDirectory(prefix="sergas-restore-") as scratch:
-                root = Path(scratch, "tree")
+            async with _scratch_directory("sergas-restore-") as scratch:
+                root = scratch / "tree"
                 await asyncio.to_thread(self._restore_tree, manifest, root, False)
                 await strategy.finish_restore(root, str(restore_path))
         logger.info("restored backup %s (%d entries)", backup_id, len(manifest.entries))
@@ -440,6 +455,17 @@ class BackupManager:
             else:
                 raise BackupNotFoundError(f"no backup repository at {str(self.backup_dir)!r}")
         return self._repository
+
+
+@contextlib.asynccontextmanager
+async def _scratch_directory(prefix: str) -> AsyncIterator[Path]:
+    """A private temporary directory, created and removed off the event loop (a database
+    dump in it may be large)."""
+    path = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix=prefix))
+    try:
+        yield path
+    finally:
+        await asyncio.to_thread(shutil.rmtree, path, True)
 
 
 def _checked_content(repo: Repository, entry: Entry, backup_id: str) -> Iterator[bytes]:

@@ -6,7 +6,8 @@ The repository stores each manifest as one (encrypted) JSON document, version 1:
      "strategy": <registered name>, "kind", "source", "parent_id", "chain_root_id",
      "created_at", "completed_at" (ISO 8601, UTC), "retention_days",
      "stats": {"size_bytes", "file_count", "dir_count", "symlink_count",
-               "stored_bytes", "files_read", "files_reused"},
+               "stored_bytes", "files_read", "files_reused",
+               "resumed_packs" (packs of an interrupted backup found unindexed)},
      "entries": [{"path": "a/b.txt", "type": "file|dir|symlink", "mode", "mtime_ns",
                   "size", "inode", "ctime_ns", "chunks": [chunk ids], "sha256",
                   "target"}]}

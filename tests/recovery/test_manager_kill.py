@@ -89,6 +89,41 @@ async def test_a_killed_backup_loses_nothing(tmp_path: Path, delay: float) -> No
     await manager.restore_backup(again.backup_id, tmp_path / "second")
     assert await asyncio.to_thread(tree_state, tmp_path / "second") == second_state
     if not finished and packs_left:
-        # the killed run's complete packs were re-used, not written again
+        # the killed run's complete packs were re-used, not written again, and reported
         assert again.stored_bytes < 40 << 20
+        manifest = await asyncio.to_thread(manager._load, again.backup_id)
+        # those the killed run had not yet indexed are reported as resumed
+        assert 0 <= manifest.stats["resumed_packs"] <= packs_left
     assert (await manager.verify(read_data_fraction=1.0)).ok
+
+
+WRITE_PACKS_THEN_DIE = """
+import os, sys
+from pathlib import Path
+from sergas_guard.recovery.repository import Repository
+repo = Repository.open(Path(sys.argv[1]))
+writer = repo.writer().__enter__()
+for path in sorted(Path(sys.argv[2]).glob("*.bin")):
+    with path.open("rb") as stream:
+        for chunk in repo.chunks_of(stream):
+            writer.add(chunk)  # writes a pack whenever one is full
+os._exit(0)  # dies before the index is flushed, as a kill would
+"""
+
+
+async def test_packs_of_an_interrupted_writer_are_reported_and_reused(tmp_path: Path) -> None:
+    source, repo = tmp_path / "source", tmp_path / "repo"
+    source.mkdir()
+    await asyncio.to_thread(_fill, source, 3, 20, 1 << 20)
+    manager = BackupManager(repo)
+    await manager.create_backup("k", source / "notes")  # creates the repository
+    await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", WRITE_PACKS_THEN_DIE, str(repo), str(source)],
+        cwd=ROOT,
+        check=True,
+    )
+    backup = await manager.create_backup("k", source)
+    manifest = await asyncio.to_thread(manager._load, backup.backup_id)
+    assert manifest.stats["resumed_packs"] >= 1
+    assert backup.stored_bytes < 8 << 20  # at most the unpacked tail was written again
