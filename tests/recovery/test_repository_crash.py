@@ -219,3 +219,24 @@ def test_readme_example_runs(tmp_path: Path) -> None:
     again = Repository.open(tmp_path / "r", passphrase=lambda: "pw")
     chunks = again.read_manifest("b1")["entries"][0]["chunks"]
     assert b"".join(again.read_chunk(c) for c in chunks) == b"hello " * 1000
+
+
+def test_concurrent_backups_and_collections_in_processes(repo_path: Path) -> None:
+    """Backups in three processes while two others collect garbage: every backup that
+    completes restores (collection never takes a running backup's fresh chunks)."""
+    run_child(repo_path, "backup", 0, 900)
+    Repository.open(repo_path, passphrase=lambda: PASSPHRASE).delete_manifest("b900")
+    jobs = [("backup", 901), ("gc", 0), ("backup", 902), ("gc", 0), ("backup", 903)]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(repo_path), mode, "0", str(seed)],
+            stdout=subprocess.DEVNULL,
+            cwd=ROOT,
+        )
+        for mode, seed in jobs
+    ]
+    for process in processes:
+        assert process.wait(timeout=120) == 0
+    repo = assert_sound(repo_path, ["b901", "b902", "b903"])
+    assert repo.manifest_ids() == ["b901", "b902", "b903"]
+    assert repo.collect_garbage(dry_run=True).chunks_removed == 0
