@@ -14,11 +14,17 @@ from sergas_guard.recovery.postgres import PostgresBackupStrategy
 from sergas_guard.recovery.retention import RetentionPolicy
 from sergas_guard.recovery.sqlite import SQLiteBackupStrategy
 from sergas_guard.recovery.strategy import BackupStrategy
-from sergas_guard.recovery.types import BackupMetadata, BackupStatus, BackupType
+from sergas_guard.recovery.types import (
+    BackupMetadata,
+    BackupProgress,
+    BackupStatus,
+    BackupType,
+)
 
 __all__ = [
     "BackupManager",
     "BackupMetadata",
+    "BackupProgress",
     "BackupStatus",
     "BackupStrategy",
     "BackupType",

@@ -234,12 +234,14 @@ def back_up_tree(
     exclude: Callable[[str], bool] = lambda _: False,
     one_file_system: bool = False,
     compress: bool = True,
+    on_file: Callable[[Entry], None] | None = None,
 ) -> tuple[list[Entry], TreeStats]:
     """The manifest entries of the tree at ``root``, its files' chunks added to ``sink``.
 
     Unchanged files of ``parent`` (same size, mtime, ctime and inode, not racily fresh,
-    every chunk still in ``source``) re-use the parent's chunks unread. Raises
-    BackupError when a file cannot be read.
+    every chunk still in ``source``) re-use the parent's chunks unread. ``on_file`` is
+    called with each file's entry once it is done. Raises BackupError when a file cannot
+    be read.
     """
     previous: dict[str, Entry] = {}
     stats = TreeStats()
@@ -270,6 +272,8 @@ def back_up_tree(
             stats.file_count += 1
             stats.size_bytes += entry.size
             entries.append(entry)
+            if on_file is not None:
+                on_file(entry)
     return entries, stats
 
 

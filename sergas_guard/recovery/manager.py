@@ -46,7 +46,7 @@ from sergas_guard.recovery.repository import GcReport, Repository, VerifyReport
 from sergas_guard.recovery.restore_target import RestoreTarget
 from sergas_guard.recovery.retention import Candidate, Decision, RetentionPolicy, select
 from sergas_guard.recovery.strategy import BackupStrategy
-from sergas_guard.recovery.types import BackupMetadata, BackupType
+from sergas_guard.recovery.types import BackupMetadata, BackupProgress, BackupType
 from sergas_guard.secrets import scrub
 
 __all__ = ["BackupManager", "CleanupReport", "choose_parent"]
@@ -167,8 +167,11 @@ class BackupManager:
         backup_type: BackupType | str = BackupType.FULL,
         strategy: str = "filesystem",
         retention_days: int | None = 30,
+        *,
+        progress: Callable[[BackupProgress], None] | None = None,
     ) -> BackupMetadata:
-        """Back up ``source`` with the strategy registered as ``strategy``.
+        """Back up ``source`` with the strategy registered as ``strategy``; ``progress``
+        is called after each file (from a worker thread).
 
         Raises ConfigurationError for a bad argument or an unknown strategy, BackupError
         when the source cannot be read or the repository cannot be written (an
@@ -213,7 +216,9 @@ class BackupManager:
         )
         async with _scratch_directory("sergas-stage-") as staging:
             staged = await chosen.stage(str(source), staging)
-            manifest = await asyncio.to_thread(self._write_backup, header, chosen, staged)
+            manifest = await asyncio.to_thread(
+                self._write_backup, header, chosen, staged, _Counter(progress)
+            )
         logger.info(
             "backup %s (%s) of %s: %d files, %d bytes, %d new",
             backup_id,
@@ -225,7 +230,9 @@ class BackupManager:
         )
         return metadata_of(manifest)
 
-    def _write_backup(self, header: Manifest, strategy: BackupStrategy, staged: Path) -> Manifest:
+    def _write_backup(
+        self, header: Manifest, strategy: BackupStrategy, staged: Path, counter: _Counter
+    ) -> Manifest:
         repo = self._open(create=True)
         with repo.lock(exclusive=False):
             kind, parent, base = choose_parent(
@@ -250,6 +257,7 @@ class BackupManager:
                     exclude=strategy.exclude,
                     one_file_system=getattr(strategy, "one_file_system", False) is True,
                     compress=strategy.compress,
+                    on_file=counter.done,
                 )
             manifest = replace(
                 header,
@@ -321,6 +329,7 @@ class BackupManager:
         *,
         at: datetime | None = None,
         overwrite: bool = False,
+        progress: Callable[[BackupProgress], None] | None = None,
     ) -> bool:
         """Restore the backup ``backup_id`` (or the newest one at or before ``at``) to
         ``restore_path``, exactly as its source was; True once done and checked.
@@ -330,7 +339,8 @@ class BackupManager:
         arguments, BackupNotFoundError for an unknown backup, IntegrityError for
         corrupt data, UnsafeRestoreError for a manifest entry that would escape the
         target, BackupError when the target is not empty (without ``overwrite``) or the
-        strategy's final step fails.
+        strategy's final step fails. ``progress`` is called after each file (from a
+        worker thread).
         """
         if restore_path is None or not str(restore_path):
             raise ConfigurationError("restore_path is required", field="restore_path")
@@ -346,14 +356,15 @@ class BackupManager:
                 f"backup {backup_id!r} was made with strategy {manifest.strategy!r},"
                 " which is not registered"
             )
+        counter = _Counter(progress)
         if strategy.restores_in_place:
             root = Path(restore_path)
-            await asyncio.to_thread(self._restore_tree, manifest, root, overwrite)
+            await asyncio.to_thread(self._restore_tree, manifest, root, overwrite, counter)
             await strategy.finish_restore(root, str(restore_path))
         else:
             async with _scratch_directory("sergas-restore-") as scratch:
                 root = scratch / "tree"
-                await asyncio.to_thread(self._restore_tree, manifest, root, False)
+                await asyncio.to_thread(self._restore_tree, manifest, root, False, counter)
                 await strategy.finish_restore(root, str(restore_path))
         logger.info("restored backup %s (%d entries)", backup_id, len(manifest.entries))
         return True
@@ -361,7 +372,9 @@ class BackupManager:
     def _load(self, backup_id: str) -> Manifest:
         return self._read(self._open(create=False), backup_id)
 
-    def _restore_tree(self, manifest: Manifest, root: Path, overwrite: bool) -> None:
+    def _restore_tree(
+        self, manifest: Manifest, root: Path, overwrite: bool, counter: _Counter
+    ) -> None:
         repo = self._open(create=False)
         # Shared: a concurrent garbage collection must not remove chunks being read.
         with repo.lock(exclusive=False), RestoreTarget(root, overwrite=overwrite) as target:
@@ -378,6 +391,7 @@ class BackupManager:
                         mode=entry.mode,
                         mtime_ns=entry.mtime_ns,
                     )
+                    counter.done(entry)
             target.finish()
 
     # -- verify and cleanup ----------------------------------------------------------
@@ -455,6 +469,21 @@ class BackupManager:
             else:
                 raise BackupNotFoundError(f"no backup repository at {str(self.backup_dir)!r}")
         return self._repository
+
+
+class _Counter:
+    """Adds up finished files and tells the caller's progress callback."""
+
+    def __init__(self, progress: Callable[[BackupProgress], None] | None) -> None:
+        self._progress = progress
+        self.files = 0
+        self.bytes = 0
+
+    def done(self, entry: Entry) -> None:
+        self.files += 1
+        self.bytes += entry.size
+        if self._progress is not None:
+            self._progress(BackupProgress(self.files, self.bytes, entry.path))
 
 
 @contextlib.asynccontextmanager

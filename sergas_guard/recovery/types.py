@@ -18,7 +18,7 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime
 
-__all__ = ["BackupMetadata", "BackupStatus", "BackupType"]
+__all__ = ["BackupMetadata", "BackupProgress", "BackupStatus", "BackupType"]
 
 
 class BackupType(enum.StrEnum):
@@ -57,3 +57,15 @@ class BackupMetadata:
     #: Bytes of new chunk data this backup added to the repository (before compression).
     stored_bytes: int
     status: BackupStatus = BackupStatus.COMPLETED
+
+
+@dataclass(frozen=True, slots=True)
+class BackupProgress:
+    """How far a backup or restore has got, reported after each file (from a worker
+    thread: a callback must be thread-safe and quick, e.g. a rich progress bar)."""
+
+    #: Files done so far, and the bytes of their content.
+    files: int
+    bytes: int
+    #: The file just done (relative POSIX path).
+    path: str

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sergas_guard.recovery import BackupManager, BackupType, FileSystemBackupStrategy
+from sergas_guard.recovery import (
+    BackupManager,
+    BackupProgress,
+    BackupType,
+    FileSystemBackupStrategy,
+)
 from tests.recovery.conftest import tree_state
 
 
@@ -40,3 +45,21 @@ async def test_the_seed_snippet_backs_up_and_restores_exactly(
     assert metadata.chain_root_id == metadata.backup_id
     assert metadata.parent_id is None
     assert tree_state(restore_path) == expected
+
+
+async def test_progress_is_reported_per_file(source_tree: Path, tmp_path: Path) -> None:
+    seen: list[BackupProgress] = []
+    manager = BackupManager(tmp_path / "backups")
+    backup = await manager.create_backup("n", source_tree, progress=seen.append)
+    assert [p.files for p in seen] == [1, 2, 3, 4]
+    assert seen[-1].bytes == backup.size_bytes
+    restored: list[BackupProgress] = []
+    await manager.restore_backup(backup.backup_id, tmp_path / "out", progress=restored.append)
+    assert restored == seen
+
+
+def test_the_package_exports_what_it_lists() -> None:
+    import sergas_guard.recovery as recovery
+
+    assert sorted(recovery.__all__) == recovery.__all__
+    assert all(getattr(recovery, name, None) is not None for name in recovery.__all__)
