@@ -41,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -202,6 +203,11 @@ def child(step: str, args: list[str], profile: Path | None) -> None:
 
     profiler = cProfile.Profile() if profile is not None else None
     if profiler is not None:
+        # cProfile sees only its own thread: run the manager's worker-thread calls inline.
+        async def inline(func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+            return func(*args, **kwargs)
+
+        asyncio.to_thread = inline
         profiler.enable()
     result = asyncio.run(run())
     if profiler is not None and profile is not None:
