@@ -103,7 +103,10 @@ class ProgressStrategy:
     async def stage(self, source: str, staging: Path) -> Path:
         """What ``inner`` stages; a thread starts estimating its size for the bar."""
         root = await self.inner.stage(source, staging)
-        self._root = root
+        self._root = None if root.is_file() else root
+        if self._root is None:
+            # A single-file source is the whole backup; the walk asks no questions.
+            self._progress.entry(root)
         threading.Thread(
             target=lambda: self._progress.set_total(tree_size(root, self.inner.exclude)[0]),
             daemon=True,
@@ -114,9 +117,7 @@ class ProgressStrategy:
         """``inner``'s answer; an entry kept is reported to the bar."""
         excluded = self.inner.exclude(relative_path)
         if not excluded and self._root is not None:
-            # A single-file source is walked as itself under its own name.
-            root = self._root
-            self._progress.entry(root if root.is_file() else root / relative_path)
+            self._progress.entry(self._root / relative_path)
         return excluded
 
     async def finish_restore(self, restored: Path, destination: str) -> None:
