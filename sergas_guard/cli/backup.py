@@ -14,6 +14,7 @@ passphrase, bad option value); 4 backup not found; 5 not available yet
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 from collections.abc import Callable
@@ -205,7 +206,7 @@ def create(
     manager = _manager(session)
     console = _err_console()
     started = time.monotonic()
-    with session.errors():
+    with session.errors(), session.stop_at_once_on_interrupt():
         chosen = _strategy(strategy, exclude, one_file_system)
 
         def run() -> BackupMetadata:
@@ -343,7 +344,7 @@ def restore(
     manager = _manager(session)
     console = _err_console()
     started = time.monotonic()
-    with session.errors():
+    with session.errors(), session.stop_at_once_on_interrupt():
         if at is not None:
             metadata = manager.backup_at(_moment(at))
         else:
@@ -506,7 +507,11 @@ def cleanup(
         )
     session.open_repository()
     manager = _manager(session)
-    with session.errors(), _err_console().status("cleaning up" if confirm else "deciding"):
+    with (
+        session.errors(),
+        session.stop_at_once_on_interrupt(),
+        _err_console().status("cleaning up" if confirm else "deciding"),
+    ):
         report = asyncio.run(manager.cleanup(policy, confirm=confirm))
     if session.as_json:
         garbage: dict[str, Any] | None = None
@@ -577,12 +582,15 @@ def key(session: Session, new_passphrase_file: str | None, new_passphrase_env: s
     name="test-recovery",
     context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
 )
-def test_recovery() -> None:
+@click.pass_context
+def test_recovery(context: click.Context) -> None:
     """Recovery drills: not available yet (disaster recovery, part 2). Exit code 5."""
-    click.echo(
-        "error: test-recovery (recovery drills) is not available yet; it comes with"
-        " disaster recovery part 2. Meanwhile: `sergas-guard backup verify --read-data`"
-        " and a restore into a scratch directory.",
-        err=True,
+    message = (
+        "test-recovery (recovery drills) is not available yet; it comes with disaster"
+        " recovery part 2. Meanwhile: `sergas-guard backup verify --read-data` and a"
+        " restore into a scratch directory."
     )
+    click.echo(f"error: {message}", err=True)
+    if "--json" in context.args:
+        click.echo(json.dumps({"error": {"exit_code": EXIT_UNAVAILABLE, "message": message}}))
     raise click.exceptions.Exit(EXIT_UNAVAILABLE)

@@ -12,10 +12,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any, NoReturn
 
 import click
@@ -104,6 +107,38 @@ class Session:
             self.fail(EXIT_FAILED, f"integrity error: {exc}")
         except BackupError as exc:
             self.fail(EXIT_FAILED, str(exc))
+
+    @contextmanager
+    def stop_at_once_on_interrupt(self) -> Iterator[None]:
+        """While inside, Ctrl-C or SIGTERM ends the process at once with
+        EXIT_INTERRUPTED.
+
+        The work runs in a thread that cannot be cancelled, so a KeyboardInterrupt would
+        only be seen after the whole backup had finished. Stopping at once is what a
+        ``kill -9`` does, and the repository is built to survive exactly that: the lock
+        dies with the process, complete packs are re-used by the next backup, and a
+        restore leaves nothing half-written under a final name.
+        """
+
+        def stop(signum: int, frame: FrameType | None) -> None:
+            message = (
+                "interrupted; the repository is still valid and the next backup re-uses"
+                " what was written"
+            )
+            sys.stderr.write(f"error: {message}\n")
+            if self.as_json:
+                error = {"error": {"exit_code": EXIT_INTERRUPTED, "message": message}}
+                sys.stdout.write(json.dumps(error) + "\n")
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(EXIT_INTERRUPTED)
+
+        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def emit(self, payload: dict[str, Any]) -> None:
         """Print ``payload`` as JSON on stdout (for ``--json``)."""

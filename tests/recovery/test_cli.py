@@ -79,6 +79,9 @@ def test_seed_lines_back_up_list_restore_and_clean_up(repo: Path, source_tree: P
     drill = run(repo, "test-recovery")
     assert drill.exit_code == 5
     assert "not available yet" in drill.stderr
+    drill_json = run(repo, "test-recovery", "--json")
+    assert drill_json.exit_code == 5
+    assert as_json(drill_json)["error"]["exit_code"] == 5
     for result in (created, listed, restored, cleaned, drill):
         no_leak(result)
 
