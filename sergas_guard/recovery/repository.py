@@ -35,9 +35,7 @@ import re
 import secrets
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, BinaryIO
 
 import zstandard
@@ -64,13 +62,8 @@ from sergas_guard.recovery.crypto import (
 from sergas_guard.recovery.index import ChunkIndex, ChunkLocation, decode_fragment, encode_fragment
 from sergas_guard.recovery.lock import hold_lock
 from sergas_guard.recovery.maintenance import GcReport, VerifyReport
-from sergas_guard.recovery.packs import (
-    PackBuilder,
-    PackEntry,
-    decode_blob,
-    encode_blob,
-    read_header,
-)
+from sergas_guard.recovery.packs import PackEntry, decode_blob, read_header
+from sergas_guard.recovery.writer import ChunkRef, ChunkWriter
 
 __all__ = ["ChunkRef", "ChunkWriter", "GcReport", "Repository", "VerifyReport"]
 
@@ -79,14 +72,6 @@ DEFAULT_PACK_SIZE = 16 * 1024 * 1024
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _BACKUP_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _MAX_MANIFEST = 1 << 31
-
-
-@dataclass(frozen=True)
-class ChunkRef:
-    """A stored chunk: ``id`` is the hex keyed MAC of its plaintext, ``size`` its length."""
-
-    id: str
-    size: int
 
 
 class Repository:
@@ -198,17 +183,22 @@ class Repository:
             raise BackupError(f"the repository config at {path} is unreadable ({exc!r})") from None
         if version != FORMAT_VERSION:
             raise BackupError(f"repository format version {version!r} is not supported")
-        if not config["encrypted"]:
+        if not config.get("encrypted", True):
             if passphrase is not None:
                 raise BackupError(f"the repository at {path} is not encrypted; no passphrase")
-            return cls(path, config, RepositoryKeys.from_json(config["keys"]))
-        if passphrase is None:
-            raise BackupError(f"the repository at {path} is encrypted: a passphrase is needed")
+            keys = RepositoryKeys.from_json(config.get("keys", {}))
+        else:
+            if passphrase is None:
+                raise BackupError(f"the repository at {path} is encrypted: a passphrase is needed")
+            try:
+                key_file = (path / "keys" / str(config.get("id"))).read_bytes()
+            except OSError:
+                raise BackupError(f"the repository at {path} has no key file") from None
+            keys = unwrap_keys(key_file, passphrase())
         try:
-            key_file = (path / "keys" / str(config["id"])).read_bytes()
-        except OSError:
-            raise BackupError(f"the repository at {path} has no key file") from None
-        return cls(path, config, unwrap_keys(key_file, passphrase()))
+            return cls(path, config, keys)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BackupError(f"the repository config at {path} is malformed ({exc!r})") from None
 
     @property
     def orphan_packs(self) -> frozenset[str]:
@@ -490,81 +480,3 @@ def _manifest_aad(backup_id: str) -> bytes:
 
 def _sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-class ChunkWriter:
-    """Adds chunks to the repository, packing them; ``flush`` makes them durable.
-
-    Holds the repository lock shared from ``__enter__`` to ``__exit__`` unless the thread
-    already holds it. Not thread-safe: one writer per thread.
-    """
-
-    def __init__(self, repository: Repository) -> None:
-        self._repo = repository
-        self._builder = PackBuilder()
-        self._unindexed: dict[str, list[PackEntry]] = {}
-        level = repository.compression_level
-        self._compressor = zstandard.ZstdCompressor(level=level, write_content_size=True)
-        self._stack = contextlib.ExitStack()
-        #: Bytes of new (not deduplicated) chunk data added, before compression.
-        self.new_bytes = 0
-        #: Bytes of sealed blobs written into packs.
-        self.stored_bytes = 0
-
-    def __enter__(self) -> ChunkWriter:
-        self._stack.enter_context(self._repo.lock())
-        self._repo._refresh()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        with self._stack:
-            if exc_type is None:
-                self.flush()
-            else:
-                # Keep what was already chunked so the next run re-uses it; the original
-                # error matters more than a failure to save.
-                with contextlib.suppress(OSError, BackupError):
-                    self.flush()
-
-    def add(self, data: bytes, *, compress: bool = True) -> ChunkRef:
-        """Store ``data`` as a chunk unless the repository or this writer has it already.
-
-        Raises OSError when a full pack cannot be written.
-        """
-        cid = self._repo.chunk_id(data)
-        ref = ChunkRef(cid, len(data))
-        if cid in self._builder or self._repo.has_chunk(cid):
-            return ref
-        blob = encode_blob(
-            self._repo._sealer, self._compressor if compress else None, cid, bytes(data)
-        )
-        self._builder.add(cid, blob, len(data))
-        self.new_bytes += len(data)
-        self.stored_bytes += len(blob)
-        if self._builder.size >= self._repo.pack_size:
-            self._write_pack()
-        return ref
-
-    def _write_pack(self) -> None:
-        if not len(self._builder):
-            return
-        pack_id, content, entries = self._builder.finish(self._repo._sealer)
-        self._repo._add_pack(pack_id, content, entries)
-        self._unindexed[pack_id] = entries
-        self._builder = PackBuilder()
-
-    def flush(self) -> None:
-        """Write the pending pack, then one index fragment naming every pack written
-        since the last flush. After it returns, every chunk added is durable.
-
-        Raises OSError on I/O failure.
-        """
-        self._write_pack()
-        if self._unindexed:
-            self._repo._write_fragment(self._unindexed)
-            self._unindexed = {}

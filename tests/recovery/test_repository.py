@@ -321,3 +321,15 @@ def test_init_killed_before_its_config_can_start_over(tmp_path: Path) -> None:
     (tmp_path / "other" / "snapshots" / "b1").write_bytes(b"someone's backup")
     with pytest.raises(BackupError, match="not an empty directory"):
         make_repo(tmp_path / "other")
+
+
+def test_malformed_config_is_a_backup_error(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo", encrypted=False)
+    config = json.loads((repo.path / "config").read_text())
+    del config["chunker"]
+    (repo.path / "config").write_text(json.dumps(config))
+    with pytest.raises(BackupError, match="malformed"):
+        Repository.open(repo.path)
+    (repo.path / "config").write_text("{not json")
+    with pytest.raises(BackupError, match="unreadable"):
+        Repository.open(repo.path)
