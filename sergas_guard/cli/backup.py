@@ -49,6 +49,7 @@ from sergas_guard.recovery.repository import Repository
 from sergas_guard.recovery.retention import RetentionPolicy
 from sergas_guard.recovery.strategy import BackupStrategy
 from sergas_guard.recovery.types import BackupMetadata, BackupType
+from sergas_guard.secrets import scrub_url, url_secrets
 
 __all__ = ["command"]
 
@@ -194,6 +195,7 @@ def create(
     one_file_system: bool,
 ) -> None:
     """Back up SOURCE into the repository (created on first use when a passphrase is set)."""
+    session.secrets.extend(url_secrets(source))  # a DSN source may carry a password
     if Repository.is_repository(session.repo):
         session.open_repository()  # a wrong passphrase fails here, before any work
     elif session.passphrase is None:
@@ -340,6 +342,7 @@ def restore(
     """Restore one backup exactly as its source was."""
     if (backup_id is None) == (at is None):
         raise click.UsageError("give --backup-id or --at (one of them)")
+    session.secrets.extend(url_secrets(destination))  # a DSN destination may carry a password
     session.open_repository()
     manager = _manager(session)
     console = _err_console()
@@ -367,18 +370,20 @@ def restore(
         else:
             asyncio.run(run)
     elapsed = time.monotonic() - started
+    # A PostgreSQL destination is a DSN that may carry a password.
+    shown = scrub_url(destination)
     if session.as_json:
         session.emit(
             {
                 "restored": True,
                 "backup": metadata_json(metadata),
-                "destination": destination,
+                "destination": shown,
                 "elapsed_seconds": round(elapsed, 3),
             }
         )
         return
     click.echo(
-        f"restored {metadata.backup_id} to {destination}: {metadata.file_count} files,"
+        f"restored {metadata.backup_id} to {shown}: {metadata.file_count} files,"
         f" {decimal(metadata.size_bytes)} in {elapsed:.1f}s"
         f" ({_rate(metadata.size_bytes, elapsed)})"
     )
