@@ -194,7 +194,7 @@ def create(
     exclude: tuple[str, ...],
     one_file_system: bool,
 ) -> None:
-    """Back up SOURCE into the repository (created on first use when a passphrase is set)."""
+    """Back up --source into the repository (created, encrypted, on first use)."""
     session.secrets.extend(url_secrets(source))  # a DSN source may carry a password
     if Repository.is_repository(session.repo):
         session.open_repository()  # a wrong passphrase fails here, before any work
@@ -252,8 +252,18 @@ def create(
         click.echo(f"parent: {metadata.parent_id}")
 
 
+def _alias(original: click.Command, name: str) -> click.Command:
+    """``original`` under the seed's spelling ``name``."""
+    return click.Command(
+        name,
+        callback=original.callback,
+        params=original.params,
+        help=f"Same as `{original.name}` (the spelling of the original documentation).",
+    )
+
+
 command.add_command(create, name="create")
-command.add_command(create, name="create-backup")
+command.add_command(_alias(create, "create-backup"))
 
 
 # -- list ------------------------------------------------------------------------
@@ -303,7 +313,7 @@ def list_(session: Session, backup_type: str | None) -> None:
 
 
 command.add_command(list_, name="list")
-command.add_command(list_, name="list-backups")
+command.add_command(_alias(list_, "list-backups"))
 
 
 # -- restore -----------------------------------------------------------------------
@@ -465,14 +475,18 @@ def _duration(text: str | None) -> timedelta | None:
     return timedelta(hours=sum(int(n) * _DURATION_UNITS[u] for n, u in parts))
 
 
-def _keep_option(period: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+_PERIODS = {"hourly": "hours", "daily": "days", "weekly": "weeks", "monthly": "months"}
+
+
+def _keep_option(rule: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    period = _PERIODS.get(rule, "years")
     return click.option(
-        f"--keep-{period}",
+        f"--keep-{rule}",
         type=click.IntRange(min=0),
         metavar="N",
-        help=f"Keep the newest backup of each of the last N {period} periods."
-        if period != "last"
-        else "Keep the N newest backups.",
+        help="Keep the N newest backups."
+        if rule == "last"
+        else f"Keep the newest backup of each of the last N {period} that have one.",
     )
 
 
