@@ -176,3 +176,29 @@ def test_packs_of_an_interrupted_writer_are_orphans_until_collected(repo: Reposi
     assert fresh.verify(read_data_fraction=1.0).ok
     assert fresh.collect_garbage().chunks_removed == 4
     assert not fresh.orphan_packs
+
+
+def test_a_pack_stored_after_the_refresh_is_no_problem(
+    repo: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = Repository.open(repo.path, passphrase=(lambda: "pw") if repo.encrypted else None)
+    # Another process's backup stores a pack just after ``repo`` refreshed its index.
+    monkeypatch.setattr(repo, "_refresh", lambda: None)
+    with other.writer() as writer:
+        writer.add(random.randbytes(5000))
+    report = repo.verify()
+    assert report.ok, report.problems
+
+
+def test_a_damaged_unindexed_pack_is_reported(repo: Repository) -> None:
+    with repo.writer() as writer:
+        writer.add(random.randbytes(5000))
+        writer._write_pack()
+        writer._unindexed.clear()  # as if killed before the index
+    pack = next(p for p in (repo.path / "data").glob("*/*"))
+    pack.write_bytes(pack.read_bytes()[:-1])
+    fresh = Repository.open(repo.path, passphrase=(lambda: "pw") if repo.encrypted else None)
+    report = fresh.verify()
+    assert any("unindexed" in p and pack.name in p for p in report.problems)
+    assert fresh.collect_garbage().packs_deleted == 1
+    assert fresh.verify().ok
