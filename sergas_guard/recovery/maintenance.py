@@ -128,7 +128,14 @@ def verify_repository(repo: Repository, fraction: float, rng: random.Random) -> 
             chunks_read += 1
             try:
                 blob = content[entry.offset : entry.offset + entry.length]
-                decode_blob(repo._sealer, repo._keys.mac_key, entry, blob)
+                try:
+                    decode_blob(repo._sealer, repo._keys.mac_key, entry, blob)
+                except IntegrityError as exc:
+                    # Copying would hide the damage in a fresh pack; removing it would
+                    # destroy what a backup names. Stop and let verify tell which.
+                    raise IntegrityError(
+                        f"garbage collection stopped, nothing removed: pack {pack_id}: {exc}"
+                    ) from None
             except IntegrityError as exc:
                 problems.append(f"pack {pack_id}: {exc}")
                 lose(pack_id, [entry])
@@ -231,7 +238,14 @@ def collect_garbage(repo: Repository, *, dry_run: bool) -> GcReport:
             for entry in live:
                 # Sealed blobs are bound to their chunk id, not their pack: copy as is.
                 blob = content[entry.offset : entry.offset + entry.length]
-                decode_blob(repo._sealer, repo._keys.mac_key, entry, blob)
+                try:
+                    decode_blob(repo._sealer, repo._keys.mac_key, entry, blob)
+                except IntegrityError as exc:
+                    # Copying would hide the damage in a fresh pack; removing it would
+                    # destroy what a backup names. Stop and let verify tell which.
+                    raise IntegrityError(
+                        f"garbage collection stopped, nothing removed: pack {pack_id}: {exc}"
+                    ) from None
                 builder.add(entry.chunk_id, blob, entry.size)
                 if builder.size >= repo.pack_size:
                     write_pack()

@@ -155,3 +155,20 @@ def test_a_killed_backup_leaves_no_lock_behind(
     # The killed backup never wrote its manifest: its chunk is garbage now.
     assert report.chunks_removed == 1
     assert not Repository.open(repo.path).has_chunk(chunk)
+
+
+def test_collection_stops_rather_than_copy_a_damaged_chunk(tmp_path: Path) -> None:
+    repo = Repository.init(tmp_path / "r", passphrase=None, pack_size=1 << 20)
+    with repo.writer() as writer:
+        live, dead = writer.add(random.randbytes(3000)), writer.add(random.randbytes(3000))
+    repo.write_manifest("b", {"entries": [{"path": "f", "chunks": [live.id]}]})
+    location = repo._index.get(live.id)
+    assert location is not None
+    pack = repo.path / "data" / location.pack_id[:2] / location.pack_id
+    content = bytearray(pack.read_bytes())
+    content[location.entry.offset + 100] ^= 0x04
+    pack.write_bytes(bytes(content))
+    with pytest.raises(BackupError, match="nothing removed"):
+        repo.collect_garbage()
+    assert pack.exists()
+    assert repo.has_chunk(dead.id)

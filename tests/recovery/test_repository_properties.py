@@ -6,10 +6,14 @@ import io
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sergas_guard.errors import IntegrityError
 from sergas_guard.recovery.chunking import ChunkerParams
+from sergas_guard.recovery.crypto import AesGcmSealer, ChecksumSealer, RepositoryKeys, Sealer
+from sergas_guard.recovery.packs import PackBuilder, read_header
 from sergas_guard.recovery.repository import Repository
 
 SMALL_CHUNKS = ChunkerParams(avg_size=256, min_size=64, max_size=1024)
@@ -74,3 +78,28 @@ def test_collection_keeps_exactly_what_manifests_name(
         assert stored == named  # nothing unreferenced survives a collection
         assert fresh.verify(read_data_fraction=1.0).ok
         assert not fresh.orphan_packs
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    blobs=st.lists(st.binary(min_size=1, max_size=200), min_size=1, max_size=6),
+    cut=st.integers(min_value=1),
+    encrypted=st.booleans(),
+)
+def test_a_truncated_pack_is_never_read_as_valid(
+    blobs: list[bytes], cut: int, encrypted: bool
+) -> None:
+    keys = RepositoryKeys.generate()
+    sealer: Sealer = AesGcmSealer(keys.data_key) if encrypted else ChecksumSealer(keys.mac_key)
+    builder = PackBuilder()
+    for number, blob in enumerate(blobs):
+        builder.add(f"{number:064x}", blob, len(blob))
+    _, parts, entries = builder.finish(sealer)
+    content = b"".join(parts)
+    with tempfile.TemporaryDirectory() as scratch:
+        pack = Path(scratch) / "pack"
+        pack.write_bytes(content)
+        assert read_header(pack, sealer) == entries
+        pack.write_bytes(content[: len(content) - 1 - cut % len(content)])
+        with pytest.raises(IntegrityError):
+            read_header(pack, sealer)
