@@ -22,6 +22,7 @@ from types import FrameType
 from typing import Any, NoReturn
 
 import click
+from rich.console import Console
 
 from sergas_guard.errors import (
     BackupError,
@@ -31,6 +32,7 @@ from sergas_guard.errors import (
     UnsafeRestoreError,
 )
 from sergas_guard.recovery.crypto import passphrase_from_env, passphrase_from_file
+from sergas_guard.recovery.manager import BackupManager
 from sergas_guard.recovery.repository import Repository
 from sergas_guard.recovery.types import BackupMetadata
 from sergas_guard.secrets import ScrubbingFilter, scrub
@@ -47,7 +49,11 @@ __all__ = [
     "REPO_ENV",
     "Session",
     "common_options",
+    "err_console",
+    "manager",
     "metadata_json",
+    "out_console",
+    "passphrase_source",
 ]
 
 REPO_ENV = "SERGAS_GUARD_BACKUP_DIR"
@@ -167,6 +173,24 @@ class Session:
             return Repository.open(self.repo, passphrase=self.passphrase)
         except BackupError as exc:
             self.fail(EXIT_CONFIG, str(exc))
+
+
+def err_console() -> Console:
+    """Where progress bars and spinners go: stderr, so stdout keeps only the result."""
+    return Console(stderr=True)
+
+
+def out_console() -> Console:
+    """Where tables go."""
+    console = Console()
+    # Piped into a file or another program, a table squeezed to 80 columns is unreadable.
+    return console if console.is_terminal else Console(width=200)
+
+
+def manager(session: Session) -> BackupManager:
+    """The manager of the session's repository; exits on a bad argument."""
+    with session.errors():
+        return BackupManager(session.repo, passphrase=session.passphrase)
 
 
 def passphrase_source(

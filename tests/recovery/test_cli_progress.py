@@ -12,8 +12,7 @@ import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
-from sergas_guard.cli import backup as backup_cli
-from sergas_guard.cli import cli
+from sergas_guard.cli import backup_support, cli
 from sergas_guard.cli.backup_progress import (
     BackupProgress,
     ProgressStrategy,
@@ -83,7 +82,7 @@ def test_bars_on_a_terminal_only_and_on_stderr(
     assert plain.stderr == ""  # not a terminal: no bars
 
     console, out = _terminal()
-    monkeypatch.setattr(backup_cli, "_err_console", lambda: console)
+    monkeypatch.setattr(backup_support, "err_console", lambda: console)
     shown = CliRunner().invoke(cli, args, env=env)
     assert shown.exit_code == 0, shown.output
     json.loads(shown.stdout)  # the bars never mix into the JSON on stdout
