@@ -295,7 +295,14 @@ class Repository:
 
     # -- index -----------------------------------------------------------------
 
-    def _refresh(self) -> None:
+    def _forget(self) -> None:
+        self._index = ChunkIndex()
+        self._fragments = set()
+        self._damaged_fragments = set()
+        self._orphans = set()
+        self._missing = {}
+
+    def _refresh(self, *, retried: bool = False) -> None:
         """Load index fragments and pack tables written since the last refresh; start over
         when a fragment disappeared (garbage collection rewrote the index).
 
@@ -308,11 +315,7 @@ class Repository:
             # Fragments before packs: a writer stores a pack before the fragment naming it.
             names = {p.name for p in (self.path / "index").iterdir() if _HEX64.fullmatch(p.name)}
             if not self._fragments <= names:
-                self._index = ChunkIndex()
-                self._fragments = set()
-                self._damaged_fragments = set()
-                self._orphans = set()
-                self._missing = {}
+                self._forget()
             loaded: dict[str, list[PackEntry]] = {}
             for name in sorted(names - self._fragments):
                 try:
@@ -324,6 +327,12 @@ class Repository:
                     self._damaged_fragments.add(name)
                 self._fragments.add(name)
             on_disk = dict(self._pack_files())
+            if not retried and any(p not in on_disk for p in self._index.packs):
+                # A collection removed packs we had seen (say as orphans) since we
+                # loaded them: never deduplicate against those; start over once.
+                self._forget()
+                self._refresh(retried=True)
+                return
             for pack_id, entries in loaded.items():
                 if pack_id in on_disk:
                     self._index.add_pack(pack_id, entries)
@@ -343,7 +352,7 @@ class Repository:
 
     def _reset_index(self) -> None:
         with self._mutex:
-            self._fragments = {""}  # never on disk: forces a full reload
+            self._forget()
             self._refresh()
 
     def _pack_files(self) -> Iterator[tuple[str, Path]]:

@@ -172,3 +172,19 @@ def test_collection_stops_rather_than_copy_a_damaged_chunk(tmp_path: Path) -> No
         repo.collect_garbage()
     assert pack.exists()
     assert repo.has_chunk(dead.id)
+
+
+def test_no_deduplication_against_a_pack_collected_meanwhile(repo: Repository) -> None:
+    with repo.writer() as writer:
+        orphan = writer.add(random.randbytes(5000))
+        writer._write_pack()
+        writer._unindexed.clear()  # a killed backup's pack: no index names it
+    stale = Repository.open(repo.path)
+    assert stale.has_chunk(orphan.id)
+    # A collection in another process removes the orphan pack; the index files it
+    # leaves may be the very ones ``stale`` has already loaded.
+    for pack in (repo.path / "data").glob("*/*"):
+        pack.unlink()
+    with stale.writer() as writer:
+        assert not stale.has_chunk(orphan.id)
+        writer.add(b"x" * 5000)
