@@ -1,0 +1,234 @@
+"""The manifest of one backup: what it is, and every entry of the tree it saved.
+
+The repository stores each manifest as one (encrypted) JSON document, version 1::
+
+    {"version": 1, "backup_id", "name", "type": "full|incremental|differential|snapshot",
+     "strategy": <registered name>, "kind", "source", "parent_id", "chain_root_id",
+     "created_at", "completed_at" (ISO 8601, UTC), "retention_days",
+     "stats": {"size_bytes", "file_count", "dir_count", "symlink_count",
+               "stored_bytes", "files_read", "files_reused",
+               "resumed_packs" (packs of an interrupted backup found unindexed)},
+     "entries": [{"path": "a/b.txt", "type": "file|dir|symlink", "mode", "mtime_ns",
+                  "size", "inode", "ctime_ns", "chunks": [chunk ids], "sha256",
+                  "target"}]}
+
+Entry paths are relative POSIX paths in walk order (a directory before what it holds).
+Every backup lists the *whole* tree, so a restore never needs another manifest and a
+file deleted between two backups is simply absent from the later one.
+
+:func:`parse_manifest` checks the shape of a manifest read back (a manifest is data
+from disk, not trusted code); the path safety of a restore is the restore target's job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sergas_guard.errors import IntegrityError
+from sergas_guard.recovery.types import BackupMetadata, BackupType
+
+__all__ = [
+    "MANIFEST_VERSION",
+    "Entry",
+    "Manifest",
+    "metadata_of",
+    "parse_manifest",
+]
+
+MANIFEST_VERSION = 1
+_ENTRY_TYPES = frozenset({"file", "dir", "symlink"})
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One file, directory or symbolic link of a backed-up tree."""
+
+    path: str
+    type: str
+    mode: int
+    mtime_ns: int
+    size: int = 0
+    inode: int = 0
+    ctime_ns: int = 0
+    chunks: tuple[str, ...] = ()
+    sha256: str | None = None
+    target: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form of the entry (keys that do not apply are left out)."""
+        out: dict[str, Any] = {
+            "path": self.path,
+            "type": self.type,
+            "mode": self.mode,
+            "mtime_ns": self.mtime_ns,
+            "size": self.size,
+            "inode": self.inode,
+            "ctime_ns": self.ctime_ns,
+        }
+        if self.type == "file":
+            out["chunks"] = list(self.chunks)
+            out["sha256"] = self.sha256
+        if self.type == "symlink":
+            out["target"] = self.target
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """A backup's manifest, as written to and read from the repository."""
+
+    backup_id: str
+    name: str
+    type: BackupType
+    strategy: str
+    kind: str
+    source: str
+    parent_id: str | None
+    chain_root_id: str
+    created_at: datetime
+    completed_at: datetime
+    retention_days: int | None
+    stats: dict[str, int] = field(default_factory=dict)
+    entries: tuple[Entry, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON document the repository stores."""
+        return {
+            "version": MANIFEST_VERSION,
+            "backup_id": self.backup_id,
+            "name": self.name,
+            "type": self.type.value,
+            "strategy": self.strategy,
+            "kind": self.kind,
+            "source": self.source,
+            "parent_id": self.parent_id,
+            "chain_root_id": self.chain_root_id,
+            "created_at": self.created_at.isoformat(),
+            "completed_at": self.completed_at.isoformat(),
+            "retention_days": self.retention_days,
+            "stats": dict(self.stats),
+            "entries": [entry.to_dict() for entry in self.entries],
+        }
+
+
+def metadata_of(manifest: Manifest) -> BackupMetadata:
+    """The :class:`BackupMetadata` a manifest describes."""
+    return BackupMetadata(
+        backup_id=manifest.backup_id,
+        name=manifest.name,
+        backup_type=manifest.type,
+        strategy=manifest.strategy,
+        source=manifest.source,
+        created_at=manifest.created_at,
+        completed_at=manifest.completed_at,
+        parent_id=manifest.parent_id,
+        chain_root_id=manifest.chain_root_id,
+        retention_days=manifest.retention_days,
+        size_bytes=manifest.stats.get("size_bytes", 0),
+        file_count=manifest.stats.get("file_count", 0),
+        stored_bytes=manifest.stats.get("stored_bytes", 0),
+    )
+
+
+def parse_manifest(data: object, *, backup_id: str) -> Manifest:
+    """The :class:`Manifest` in ``data`` (a decoded JSON document).
+
+    Raises IntegrityError naming ``backup_id`` when the document is not a version-1
+    manifest of the expected shape, or names another backup than ``backup_id``.
+    """
+    try:
+        return _parse(data, backup_id)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise IntegrityError(f"manifest of backup {backup_id!r} is malformed: {exc}") from None
+
+
+def _parse(data: object, backup_id: str) -> Manifest:
+    doc = _mapping(data, "manifest")
+    if doc["version"] != MANIFEST_VERSION:
+        raise ValueError(f"unsupported manifest version {doc['version']!r}")
+    if doc["backup_id"] != backup_id:
+        raise ValueError(f"it names backup {doc['backup_id']!r}")
+    stats = _mapping(doc.get("stats", {}), "stats")
+    return Manifest(
+        backup_id=backup_id,
+        name=_str(doc["name"], "name"),
+        type=BackupType(doc["type"]),
+        strategy=_str(doc["strategy"], "strategy"),
+        kind=_str(doc["kind"], "kind"),
+        source=_str(doc["source"], "source"),
+        parent_id=_optional_str(doc["parent_id"], "parent_id"),
+        chain_root_id=_str(doc["chain_root_id"], "chain_root_id"),
+        created_at=_datetime(doc["created_at"], "created_at"),
+        completed_at=_datetime(doc["completed_at"], "completed_at"),
+        retention_days=_optional_int(doc["retention_days"], "retention_days"),
+        stats={_str(key, "stats key"): _int(value, "stats") for key, value in stats.items()},
+        entries=tuple(_entry(item) for item in _list(doc["entries"], "entries")),
+    )
+
+
+def _entry(data: object) -> Entry:
+    doc = _mapping(data, "entry")
+    kind = _str(doc["type"], "type")
+    if kind not in _ENTRY_TYPES:
+        raise ValueError(f"unknown entry type {kind!r}")
+    chunks: tuple[str, ...] = ()
+    sha256 = target = None
+    if kind == "file":
+        chunks = tuple(_str(chunk, "chunks") for chunk in _list(doc["chunks"], "chunks"))
+        sha256 = _str(doc["sha256"], "sha256")
+    elif kind == "symlink":
+        target = _str(doc["target"], "target")
+    return Entry(
+        path=_str(doc["path"], "path"),
+        type=kind,
+        mode=_int(doc["mode"], "mode"),
+        mtime_ns=_int(doc["mtime_ns"], "mtime_ns"),
+        size=_int(doc.get("size", 0), "size"),
+        inode=_int(doc.get("inode", 0), "inode"),
+        ctime_ns=_int(doc.get("ctime_ns", 0), "ctime_ns"),
+        chunks=chunks,
+        sha256=sha256,
+        target=target,
+    )
+
+
+def _mapping(value: object, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise TypeError(f"{what} is not an object")
+    return value
+
+
+def _list(value: object, what: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise TypeError(f"{what} is not a list")
+    return value
+
+
+def _str(value: object, what: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{what} is not a string")
+    return value
+
+
+def _optional_str(value: object, what: str) -> str | None:
+    return None if value is None else _str(value, what)
+
+
+def _int(value: object, what: str) -> int:
+    # bool is an int subclass; a manifest saying "mode": true is malformed, not mode 1
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{what} is not an integer")
+    return value
+
+
+def _optional_int(value: object, what: str) -> int | None:
+    return None if value is None else _int(value, what)
+
+
+def _datetime(value: object, what: str) -> datetime:
+    parsed = datetime.fromisoformat(_str(value, what))
+    if parsed.tzinfo is None:
+        raise ValueError(f"{what} has no time zone")
+    return parsed

@@ -1,0 +1,451 @@
+"""Where a restore writes: a directory that no manifest entry can escape.
+
+A manifest is untrusted input (a corrupted or hostile repository can say anything), so
+:class:`RestoreTarget` treats every entry as a claim to check, the CVE-2007-4559 lesson:
+
+* An entry path is relative POSIX text with no empty, ``.`` or ``..`` component, no
+  leading ``/`` and no NUL (:func:`split_relpath`). A backslash is an ordinary name
+  character on POSIX and cannot climb out of a directory, so it is allowed: a file whose
+  name holds one must stay restorable.
+* The target is walked one component at a time from a file descriptor of its root with
+  ``O_DIRECTORY | O_NOFOLLOW`` and ``dir_fd=``, so no symlink, whether an entry made it, it
+  was there before (``overwrite=True``) or a racing process swapped it in, ever redirects a
+  write.
+* Symlinks are only recorded until :meth:`RestoreTarget.finish` creates them, after
+  every file and directory, so nothing is ever written through one; an entry under a path
+  restored as a symlink or a file is refused outright.
+* Each file is written to a temporary name in its directory, fsynced and then renamed
+  over its final name: a failure or a kill leaves at most a ``.sergas-restore-*.tmp``
+  file, never a half-written file under a name from the backup. Renaming replaces the
+  directory entry, so a pre-existing hard link to a file outside the target is detached,
+  never written through.
+* Directory modes and times are applied last, deepest first, so a read-only directory
+  from the backup does not block restoring its children and creating entries does not
+  disturb the times already set.
+* The target must be new or empty unless ``overwrite=True``; with it, a pre-existing
+  symlink or file where the backup has a directory is removed (never followed), a
+  pre-existing symlink or file is replaced by the backup's entry, and a pre-existing
+  directory where the backup has a file or symlink is an error (user data is not removed
+  recursively).
+
+Set-user-ID and set-group-ID bits of files are dropped unless ``special_bits=True`` (as
+Python's ``tarfile`` ``data`` filter does), so a hostile manifest cannot plant a set-uid
+program when root restores. Hard links are not created: the manifest format has no such
+entry. A :class:`RestoreTarget` is used from one thread at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import stat
+from collections.abc import Iterable
+from pathlib import Path
+from types import TracebackType
+from typing import Literal
+
+from sergas_guard.errors import BackupError, UnsafeRestoreError
+
+__all__ = ["TEMP_PREFIX", "RestoreTarget", "split_relpath"]
+
+#: Names of the temporary files a restore writes before renaming them into place.
+TEMP_PREFIX = ".sergas-restore-"
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+# How often a walk retries a component that changes under it before calling it a race.
+_ATTEMPTS = 4
+
+_Kind = Literal["dir", "file", "symlink"]
+
+
+def split_relpath(relpath: object) -> tuple[str, ...]:
+    """The components of an entry path, checked to stay inside the target.
+
+    Raises UnsafeRestoreError when ``relpath`` is not a string, is empty or absolute,
+    contains NUL, or has an empty, ``.`` or ``..`` component.
+    """
+    if not isinstance(relpath, str):
+        raise UnsafeRestoreError(f"entry path is not a string: {relpath!r}")
+    if "\x00" in relpath:
+        raise UnsafeRestoreError(f"entry path contains NUL: {relpath!r}")
+    if relpath.startswith("/"):
+        raise UnsafeRestoreError(f"entry path is absolute: {relpath!r}")
+    parts = tuple(relpath.split("/"))
+    for part in parts:
+        if part in ("", ".", ".."):
+            raise UnsafeRestoreError(f"entry path has a {part or 'empty'!r} component: {relpath!r}")
+    return parts
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _failed(relpath: str, exc: OSError) -> BackupError:
+    return BackupError(f"restoring {relpath or '.'!r} failed: {exc.strerror or exc}")
+
+
+class RestoreTarget:
+    """A directory being restored into; see the module docstring for the guarantees.
+
+    Call :meth:`directory`, :meth:`file` and :meth:`symlink` for the entries in any order,
+    then :meth:`finish`; on any failure call :meth:`abort` (used as a context manager,
+    leaving the block by an exception or without :meth:`finish` aborts).
+    """
+
+    def __init__(self, root: Path, *, overwrite: bool = False, special_bits: bool = False) -> None:
+        """Open ``root`` (created with its parents when missing) for restoring.
+
+        Raises BackupError when ``root`` cannot be created or opened as a directory, or
+        is not empty and ``overwrite`` is false.
+        """
+        self.root = Path(root)
+        self.overwrite = overwrite
+        self.special_bits = special_bits
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            # The root itself is the caller's choice, so a symlink there is followed once.
+            self._root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise BackupError(
+                f"cannot open restore target {str(self.root)!r}: {exc.strerror or exc}"
+            ) from exc
+        if not overwrite and os.listdir(self._root_fd):
+            os.close(self._root_fd)
+            raise BackupError(
+                f"restore target {str(self.root)!r} is not empty "
+                "(pass overwrite=True to restore over it)"
+            )
+        self._closed = False
+        self._busy = False
+        self._kinds: dict[str, _Kind] = {}
+        self._dir_meta: dict[str, tuple[int, int]] = {}
+        self._symlinks: dict[str, tuple[str, int | None]] = {}
+        # Pre-existing directories made writable for the restore, with their original mode.
+        self._loosened: dict[str, int] = {}
+        # Temporary names alive right now: (owned directory fd, name).
+        self._temps: dict[int, tuple[int, str]] = {}
+        self._cached_parent: tuple[tuple[str, ...], int] | None = None
+
+    # -- the entries ---------------------------------------------------------------
+
+    def directory(self, relpath: str, *, mode: int, mtime_ns: int) -> None:
+        """Create the directory ``relpath`` (and missing parents); its mode and mtime are
+        applied by :meth:`finish`.
+
+        Raises UnsafeRestoreError for a path that escapes the target or conflicts with
+        another entry, BackupError when the filesystem refuses.
+        """
+        self._check_open()
+        parts = split_relpath(relpath)
+        self._claim(parts, "dir")
+        try:
+            os.close(self._walk(parts))
+        except OSError as exc:
+            raise _failed(relpath, exc) from exc
+        self._dir_meta[relpath] = (stat.S_IMODE(mode), mtime_ns)
+
+    def file(self, relpath: str, chunks: Iterable[bytes], *, mode: int, mtime_ns: int) -> None:
+        """Write ``chunks`` as the file ``relpath``: temp name, fsync, rename into place.
+
+        An exception from ``chunks`` (e.g. IntegrityError) propagates after the temporary
+        file is removed. Raises UnsafeRestoreError for a path that escapes the target or
+        conflicts with another entry, BackupError when the filesystem refuses.
+        """
+        self._check_open()
+        parts = split_relpath(relpath)
+        self._claim(parts, "file")
+        bits = 0o7777 if self.special_bits else 0o1777
+        # abort() may run while ``chunks`` is being consumed (a signal handler, a
+        # cancelled task); it then leaves the descriptors this write uses open for it.
+        self._busy = True
+        try:
+            parent = self._parent(parts)
+            fd, temp = self._create_temp(parent)
+            key = self._remember_temp(parent, temp)
+            try:
+                try:
+                    for chunk in chunks:
+                        _write_all(fd, chunk)
+                    os.fchmod(fd, stat.S_IMODE(mode) & bits)
+                    os.utime(fd, ns=(mtime_ns, mtime_ns))
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                if self._closed:
+                    raise BackupError(f"restoring {relpath!r} was aborted")
+                self._check_replaceable(parent, parts)
+                os.replace(temp, parts[-1], src_dir_fd=parent, dst_dir_fd=parent)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(temp, dir_fd=parent)
+                raise
+            finally:
+                self._forget_temp(key)
+        except OSError as exc:
+            raise _failed(relpath, exc) from exc
+        finally:
+            self._busy = False
+            if self._closed:
+                self._release()
+
+    def symlink(self, relpath: str, target: str, *, mtime_ns: int | None = None) -> None:
+        """Record the symlink ``relpath`` -> ``target``; :meth:`finish` creates it.
+
+        ``target`` is stored as it is (a link may point anywhere; it is never followed).
+        Raises UnsafeRestoreError for a path that escapes the target or conflicts with
+        another entry, or a target that is empty, not a string or contains NUL.
+        """
+        self._check_open()
+        parts = split_relpath(relpath)
+        if not isinstance(target, str) or not target or "\x00" in target:
+            raise UnsafeRestoreError(f"symlink {relpath!r} has an invalid target {target!r}")
+        self._claim(parts, "symlink")
+        self._symlinks[relpath] = (target, mtime_ns)
+
+    def finish(self) -> None:
+        """Create the symlinks, then apply directory modes and mtimes deepest first and
+        fsync every directory. The target is closed afterwards, also on failure.
+
+        Raises UnsafeRestoreError or BackupError as the entry methods do.
+        """
+        self._check_open()
+        try:
+            for relpath, (target, mtime_ns) in self._symlinks.items():
+                try:
+                    self._create_symlink(relpath, target, mtime_ns)
+                except OSError as exc:
+                    raise _failed(relpath, exc) from exc
+            self._settle_directories()
+        finally:
+            self.abort()
+
+    def abort(self) -> None:
+        """Remove the temporary files of unfinished writes and close the target.
+
+        Files already renamed into place are complete and stay. Never raises; calling it
+        again does nothing.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        for parent, temp in self._temps.values():
+            with contextlib.suppress(OSError):
+                os.unlink(temp, dir_fd=parent)
+        if not self._busy:
+            self._release()
+
+    def _release(self) -> None:
+        for parent, _ in self._temps.values():
+            os.close(parent)
+        self._temps.clear()
+        self._drop_cached_parent()
+        if self._root_fd >= 0:
+            os.close(self._root_fd)
+            self._root_fd = -1
+
+    def __enter__(self) -> RestoreTarget:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.abort()
+
+    # -- bookkeeping -----------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BackupError("this restore target is already finished or aborted")
+
+    def _claim(self, parts: tuple[str, ...], kind: _Kind) -> None:
+        """Record that ``parts`` is a ``kind`` and its prefixes are directories.
+
+        Catches symlink-then-write and file-then-write however the entries are ordered.
+        """
+        relpath = "/".join(parts)
+        prefixes = ["/".join(parts[:i]) for i in range(1, len(parts))]
+        for prefix in prefixes:
+            known = self._kinds.get(prefix, "dir")
+            if known != "dir":
+                raise UnsafeRestoreError(
+                    f"{relpath!r} lies under {prefix!r}, restored as a {known}"
+                )
+        known_kind = self._kinds.get(relpath)
+        if known_kind is not None and known_kind != kind:
+            raise UnsafeRestoreError(f"{relpath!r} is restored as both a {known_kind} and a {kind}")
+        for prefix in prefixes:
+            self._kinds[prefix] = "dir"
+        self._kinds[relpath] = kind
+
+    def _remember_temp(self, parent: int, temp: str) -> int:
+        owned = os.dup(parent)
+        self._temps[owned] = (owned, temp)
+        return owned
+
+    def _forget_temp(self, key: int) -> None:
+        entry = self._temps.pop(key, None)
+        if entry is not None:
+            os.close(entry[0])
+
+    def _drop_cached_parent(self) -> None:
+        if self._cached_parent is not None:
+            os.close(self._cached_parent[1])
+            self._cached_parent = None
+
+    # -- walking -----------------------------------------------------------------------
+
+    def _parent(self, parts: tuple[str, ...]) -> int:
+        """A borrowed fd of the directory holding ``parts[-1]`` (cached: entries usually
+        come directory by directory)."""
+        parent_parts = parts[:-1]
+        if self._cached_parent is not None and self._cached_parent[0] == parent_parts:
+            return self._cached_parent[1]
+        fd = self._walk(parent_parts)
+        self._drop_cached_parent()
+        self._cached_parent = (parent_parts, fd)
+        return fd
+
+    def _walk(self, parts: tuple[str, ...]) -> int:
+        """A new fd of the directory ``parts``, creating missing directories, never
+        following a symlink."""
+        fd = self._open_root()
+        try:
+            for depth, name in enumerate(parts, start=1):
+                child = self._open_child(fd, name, "/".join(parts[:depth]))
+                os.close(fd)
+                fd = child
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _open_root(self) -> int:
+        fd = os.dup(self._root_fd)
+        self._loosen(fd, "")
+        return fd
+
+    def _open_child(self, parent: int, name: str, relpath: str) -> int:
+        for _ in range(_ATTEMPTS):
+            try:
+                child = os.open(name, _DIR_FLAGS, dir_fd=parent)
+            except FileNotFoundError:
+                # Directories are private while being filled; finish() sets the real mode.
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(name, 0o700, dir_fd=parent)
+                continue
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                self._remove_non_directory(parent, name, relpath)
+                continue
+            self._loosen(child, relpath)
+            return child
+        raise UnsafeRestoreError(f"{relpath!r} kept changing while it was restored")
+
+    def _remove_non_directory(self, parent: int, name: str, relpath: str) -> None:
+        """A symlink or file sits where a directory belongs: gone if it predates an
+        overwrite restore, refused otherwise (the target was empty, so a racer put it there)."""
+        st = os.lstat(name, dir_fd=parent)
+        if stat.S_ISDIR(st.st_mode):
+            return
+        if not self.overwrite:
+            raise UnsafeRestoreError(f"{relpath!r} appeared as a non-directory during the restore")
+        os.unlink(name, dir_fd=parent)
+
+    def _loosen(self, fd: int, relpath: str) -> None:
+        """Give the owner rwx on a pre-existing directory for the restore; finish() puts
+        back its mode unless the backup sets one."""
+        if relpath in self._loosened:
+            return
+        mode = stat.S_IMODE(os.fstat(fd).st_mode)
+        if mode & 0o700 != 0o700:
+            self._loosened[relpath] = mode
+            with contextlib.suppress(PermissionError):
+                os.fchmod(fd, mode | 0o700)
+
+    def _create_temp(self, parent: int) -> tuple[int, str]:
+        for _ in range(_ATTEMPTS):
+            temp = f"{TEMP_PREFIX}{secrets.token_hex(8)}.tmp"
+            try:
+                return os.open(temp, _TEMP_FLAGS, 0o600, dir_fd=parent), temp
+            except FileExistsError:
+                continue
+        raise BackupError("cannot find a free temporary name in the restore target")
+
+    def _check_replaceable(self, parent: int, parts: tuple[str, ...]) -> None:
+        """Refuse to rename over a directory (a rename would fail or drop user data)."""
+        try:
+            st = os.lstat(parts[-1], dir_fd=parent)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISDIR(st.st_mode):
+            return
+        relpath = "/".join(parts)
+        if not self.overwrite:
+            raise UnsafeRestoreError(f"{relpath!r} appeared as a directory during the restore")
+        raise BackupError(f"{relpath!r} is an existing directory in the target; not replaced")
+
+    # -- finishing -------------------------------------------------------------------
+
+    def _create_symlink(self, relpath: str, target: str, mtime_ns: int | None) -> None:
+        parts = split_relpath(relpath)
+        parent = self._parent(parts)
+        for _ in range(_ATTEMPTS):
+            temp = f"{TEMP_PREFIX}{secrets.token_hex(8)}.tmp"
+            try:
+                os.symlink(target, temp, dir_fd=parent)
+                break
+            except FileExistsError:
+                continue
+        else:
+            raise BackupError("cannot find a free temporary name in the restore target")
+        key = self._remember_temp(parent, temp)
+        try:
+            if mtime_ns is not None:
+                os.utime(temp, ns=(mtime_ns, mtime_ns), dir_fd=parent, follow_symlinks=False)
+            self._check_replaceable(parent, parts)
+            os.replace(temp, parts[-1], src_dir_fd=parent, dst_dir_fd=parent)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp, dir_fd=parent)
+            raise
+        finally:
+            self._forget_temp(key)
+
+    def _settle_directories(self) -> None:
+        """Apply modes and mtimes deepest first and fsync every directory of the restore."""
+        self._drop_cached_parent()
+        dirs = {path for path, kind in self._kinds.items() if kind == "dir"}
+        dirs.update(self._loosened)
+        dirs.discard("")
+        for relpath in sorted(dirs, key=lambda p: p.count("/"), reverse=True):
+            try:
+                fd = self._walk(tuple(relpath.split("/")))
+                try:
+                    self._settle(fd, relpath)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                raise _failed(relpath, exc) from exc
+        try:
+            self._settle(self._root_fd, "")
+        except OSError as exc:
+            raise _failed("", exc) from exc
+
+    def _settle(self, fd: int, relpath: str) -> None:
+        meta = self._dir_meta.get(relpath)
+        if meta is not None:
+            os.fchmod(fd, meta[0])
+            os.utime(fd, ns=(meta[1], meta[1]))
+        elif relpath in self._loosened:
+            os.fchmod(fd, self._loosened[relpath])
+        os.fsync(fd)
