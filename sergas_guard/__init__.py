@@ -63,6 +63,13 @@ _EXPORTS: dict[str, str] = {
     "health_router": "sergas_guard.health",
     # retries
     "with_retry": "sergas_guard.circuit_breaker",
+    # backups (the optional ``backup`` extra: imported only when used)
+    "BackupManager": "sergas_guard.recovery",
+    "BackupMetadata": "sergas_guard.recovery",
+    "BackupType": "sergas_guard.recovery",
+    "FileSystemBackupStrategy": "sergas_guard.recovery",
+    "SQLiteBackupStrategy": "sergas_guard.recovery",
+    "PostgresBackupStrategy": "sergas_guard.recovery",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -118,6 +125,12 @@ if TYPE_CHECKING:  # the lazy names, spelled out for type checkers
     from sergas_guard.ratelimit import RateLimitResult as RateLimitResult
     from sergas_guard.ratelimit import RateLimitStrategy as RateLimitStrategy
     from sergas_guard.ratelimit import rate_limited as rate_limited
+    from sergas_guard.recovery import BackupManager as BackupManager
+    from sergas_guard.recovery import BackupMetadata as BackupMetadata
+    from sergas_guard.recovery import BackupType as BackupType
+    from sergas_guard.recovery import FileSystemBackupStrategy as FileSystemBackupStrategy
+    from sergas_guard.recovery import PostgresBackupStrategy as PostgresBackupStrategy
+    from sergas_guard.recovery import SQLiteBackupStrategy as SQLiteBackupStrategy
     from sergas_guard.storage import MemoryStorage as MemoryStorage
     from sergas_guard.storage import RedisStorage as RedisStorage
     from sergas_guard.storage import storage_from_url as storage_from_url

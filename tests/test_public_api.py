@@ -49,6 +49,14 @@ CONTRACT = {
         "DiskSpaceHealthCheck",
         "health_router",
     ],
+    "sergas_guard.recovery": [
+        "BackupManager",
+        "BackupType",
+        "BackupMetadata",
+        "FileSystemBackupStrategy",
+        "SQLiteBackupStrategy",
+        "PostgresBackupStrategy",
+    ],
     "sergas_guard.errors": [
         "GuardError",
         "RateLimitExceeded",
