@@ -119,7 +119,8 @@ class Repository:
         pack_size: int = DEFAULT_PACK_SIZE,
         kdf: KdfParams | None = None,
     ) -> Repository:
-        """Create a repository at ``path`` (missing or an empty directory) and open it.
+        """Create a repository at ``path`` (missing, or a directory holding nothing named
+        as the layout; other files there are left alone) and open it.
 
         ``passphrase`` None creates an unencrypted repository. Raises BackupError when
         ``path`` is not empty or the passphrase source fails, ConfigurationError for an
@@ -132,8 +133,12 @@ class Repository:
         if pack_size < 1024:
             raise ConfigurationError("pack_size must be at least 1024 bytes", field="pack_size")
         path = Path(path)
-        if path.exists() and not _empty_or_unfinished(path):
-            raise BackupError(f"cannot create a repository at {path}: not an empty directory")
+        if path.exists() and not _free_for_init(path):
+            raise BackupError(
+                f"cannot create a repository at {path}: not a directory, or it already holds "
+                "a repository (or files named as its layout: config, data, index, keys, locks, "
+                "snapshots)"
+            )
         keys = RepositoryKeys.generate()
         params = chunker or ChunkerParams()
         config: dict[str, Any] = {
@@ -463,18 +468,24 @@ class Repository:
 
 
 _SKELETON = frozenset({"keys", "index", "snapshots", "locks", "data"})
+_LAYOUT = _SKELETON | {"config"}
 
 
-def _empty_or_unfinished(path: Path) -> bool:
-    """True for an empty directory, or one an ``init`` killed before writing ``config``
-    left behind (only the empty skeleton and temporary files): init may start over."""
+def _free_for_init(path: Path) -> bool:
+    """True when ``init`` may lay a repository out in ``path``: a directory none of whose
+    entries bears a name of the layout, except the empty skeleton and temporary files an
+    ``init`` killed before writing ``config`` left behind (init may start over).
+
+    Other entries are left alone: ``BackupManager(Path("/var/backups"))``, as the seed
+    writes it, must work where Debian's dpkg already keeps files in that directory.
+    """
     if not path.is_dir():
         return False
     for entry in path.iterdir():
-        if entry.name.startswith(TEMP_PREFIX):
+        if entry.name.startswith(TEMP_PREFIX) or entry.name not in _LAYOUT:
             continue
         if entry.name not in _SKELETON or not entry.is_dir() or entry.is_symlink():
-            return False
+            return False  # a config, or a file or link where the layout has a directory
         inside = list(entry.iterdir())
         if entry.name == "data":
             inside = [p for sub in inside if sub.is_dir() for p in sub.iterdir()]

@@ -199,7 +199,7 @@ def test_missing_passphrase_and_missing_repository_are_exit_3(
     locked = run(repo, "list", passphrase=None)
     assert locked.exit_code == 3
     assert "passphrase is needed" in locked.stderr
-    assert run(repo, "init").exit_code == 3  # not an empty directory any more
+    assert run(repo, "init").exit_code == 3  # a repository is there already
 
 
 def test_passphrase_from_a_file_or_a_named_variable(

@@ -161,14 +161,19 @@ def test_unknown_version_is_refused(tmp_path: Path) -> None:
         Repository.open(repo.path)
 
 
-def test_init_refuses_a_non_empty_directory(tmp_path: Path) -> None:
+def test_init_leaves_other_files_alone_and_refuses_a_repository(tmp_path: Path) -> None:
+    # /var/backups (the seed's directory) already holds dpkg's files on Debian.
     (tmp_path / "x").mkdir()
-    (tmp_path / "x" / "file").write_text("keep me")
-    with pytest.raises(BackupError, match="not an empty directory"):
+    (tmp_path / "x" / "dpkg.status.0").write_text("keep me")
+    repo = Repository.init(tmp_path / "x", passphrase=None)
+    assert Repository.is_repository(repo.path)
+    assert (tmp_path / "x" / "dpkg.status.0").read_text() == "keep me"
+    with pytest.raises(BackupError, match="already holds"):
         Repository.init(tmp_path / "x", passphrase=None)
-    make_repo(tmp_path / "repo")
-    with pytest.raises(BackupError):
-        make_repo(tmp_path / "repo")
+    (tmp_path / "y").mkdir()
+    (tmp_path / "y" / "data").write_text("a file where the layout has a directory")
+    with pytest.raises(BackupError, match="already holds"):
+        Repository.init(tmp_path / "y", passphrase=None)
 
 
 @pytest.mark.parametrize(
@@ -319,7 +324,7 @@ def test_init_killed_before_its_config_can_start_over(tmp_path: Path) -> None:
     # ...but never over a directory holding anything else.
     (tmp_path / "other" / "snapshots").mkdir(parents=True)
     (tmp_path / "other" / "snapshots" / "b1").write_bytes(b"someone's backup")
-    with pytest.raises(BackupError, match="not an empty directory"):
+    with pytest.raises(BackupError, match="already holds"):
         make_repo(tmp_path / "other")
 
 
