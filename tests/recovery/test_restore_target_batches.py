@@ -1,0 +1,175 @@
+"""Batched durability of RestoreTarget: files are published a batch at a time, after a sync.
+
+The ordering that matters for a power loss (data durable before the rename that gives it
+a final name) is checked on the real system calls with ``strace``, and through the sync
+function's view of the target at the moment it runs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from sergas_guard.errors import ConfigurationError, UnsafeRestoreError
+from sergas_guard.recovery import restore_target
+from sergas_guard.recovery.restore_target import TEMP_PREFIX, RestoreTarget
+
+MTIME = 1_600_000_000_123_456_789
+
+
+def finals(root: Path) -> list[str]:
+    return sorted(n for n in os.listdir(root) if not n.startswith(TEMP_PREFIX))
+
+
+def temps(root: Path) -> list[str]:
+    return [n for n in os.listdir(root) if n.startswith(TEMP_PREFIX)]
+
+
+@pytest.fixture
+def syncs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[list[str]]:
+    """The final names present in the target each time a batch is synced (the real
+    sync still runs)."""
+    if restore_target._SYNCFS is None:
+        pytest.skip("syncfs(2) is Linux-only; elsewhere every file is fsynced")
+    seen: list[list[str]] = []
+    real = restore_target._sync_filesystem
+
+    def recording(fd: int) -> None:
+        seen.append(finals(tmp_path / "t"))
+        real(fd)
+
+    monkeypatch.setattr(restore_target, "_sync_filesystem", recording)
+    return seen
+
+
+def test_files_are_published_a_batch_at_a_time_after_its_sync(
+    tmp_path: Path, syncs: list[list[str]]
+) -> None:
+    root = tmp_path / "t"
+    target = RestoreTarget(root, batch_files=3)
+    names = [f"f{i}" for i in range(7)]
+    for i, name in enumerate(names):
+        target.file(name, [name.encode()], mode=0o640, mtime_ns=MTIME)
+        published = names[: (i + 1) // 3 * 3]
+        assert finals(root) == published
+        assert len(temps(root)) == i + 1 - len(published)
+    target.finish()
+    assert finals(root) == names
+    assert temps(root) == []
+    # Each sync ran before any file of its batch had a final name.
+    assert syncs == [[], names[:3], names[:6]]
+    for name in names:
+        assert (root / name).read_bytes() == name.encode()
+        assert (root / name).stat().st_mtime_ns == MTIME
+        assert (root / name).stat().st_mode & 0o777 == 0o640
+
+
+def test_the_byte_bound_closes_a_batch(tmp_path: Path, syncs: list[list[str]]) -> None:
+    root = tmp_path / "t"
+    target = RestoreTarget(root, batch_bytes=100)
+    target.file("a", [b"x" * 60], mode=0o644, mtime_ns=MTIME)
+    assert finals(root) == []
+    target.file("b", [b"y" * 30, b"y" * 30], mode=0o644, mtime_ns=MTIME)
+    assert finals(root) == ["a", "b"]
+    target.file("big", [b"z" * 150], mode=0o644, mtime_ns=MTIME)
+    assert finals(root) == ["a", "b", "big"]
+    target.finish()
+    assert syncs == [[], ["a", "b"]]
+
+
+def test_abort_removes_the_unpublished_batch_and_keeps_the_published(tmp_path: Path) -> None:
+    root = tmp_path / "t"
+    target = RestoreTarget(root, batch_files=2)
+    for name in ("a", "b", "c"):
+        target.file(f"d/{name}", [name.encode()], mode=0o644, mtime_ns=MTIME)
+    assert finals(root / "d") == ["a", "b"]
+    assert len(temps(root / "d")) == 1
+    target.abort()
+    assert sorted(os.listdir(root / "d")) == ["a", "b"]
+    assert (root / "d" / "b").read_bytes() == b"b"
+
+
+def test_later_entries_for_a_name_win_within_a_batch(tmp_path: Path) -> None:
+    root = tmp_path / "t"
+    target = RestoreTarget(root)
+    for content in (b"first", b"second", b"third"):
+        target.file("same", [content], mode=0o644, mtime_ns=MTIME)
+    target.finish()
+    assert (root / "same").read_bytes() == b"third"
+    assert os.listdir(root) == ["same"]
+
+
+def test_a_directory_appearing_at_a_pending_name_is_refused_at_publication(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "t"
+    target = RestoreTarget(root)
+    target.file("x", [b"data"], mode=0o644, mtime_ns=MTIME)
+    target.file("y", [b"data"], mode=0o644, mtime_ns=MTIME)
+    (root / "y").mkdir()  # a racing process, after the entry was checked
+    with pytest.raises(UnsafeRestoreError, match="'y' appeared as a directory"):
+        target.finish()
+    assert temps(root) == []
+    assert (root / "y").is_dir()
+    assert (root / "x").read_bytes() == b"data"
+
+
+@pytest.mark.parametrize("field", ["batch_files", "batch_bytes"])
+def test_batch_bounds_below_one_are_refused(tmp_path: Path, field: str) -> None:
+    with pytest.raises(ConfigurationError, match=field):
+        RestoreTarget(tmp_path / "t", **{field: 0})  # type: ignore[arg-type]
+    assert not (tmp_path / "t").exists()
+
+
+RESTORE = """
+import sys
+from pathlib import Path
+from sergas_guard.recovery.restore_target import RestoreTarget
+target = RestoreTarget(Path(sys.argv[1]), batch_files=4)
+for i in range(10):
+    target.file(f"d{i % 2}/f{i}", [b"x" * 5000], mode=0o644, mtime_ns=0)
+target.finish()
+"""
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
+@pytest.mark.skipif(restore_target._SYNCFS is None, reason="syncfs(2) is Linux-only")
+def test_every_rename_follows_a_sync_issued_after_its_file_was_written(tmp_path: Path) -> None:
+    """On the real system calls: no file is fsynced one by one, and each temporary file
+    is renamed only after a syncfs that came after it was created."""
+    log = tmp_path / "strace.log"
+    subprocess.run(
+        [
+            "strace", "-f", "-qq", "-o", str(log),
+            "-e", "trace=openat,syncfs,fsync,fdatasync,rename,renameat,renameat2",
+            sys.executable, "-c", textwrap.dedent(RESTORE), str(tmp_path / "t"),
+        ],
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )  # fmt: skip
+    created: dict[str, int] = {}
+    synced_at: list[int] = []
+    renames = 0
+    fsyncs = 0
+    for number, line in enumerate(log.read_text().splitlines()):
+        if " syncfs(" in line and line.rstrip().endswith("= 0"):
+            synced_at.append(number)
+        elif " fsync(" in line or " fdatasync(" in line:
+            fsyncs += 1
+        elif temp := re.search(rf'openat\(\d+, "({TEMP_PREFIX}[0-9a-f]+\.tmp)", .*O_CREAT', line):
+            created[temp.group(1)] = number
+        elif temp := re.search(rf'rename\w*\(\d+, "({TEMP_PREFIX}[0-9a-f]+\.tmp)"', line):
+            renames += 1
+            assert any(created[temp.group(1)] < s < number for s in synced_at), line
+    assert renames == 10
+    assert len(synced_at) == 3  # batches of 4, 4 and 2
+    # Only the directories are fsynced (d0, d1 and the root), once each by finish().
+    assert fsyncs == 3
+    assert sorted(os.listdir(tmp_path / "t" / "d1")) == [f"f{i}" for i in (1, 3, 5, 7, 9)]
