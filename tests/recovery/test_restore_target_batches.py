@@ -173,3 +173,19 @@ def test_every_rename_follows_a_sync_issued_after_its_file_was_written(tmp_path:
     # Only the directories are fsynced (d0, d1 and the root), once each by finish().
     assert fsyncs == 3
     assert sorted(os.listdir(tmp_path / "t" / "d1")) == [f"f{i}" for i in (1, 3, 5, 7, 9)]
+
+
+def test_without_syncfs_each_file_is_fsynced_and_batches_still_publish(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The path taken where syncfs(2) does not exist (not Linux)."""
+    monkeypatch.setattr(restore_target, "_SYNCFS", None)
+    root = tmp_path / "t"
+    target = RestoreTarget(root, batch_files=2)
+    for name in ("a", "b", "c"):
+        target.file(name, [name.encode() * 3], mode=0o644, mtime_ns=MTIME)
+    assert finals(root) == ["a", "b"]
+    target.finish()
+    assert finals(root) == ["a", "b", "c"]
+    assert temps(root) == []
+    assert (root / "c").read_bytes() == b"ccc"
