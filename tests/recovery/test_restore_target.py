@@ -252,7 +252,8 @@ def test_abort_removes_the_temporary_file_of_an_interrupted_write(scene: Scene) 
     seen: list[str] = []
 
     def interrupted() -> Iterator[bytes]:
-        yield b"first"
+        # Over 1 MiB: streamed by this thread into a temporary file as it is read.
+        yield b"first" * 300_000
         seen.extend(temp_files(scene.target))
         target.abort()  # as a signal handler or another task would
         yield b"second"
