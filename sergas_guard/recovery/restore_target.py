@@ -14,23 +14,24 @@ A manifest is untrusted input (a corrupted or hostile repository can say anythin
 * Symlinks are only recorded until :meth:`RestoreTarget.finish` creates them, after
   every file and directory, so nothing is ever written through one; an entry under a path
   restored as a symlink or a file is refused outright.
-* Each file is written to a temporary name in its directory and renamed over its final
-  name only once its data is durable: a failure, a kill or a power loss leaves at most
+* Each file is written to a temporary name in its directory, fsynced, and only then
+  renamed over its final name: a failure, a kill or a power loss leaves at most
   ``.sergas-restore-*.tmp`` files, never a half-written file under a name from the
-  backup. Renaming replaces the directory entry, so a pre-existing hard link to a file
-  outside the target is detached, never written through.
-* Files are made durable in batches (by default up to 256 files or 64 MiB), not one
-  ``fsync`` each, which was more than half of a restore's time on many small files: a
-  batch is written to temporary names, one ``syncfs(2)`` per filesystem the batch
-  touches flushes all of it (ext4's rename heuristics are not a guarantee; data must be
-  durable before the rename that publishes it), and then the whole batch is renamed into
-  place. :meth:`RestoreTarget.finish` flushes the last batch and fsyncs every
-  directory. Where ``syncfs`` is missing (not Linux), each file is fsynced as before.
-* Small files (up to 1 MiB) are created and written by two writer threads while the
-  caller decrypts the next file: creating a file costs a few hundred microseconds on
-  some filesystems, as much as reading and decrypting it. A batch is synced only once
-  every write in it has completed, and the data waiting for a writer is bounded
-  (16 MiB). Larger files are streamed by the calling thread.
+  backup (ext4's rename heuristics are no guarantee: the data must be durable before
+  the rename that publishes it). Renaming replaces the directory entry, so a
+  pre-existing hard link to a file outside the target is detached, never written
+  through.
+* Creating, writing and fsyncing a file cost about as much as reading and decrypting it
+  (the fsyncs alone were more than half of a restore of many small files), so small
+  files (up to 1 MiB) are handed to two writer threads while the caller decrypts the
+  next one; the data waiting for a writer is bounded (16 MiB). Larger files are streamed
+  and fsynced by the calling thread. Files are published in batches (by default 256
+  files or 64 MiB): once every write of the batch is complete and fsynced, the batch is
+  renamed into place in entry order (a later entry for a name wins), and
+  :meth:`RestoreTarget.finish` publishes the last batch and fsyncs every directory.
+  (One ``syncfs(2)`` per batch instead of the fsyncs was measured too: it also waits
+  for every other process's dirty data on the filesystem, such as a restore that just
+  ended, and was no faster.)
 * Directory modes and times are applied last, deepest first, so a read-only directory
   from the backup does not block restoring its children and creating entries does not
   disturb the times already set.
@@ -49,14 +50,12 @@ entry. A :class:`RestoreTarget` is used from one thread at a time.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import os
 import secrets
 import stat
-import sys
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for
 from dataclasses import dataclass
@@ -71,8 +70,8 @@ __all__ = ["BATCH_BYTES", "BATCH_FILES", "TEMP_PREFIX", "RestoreTarget", "split_
 
 #: Names of the temporary files a restore writes before renaming them into place.
 TEMP_PREFIX = ".sergas-restore-"
-#: Default batch bounds: files, and bytes of file data, made durable by one sync. The
-#: bytes bound keeps the dirty data a sync waits for (and a crash discards) modest.
+#: Default batch bounds: files, and bytes of file data, published together. They bound
+#: the descriptors held for unpublished files and what an abort or a crash discards.
 BATCH_FILES = 256
 BATCH_BYTES = 64 * 1024 * 1024
 # Files up to this size are written by a writer thread, and how much data may wait for one.
@@ -88,43 +87,14 @@ _ATTEMPTS = 4
 _Kind = Literal["dir", "file", "symlink"]
 
 
-def _load_syncfs() -> Callable[[int], int] | None:
-    """libc's ``syncfs`` (Linux only; the os module has no wrapper), or None."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        function = ctypes.CDLL(None, use_errno=True).syncfs
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = [ctypes.c_int]
-    function.restype = ctypes.c_int
-    return function
-
-
-_SYNCFS = _load_syncfs()
-
-
-def _sync_filesystem(fd: int) -> None:
-    """Write back and wait for all dirty data and metadata of the filesystem holding
-    ``fd``, as ``fsync`` does for one file (``syncfs(2)``; since Linux 5.8 it reports
-    writeback errors seen since ``fd`` was opened).
-
-    Raises OSError when the sync fails.
-    """
-    assert _SYNCFS is not None
-    if _SYNCFS(fd) != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code))
-
-
 @dataclass(frozen=True)
 class _Pending:
-    """A file written to a temporary name, waiting for its batch's sync and rename."""
+    """A file written to a temporary name, waiting for its batch's rename."""
 
     key: int  # the owned directory fd in RestoreTarget._temps
     parts: tuple[str, ...]
     temp: str
-    device: int | Future[int]  # a writer thread's result: the device once written
+    write: Future[None] | None  # a writer thread's job; None: written and fsynced already
 
 
 def split_relpath(relpath: object) -> tuple[str, ...]:
@@ -152,9 +122,11 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _write_temp(parent: int, temp: str, chunks: list[bytes], mode: int, mtime_ns: int) -> int:
-    """Create ``temp`` in ``parent`` (never an existing name) holding ``chunks``; the
-    file's device. Removes the file and raises OSError when that fails."""
+def _write_temp(parent: int, temp: str, chunks: list[bytes], mode: int, mtime_ns: int) -> None:
+    """Create ``temp`` in ``parent`` (never an existing name) holding ``chunks``, fsynced.
+
+    Removes the file and raises OSError when that fails.
+    """
     fd = os.open(temp, _TEMP_FLAGS, 0o600, dir_fd=parent)
     try:
         try:
@@ -162,9 +134,7 @@ def _write_temp(parent: int, temp: str, chunks: list[bytes], mode: int, mtime_ns
                 _write_all(fd, chunk)
             os.fchmod(fd, mode)
             os.utime(fd, ns=(mtime_ns, mtime_ns))
-            if _SYNCFS is None:
-                os.fsync(fd)
-            return os.fstat(fd).st_dev
+            os.fsync(fd)
         finally:
             os.close(fd)
     except BaseException:
@@ -210,8 +180,8 @@ class RestoreTarget:
         """Open ``root`` (created with its parents when missing) for restoring.
 
         Files are published ``batch_files`` files or ``batch_bytes`` bytes at a time
-        (whichever comes first) after one sync; ``batch_files=1`` renames each file as
-        soon as it is durable.
+        (whichever comes first), once all of them are fsynced; ``batch_files=1``
+        renames each file as soon as it is durable.
 
         Raises ConfigurationError for a batch bound below 1; BackupError when ``root``
         cannot be created or opened as a directory, or is not empty and ``overwrite``
@@ -249,13 +219,13 @@ class RestoreTarget:
         self._loosened: dict[str, int] = {}
         # Temporary names alive right now: (owned directory fd, name).
         self._temps: dict[int, tuple[int, str]] = {}
-        # Written files waiting for their batch's sync, in entry order (a later entry for
+        # Written files waiting for their batch's rename, in entry order (a later entry for
         # the same name must win), and their bytes.
         self._pending: deque[_Pending] = deque()
         self._pending_bytes = 0
         self._pool: ThreadPoolExecutor | None = None
         # Writes handed to the pool and not known to be done, with their sizes.
-        self._in_flight: deque[tuple[Future[int], int]] = deque()
+        self._in_flight: deque[tuple[Future[None], int]] = deque()
         self._in_flight_bytes = 0
         self._cached_parent: tuple[tuple[str, ...], int] | None = None
 
@@ -354,9 +324,7 @@ class RestoreTarget:
                         size += len(chunk)
                     os.fchmod(fd, mode)
                     os.utime(fd, ns=(mtime_ns, mtime_ns))
-                    if _SYNCFS is None:
-                        os.fsync(fd)
-                    device = os.fstat(fd).st_dev
+                    os.fsync(fd)
                 finally:
                     os.close(fd)
                 if self._closed:
@@ -368,7 +336,7 @@ class RestoreTarget:
                 raise
         except OSError as exc:
             raise _failed(relpath, exc) from exc
-        self._pending.append(_Pending(key, parts, temp, device))
+        self._pending.append(_Pending(key, parts, temp, None))
         self._pending_bytes += size
 
     def symlink(self, relpath: str, target: str, *, mtime_ns: int | None = None) -> None:
@@ -493,7 +461,8 @@ class RestoreTarget:
             os.close(entry[0])
 
     def _flush(self) -> None:
-        """Make the pending batch durable, then rename it into place in entry order.
+        """Wait for the pending batch's writes (each fsynced), then rename it into place
+        in entry order.
 
         Raises BackupError (or UnsafeRestoreError for a directory that appeared at a
         file's name) naming the file that failed; the rest of the batch stays as
@@ -501,26 +470,15 @@ class RestoreTarget:
         """
         if not self._pending:
             return
-        # Every write of the batch must be complete before the sync that covers it.
-        devices: dict[int, _Pending] = {}
+        # Every write of the batch must be complete (and fsynced) before any rename.
         for item in self._pending:
-            device = item.device
-            if not isinstance(device, int):
+            if item.write is not None:
                 try:
-                    device = device.result()
+                    item.write.result()
                 except OSError as exc:
                     raise _failed("/".join(item.parts), exc) from exc
-            devices.setdefault(device, item)
         self._in_flight.clear()
         self._in_flight_bytes = 0
-        if _SYNCFS is not None:
-            # One sync per filesystem: a pre-existing mount point inside the target
-            # (overwrite=True) puts part of the batch on another one.
-            for item in devices.values():
-                try:
-                    _sync_filesystem(self._temps[item.key][0])
-                except OSError as exc:
-                    raise _failed("/".join(item.parts), exc) from exc
         while self._pending:
             item = self._pending[0]
             relpath = "/".join(item.parts)

@@ -1,8 +1,8 @@
-"""Batched durability of RestoreTarget: files are published a batch at a time, after a sync.
+"""Batched publication in RestoreTarget: files are renamed into place a batch at a time,
+each only after its data was fsynced (by a writer thread for small files).
 
 The ordering that matters for a power loss (data durable before the rename that gives it
-a final name) is checked on the real system calls with ``strace``, and through the sync
-function's view of the target at the moment it runs.
+a final name) is checked on the real system calls with ``strace``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 from sergas_guard.errors import ConfigurationError, UnsafeRestoreError
-from sergas_guard.recovery import restore_target
 from sergas_guard.recovery.restore_target import TEMP_PREFIX, RestoreTarget
 
 MTIME = 1_600_000_000_123_456_789
@@ -32,46 +31,24 @@ def temps(root: Path) -> list[str]:
     return [n for n in os.listdir(root) if n.startswith(TEMP_PREFIX)]
 
 
-@pytest.fixture
-def syncs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[list[str]]:
-    """The final names present in the target each time a batch is synced (the real
-    sync still runs)."""
-    if restore_target._SYNCFS is None:
-        pytest.skip("syncfs(2) is Linux-only; elsewhere every file is fsynced")
-    seen: list[list[str]] = []
-    real = restore_target._sync_filesystem
-
-    def recording(fd: int) -> None:
-        seen.append(finals(tmp_path / "t"))
-        real(fd)
-
-    monkeypatch.setattr(restore_target, "_sync_filesystem", recording)
-    return seen
-
-
-def test_files_are_published_a_batch_at_a_time_after_its_sync(
-    tmp_path: Path, syncs: list[list[str]]
-) -> None:
+def test_files_are_published_a_batch_at_a_time(tmp_path: Path) -> None:
     root = tmp_path / "t"
     target = RestoreTarget(root, batch_files=3)
     names = [f"f{i}" for i in range(7)]
     for i, name in enumerate(names):
         target.file(name, [name.encode()], mode=0o640, mtime_ns=MTIME)
-        published = names[: (i + 1) // 3 * 3]
         # The unpublished ones exist only under temporary names (once their writer ran).
-        assert finals(root) == published
+        assert finals(root) == names[: (i + 1) // 3 * 3]
     target.finish()
     assert finals(root) == names
     assert temps(root) == []
-    # Each sync ran before any file of its batch had a final name.
-    assert syncs == [[], names[:3], names[:6]]
     for name in names:
         assert (root / name).read_bytes() == name.encode()
         assert (root / name).stat().st_mtime_ns == MTIME
         assert (root / name).stat().st_mode & 0o777 == 0o640
 
 
-def test_the_byte_bound_closes_a_batch(tmp_path: Path, syncs: list[list[str]]) -> None:
+def test_the_byte_bound_closes_a_batch(tmp_path: Path) -> None:
     root = tmp_path / "t"
     target = RestoreTarget(root, batch_bytes=100)
     target.file("a", [b"x" * 60], mode=0o644, mtime_ns=MTIME)
@@ -81,7 +58,22 @@ def test_the_byte_bound_closes_a_batch(tmp_path: Path, syncs: list[list[str]]) -
     target.file("big", [b"z" * 150], mode=0o644, mtime_ns=MTIME)
     assert finals(root) == ["a", "b", "big"]
     target.finish()
-    assert syncs == [[], ["a", "b"]]
+
+
+def test_large_files_streamed_by_the_caller_keep_their_order_with_small_ones(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "t"
+    target = RestoreTarget(root)
+    big = [b"L" * (700 * 1024)] * 3  # over the 1 MiB a writer thread takes
+    target.file("same", [b"small first"], mode=0o644, mtime_ns=MTIME)
+    target.file("same", big, mode=0o644, mtime_ns=MTIME)
+    target.file("other", big, mode=0o644, mtime_ns=MTIME)
+    target.file("other", [b"small last"], mode=0o644, mtime_ns=MTIME)
+    target.finish()
+    assert (root / "same").read_bytes() == b"".join(big)
+    assert (root / "other").read_bytes() == b"small last"
+    assert sorted(os.listdir(root)) == ["other", "same"]
 
 
 def test_abort_removes_the_unpublished_batch_and_keeps_the_published(tmp_path: Path) -> None:
@@ -139,55 +131,45 @@ target.finish()
 
 
 @pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
-@pytest.mark.skipif(restore_target._SYNCFS is None, reason="syncfs(2) is Linux-only")
-def test_every_rename_follows_a_sync_issued_after_its_file_was_written(tmp_path: Path) -> None:
-    """On the real system calls: no file is fsynced one by one, and each temporary file
-    is renamed only after a syncfs that came after it was created."""
+def test_every_rename_follows_the_fsync_of_its_file(tmp_path: Path) -> None:
+    """On the real system calls, across the writer threads: each temporary file was
+    fsynced to completion before the rename that publishes it started."""
     log = tmp_path / "strace.log"
     subprocess.run(
         [
-            "strace", "-f", "-qq", "-o", str(log),
-            "-e", "trace=openat,syncfs,fsync,fdatasync,rename,renameat,renameat2",
+            "strace", "-f", "-qq", "-y", "-o", str(log),
+            "-e", "trace=fsync,fdatasync,rename,renameat,renameat2",
             sys.executable, "-c", textwrap.dedent(RESTORE), str(tmp_path / "t"),
         ],
         check=True,
         cwd=Path(__file__).resolve().parents[2],
     )  # fmt: skip
-    created: dict[str, int] = {}
-    synced_at: list[int] = []
+    temp = rf"{TEMP_PREFIX}[0-9a-f]+\.tmp"
+    started: dict[str, str] = {}  # thread -> the file whose fsync it is in
+    fsynced: set[str] = set()
     renames = 0
-    fsyncs = 0
-    for number, line in enumerate(log.read_text().splitlines()):
-        if " syncfs(" in line and line.rstrip().endswith("= 0"):
-            synced_at.append(number)
-        elif " fsync(" in line or " fdatasync(" in line:
-            fsyncs += 1
-        elif temp := re.search(rf'openat\(\d+, "({TEMP_PREFIX}[0-9a-f]+\.tmp)", .*O_CREAT', line):
-            created[temp.group(1)] = number
-        elif temp := re.search(rf'rename\w*\(\d+, "({TEMP_PREFIX}[0-9a-f]+\.tmp)"', line):
+    directory_syncs = 0
+    for line in log.read_text().splitlines():
+        thread = line.split(" ", 1)[0]
+        if call := re.search(r" fsync\(\d+<([^>]*)>", line):
+            name = os.path.basename(call.group(1))
+            if re.fullmatch(temp, name) is None:
+                directory_syncs += 1
+                continue
+            started[thread] = name
+            if line.rstrip().endswith("= 0"):
+                fsynced.add(name)
+        elif "<... fsync resumed>" in line and line.rstrip().endswith("= 0"):
+            if thread in started:
+                fsynced.add(started.pop(thread))
+        elif renamed := re.search(rf'rename\w*\(\d+<[^>]*>, "({temp})"', line):
             renames += 1
-            assert any(created[temp.group(1)] < s < number for s in synced_at), line
+            assert renamed.group(1) in fsynced, line
     assert renames == 10
-    assert len(synced_at) == 3  # batches of 4, 4 and 2
-    # Only the directories are fsynced (d0, d1 and the root), once each by finish().
-    assert fsyncs == 3
+    assert len(fsynced) == 10
+    # The directories (d0, d1 and the root), once each by finish().
+    assert directory_syncs == 3
     assert sorted(os.listdir(tmp_path / "t" / "d1")) == [f"f{i}" for i in (1, 3, 5, 7, 9)]
-
-
-def test_without_syncfs_each_file_is_fsynced_and_batches_still_publish(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The path taken where syncfs(2) does not exist (not Linux)."""
-    monkeypatch.setattr(restore_target, "_SYNCFS", None)
-    root = tmp_path / "t"
-    target = RestoreTarget(root, batch_files=2)
-    for name in ("a", "b", "c"):
-        target.file(name, [name.encode() * 3], mode=0o644, mtime_ns=MTIME)
-    assert finals(root) == ["a", "b"]
-    target.finish()
-    assert finals(root) == ["a", "b", "c"]
-    assert temps(root) == []
-    assert (root / "c").read_bytes() == b"ccc"
 
 
 def test_a_write_failing_in_a_writer_thread_fails_the_restore_and_leaves_no_temps(
