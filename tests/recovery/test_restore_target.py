@@ -233,7 +233,8 @@ def test_a_root_that_is_a_file_is_refused(scene: Scene) -> None:
 
 
 def test_a_failing_chunk_stream_leaves_no_file_under_its_name(scene: Scene) -> None:
-    target = RestoreTarget(scene.target)
+    # One file per batch: "kept" is in place before a failing rewrite of it.
+    target = RestoreTarget(scene.target, batch_files=1)
     target.file("kept", [b"complete"], mode=0o644, mtime_ns=MTIME)
     with pytest.raises(IntegrityError):
         target.file("broken", chunks_then_fail(b"half of it"), mode=0o644, mtime_ns=MTIME)
@@ -251,7 +252,8 @@ def test_abort_removes_the_temporary_file_of_an_interrupted_write(scene: Scene) 
     seen: list[str] = []
 
     def interrupted() -> Iterator[bytes]:
-        yield b"first"
+        # Over 1 MiB: streamed by this thread into a temporary file as it is read.
+        yield b"first" * 300_000
         seen.extend(temp_files(scene.target))
         target.abort()  # as a signal handler or another task would
         yield b"second"
@@ -443,7 +445,7 @@ def test_a_directory_swapped_for_a_symlink_mid_restore_is_not_followed(scene: Sc
 def test_a_parent_swapped_between_two_files_keeps_writes_inside(scene: Scene) -> None:
     """The cached parent descriptor names the directory itself, not its path."""
     before = scene.outside_state()
-    target = RestoreTarget(scene.target)
+    target = RestoreTarget(scene.target, batch_files=1)
     target.file("d/one", [b"1"], mode=0o644, mtime_ns=MTIME)
     os.rename(scene.target / "d", scene.target / "moved")
     (scene.target / "d").symlink_to(scene.outside)

@@ -8,7 +8,9 @@ stops with UnsafeRestoreError:
 * nothing outside the target changed or appeared;
 * every file under the target holds a complete content written for its name (or the
   content it had before), never a partial one, and no temporary file is left;
-* a run that finishes holds exactly the last content and link target of every entry.
+* a run that finishes holds exactly the last content and link target of every entry;
+
+whatever the batch size (files are published a batch at a time).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sergas_guard.errors import BackupError, IntegrityError, UnsafeRestoreError
-from sergas_guard.recovery.restore_target import RestoreTarget
+from sergas_guard.recovery.restore_target import BATCH_FILES, RestoreTarget
 from tests.recovery.test_restore_target import (
     MTIME,
     chunks_then_fail,
@@ -100,9 +102,13 @@ def apply(target: RestoreTarget, index: int, op: Op, out: str) -> bool:
 
 
 @settings(max_examples=150, deadline=None)
-@given(entries=st.lists(ops, max_size=10), overwrite=st.booleans())
+@given(
+    entries=st.lists(ops, max_size=10),
+    overwrite=st.booleans(),
+    batch_files=st.sampled_from([1, 2, BATCH_FILES]),
+)
 def test_no_entry_sequence_writes_outside_or_leaves_a_partial_file(
-    entries: list[Op], overwrite: bool
+    entries: list[Op], overwrite: bool, batch_files: int
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         scene = make_scene(Path(tmp))
@@ -111,7 +117,7 @@ def test_no_entry_sequence_writes_outside_or_leaves_a_partial_file(
         before = scene.outside_state()
         last_file: dict[str, bytes] = {}
         last_link: dict[str, str] = {}
-        target = RestoreTarget(scene.target, overwrite=overwrite)
+        target = RestoreTarget(scene.target, overwrite=overwrite, batch_files=batch_files)
         finished = False
         try:
             for index, op in enumerate(entries):
