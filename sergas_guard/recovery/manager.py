@@ -41,6 +41,7 @@ from sergas_guard.errors import (
     IntegrityError,
 )
 from sergas_guard.recovery.filesystem import FileSystemBackupStrategy, back_up_tree
+from sergas_guard.recovery.maintenance import clear_verified, read_verified
 from sergas_guard.recovery.manifest import Entry, Manifest, metadata_of, parse_manifest
 from sergas_guard.recovery.repository import GcReport, Repository, VerifyReport
 from sergas_guard.recovery.restore_target import RestoreTarget
@@ -290,8 +291,17 @@ class BackupManager:
         wanted = None if backup_type is None else BackupType(backup_type)
         if self._repository is None and not Repository.is_repository(self.backup_dir):
             return []
-        headers = self._read_headers(self._open(create=False))
-        return [metadata_of(m) for m in headers if wanted is None or m.type is wanted]
+        repo = self._open(create=False)
+        return [
+            metadata_of(m, verified_at=self._verified_at(repo, m.backup_id))
+            for m in self._read_headers(repo)
+            if wanted is None or m.type is wanted
+        ]
+
+    @staticmethod
+    def _verified_at(repo: Repository, backup_id: str) -> datetime | None:
+        record = read_verified(repo, backup_id)
+        return None if record is None else record.verified_at
 
     def backup_at(self, moment: datetime) -> BackupMetadata:
         """The newest complete backup created at or before ``moment`` (point in time).
@@ -399,7 +409,10 @@ class BackupManager:
     async def verify(self, *, read_data_fraction: float = 0.0) -> VerifyReport:
         """Check the repository: every manifest's chunks exist and the indexes agree;
         with ``read_data_fraction`` > 0 that share of the data is also decrypted and
-        hashed. Raises BackupNotFoundError when there is no repository.
+        hashed. Each backup found sound is recorded as verified (its
+        ``verified_at``, and what retention trusts as "the newest verified backup");
+        each found damaged loses that mark. Raises BackupNotFoundError when there is no
+        repository.
         """
         return await asyncio.to_thread(self._verify, read_data_fraction)
 
@@ -431,9 +444,9 @@ class BackupManager:
                 created_at=m.created_at,
                 backup_type=m.type.value,
                 parent_id=m.parent_id,
-                # A manifest on disk implies a complete backup whose chunks were all
-                # written first; verification results are not recorded yet.
-                verified=True,
+                # Only a backup a verification found sound counts: retention never
+                # removes the newest of those.
+                verified=read_verified(repo, m.backup_id) is not None,
                 retention_days=m.retention_days,
             )
             for m in self._read_headers(repo)
@@ -443,6 +456,9 @@ class BackupManager:
         if not confirm or not doomed:
             return CleanupReport(decisions, (), dry_run=not confirm)
         for backup_id in doomed:
+            # The mark goes first: a kill in between leaves an unmarked backup, never a
+            # mark that outlives its backup.
+            clear_verified(repo, backup_id)
             repo.delete_manifest(backup_id)
             with self._mutex:
                 self._headers.pop(backup_id, None)
