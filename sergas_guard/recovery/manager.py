@@ -136,6 +136,8 @@ class BackupManager:
         self._repository: Repository | None = None
         # Parsed manifests are immutable, so their headers (entries dropped) are cached.
         self._headers: dict[str, Manifest] = {}
+        # Backups whose manifest could not be read at the last listing: id → why.
+        self._unreadable: dict[str, str] = {}
         # Guards the repository handle and the header cache. The Repository object is
         # thread-safe (one ChunkWriter per backup), so backups, restores and checks of
         # one manager run concurrently; other processes coordinate through the
@@ -285,8 +287,9 @@ class BackupManager:
         """The complete backups in the repository, oldest first (only those of
         ``backup_type`` when given); empty when there is no repository yet.
 
-        Raises IntegrityError for an unreadable manifest, BackupError for a wrong
-        passphrase.
+        A backup whose manifest cannot be read is left out with a logged warning and
+        listed by :meth:`unreadable_backups` (restoring it raises IntegrityError).
+        Raises BackupError for a wrong passphrase.
         """
         wanted = None if backup_type is None else BackupType(backup_type)
         if self._repository is None and not Repository.is_repository(self.backup_dir):
@@ -316,14 +319,32 @@ class BackupManager:
             raise BackupNotFoundError(f"no backup was made at or before {moment.isoformat()}")
         return older[-1]
 
+    def unreadable_backups(self) -> dict[str, str]:
+        """The backups whose manifest could not be read when the backups were last
+        listed (by :meth:`list_backups`, a backup or a cleanup): id → what is wrong."""
+        with self._mutex:
+            return dict(self._unreadable)
+
     def _read_headers(self, repo: Repository) -> list[Manifest]:
+        """The readable manifests (entries dropped), oldest first; the unreadable ones
+        are remembered for :meth:`unreadable_backups`, each warned about once."""
         ids = repo.manifest_ids()
         with self._mutex:
             for stale in set(self._headers) - set(ids):
                 del self._headers[stale]
+            unreadable: dict[str, str] = {}
             for backup_id in ids:
-                if backup_id not in self._headers:
+                if backup_id in self._headers:
+                    continue
+                try:
                     self._headers[backup_id] = replace(self._read(repo, backup_id), entries=())
+                except BackupNotFoundError:
+                    continue  # removed since it was listed
+                except IntegrityError as exc:
+                    unreadable[backup_id] = str(exc)
+                    if backup_id not in self._unreadable:
+                        logger.warning("backup %s is unreadable and not listed: %s", backup_id, exc)
+            self._unreadable = unreadable
             return sorted(self._headers.values(), key=lambda m: (m.created_at, m.backup_id))
 
     @staticmethod
@@ -431,7 +452,9 @@ class BackupManager:
         A dry run (the default) only reports each decision and why; with ``confirm``
         the backups not kept are removed and unreferenced chunks garbage-collected. A
         parent that a kept backup builds on is always kept. Raises BackupNotFoundError
-        when there is no repository, ConfigurationError for a naive ``now``.
+        when there is no repository, ConfigurationError for a naive ``now``,
+        IntegrityError (removing nothing) when confirmed while a backup's manifest is
+        unreadable (a dry run still decides over the readable ones).
         """
         moment = datetime.now(UTC) if now is None else now
         return await asyncio.to_thread(self._cleanup, policy or RetentionPolicy(), confirm, moment)
@@ -453,6 +476,14 @@ class BackupManager:
         ]
         decisions = tuple(select(candidates, policy, now))
         doomed = tuple(d.backup_id for d in decisions if not d.keep)
+        unreadable = self.unreadable_backups()
+        if confirm and doomed and unreadable:
+            # An unreadable backup may build on one the policy would remove, and
+            # garbage collection cannot tell which chunks it needs: remove nothing.
+            raise IntegrityError(
+                "cleanup stopped, nothing removed: unreadable backups "
+                + ", ".join(sorted(unreadable))
+            )
         if not confirm or not doomed:
             return CleanupReport(decisions, (), dry_run=not confirm)
         for backup_id in doomed:

@@ -1,10 +1,15 @@
-"""Verification is recorded in the repository, and retention trusts only that record."""
+"""Verification is recorded in the repository, and retention trusts only that record;
+one unreadable manifest does not hide the other backups."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
+import pytest
+
+from sergas_guard.errors import IntegrityError
 from sergas_guard.recovery import BackupManager
 from sergas_guard.recovery.retention import RetentionPolicy
 from sergas_guard.recovery.types import BackupType
@@ -137,3 +142,42 @@ async def test_removing_a_backup_removes_its_record(tmp_path: Path) -> None:
     )
     assert report.removed == (older.backup_id,)
     assert not (repo / "verified" / older.backup_id).exists()
+
+
+async def test_one_damaged_manifest_does_not_hide_the_others(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    repo = tmp_path / "repo"
+    source = _tree(tmp_path / "src", "one")
+    manager = BackupManager(repo, passphrase=lambda: PASSPHRASE)
+    first = await manager.create_backup("n", source, retention_days=None)
+    bad = await manager.create_backup("n", source, retention_days=None)
+    last = await manager.create_backup("n", source, retention_days=None)
+    manifest = repo / "snapshots" / bad.backup_id
+    content = bytearray(manifest.read_bytes())
+    content[len(content) // 2] ^= 0xFF
+    manifest.write_bytes(bytes(content))
+
+    fresh = BackupManager(repo, passphrase=lambda: PASSPHRASE)
+    with caplog.at_level(logging.WARNING, logger="sergas_guard.recovery.manager"):
+        listed = fresh.list_backups()
+    assert [b.backup_id for b in listed] == [first.backup_id, last.backup_id]
+    assert list(fresh.unreadable_backups()) == [bad.backup_id]
+    assert bad.backup_id in caplog.text
+    assert PASSPHRASE not in caplog.text
+    with pytest.raises(IntegrityError):
+        await fresh.restore_backup(bad.backup_id, tmp_path / "out")
+    assert await fresh.restore_backup(last.backup_id, tmp_path / "out2")
+
+    # A confirmed cleanup cannot know what the unreadable one needs: nothing goes.
+    policy = RetentionPolicy(keep_last=1, use_retention_days=False)
+    dry = await fresh.cleanup(policy)
+    assert {d.backup_id for d in dry.decisions} == {first.backup_id, last.backup_id}
+    with pytest.raises(IntegrityError, match=bad.backup_id):
+        await fresh.cleanup(policy, confirm=True)
+    assert len(fresh.list_backups()) == 2
+
+    # Once the damaged manifest is gone, the listing is whole again.
+    manifest.unlink()
+    assert [b.backup_id for b in fresh.list_backups()] == [first.backup_id, last.backup_id]
+    assert fresh.unreadable_backups() == {}
