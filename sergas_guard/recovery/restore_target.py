@@ -35,8 +35,9 @@ A manifest is untrusted input (a corrupted or hostile repository can say anythin
 * Sparse files stay sparse: every run of zero bytes covering whole 4 KiB blocks (aligned
   to the file offset, inside one chunk) is skipped instead of written, and the file is
   truncated to its full size at the end, so the skipped blocks read back as zeros without
-  taking disk space. Finding them costs one ``memcmp`` per block (a few milliseconds per
-  64 MiB of ordinary data); the data between them is still written one chunk at a time.
+  taking disk space. Only blocks whose first byte is zero are compared whole, so ordinary
+  data costs one strided copy per chunk; the data between holes is still written one
+  chunk at a time.
 * Directory modes and times are applied last, deepest first, so a read-only directory
   from the backup does not block restoring its children and creating entries does not
   disturb the times already set.
@@ -144,10 +145,17 @@ def _write_sparse(fd: int, chunks: Iterable[bytes]) -> int:
         view = memoryview(chunk)
         size = len(view)
         start = 0  # first byte of the chunk not yet written or skipped
-        block = -pos % _BLOCK  # first block boundary of the file inside the chunk
-        while block + _BLOCK <= size:
+        first = -pos % _BLOCK  # first block boundary of the file inside the chunk
+        # The first byte of every block: a block is compared whole only when it is zero,
+        # so ordinary data costs one strided copy per chunk, not a Python loop per block.
+        heads = view[first::_BLOCK].tobytes()
+        index = heads.find(0)
+        while index >= 0:
+            block = first + index * _BLOCK
+            if block + _BLOCK > size:
+                break
             if view[block : block + _BLOCK] != _ZERO_BLOCK:
-                block += _BLOCK
+                index = heads.find(0, index + 1)
                 continue
             if block > start:
                 _pwrite_all(fd, view[start:block], pos + start)
@@ -156,6 +164,7 @@ def _write_sparse(fd: int, chunks: Iterable[bytes]) -> int:
             while block + _BLOCK <= size and view[block : block + _BLOCK] == _ZERO_BLOCK:
                 block += _BLOCK
             start = block
+            index = heads.find(0, (block - first) // _BLOCK)
         if start < size:
             _pwrite_all(fd, view[start:], pos + start)
             written = pos + size
