@@ -25,10 +25,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sergas_guard.errors import BackupError, IntegrityError
+from sergas_guard.errors import BackupError, IntegrityError, UnsafeRestoreError
 from sergas_guard.recovery.atomic import TEMP_PREFIX, fsync_dir, make_dirs, write_atomic
 from sergas_guard.recovery.index import ChunkIndex
 from sergas_guard.recovery.packs import PackBuilder, PackEntry, decode_blob, read_header
+from sergas_guard.recovery.restore_target import split_relpath
 
 if TYPE_CHECKING:
     from sergas_guard.recovery.repository import Repository
@@ -159,6 +160,20 @@ def manifest_chunks(manifest: dict[str, Any]) -> Iterable[tuple[str, str]]:
                 yield path, str(cid)
 
 
+def _unsafe_paths(manifest: dict[str, Any]) -> list[str]:
+    """Why each entry path of ``manifest`` that would leave a restore target (``..``,
+    absolute, empty, NUL, not a string) is unsafe, as the restore would say it."""
+    entries = manifest.get("entries", [])
+    reasons: list[str] = []
+    for entry in entries if isinstance(entries, list) else []:
+        path = entry.get("path") if isinstance(entry, dict) else entry
+        try:
+            split_relpath(path)
+        except UnsafeRestoreError as exc:
+            reasons.append(str(exc))
+    return reasons
+
+
 def verify_repository(repo: Repository, fraction: float, rng: random.Random) -> VerifyReport:
     """See :meth:`Repository.verify`; also records which backups were found sound."""
     started = datetime.now(UTC)
@@ -240,6 +255,15 @@ def verify_repository(repo: Repository, fraction: float, rng: random.Random) -> 
             shown = ", ".join(sorted(paths)[:_SHOWN_PATHS])
             more = f" and {len(paths) - _SHOWN_PATHS} more" if len(paths) > _SHOWN_PATHS else ""
             problems.append(f"backup {backup_id}: damaged or missing data in {shown}{more}")
+        unsafe = _unsafe_paths(manifest)
+        for reason in unsafe[:_SHOWN_PATHS]:
+            problems.append(f"backup {backup_id}: {reason}")
+        if len(unsafe) > _SHOWN_PATHS:
+            problems.append(f"backup {backup_id}: {len(unsafe) - _SHOWN_PATHS} more unsafe paths")
+        if unsafe:
+            # A restore refuses such a manifest, so the backup is not sound.
+            paths.add("<unsafe paths>")
+        if paths:
             affected[backup_id] = tuple(sorted(paths))
     _record(repo, checked, affected, started, fraction)
     return VerifyReport(

@@ -1,5 +1,5 @@
 """Verification is recorded in the repository, and retention trusts only that record;
-one unreadable manifest does not hide the other backups."""
+one unreadable manifest does not hide the other backups; verify flags unsafe paths."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from sergas_guard.errors import IntegrityError
+from sergas_guard.errors import IntegrityError, UnsafeRestoreError
 from sergas_guard.recovery import BackupManager
+from sergas_guard.recovery.repository import Repository
 from sergas_guard.recovery.retention import RetentionPolicy
 from sergas_guard.recovery.types import BackupType
 
@@ -181,3 +182,32 @@ async def test_one_damaged_manifest_does_not_hide_the_others(
     manifest.unlink()
     assert [b.backup_id for b in fresh.list_backups()] == [first.backup_id, last.backup_id]
     assert fresh.unreadable_backups() == {}
+
+
+@pytest.mark.parametrize("unsafe", ["../escape.txt", "/etc/escape.txt", "sub/a\x00b", "a//b"])
+async def test_verify_flags_a_manifest_with_an_unsafe_path(tmp_path: Path, unsafe: str) -> None:
+    repo = tmp_path / "repo"
+    manager = BackupManager(repo)
+    sound = await manager.create_backup("n", _tree(tmp_path / "src", "one"))
+    backup = await manager.create_backup("n", tmp_path / "src")
+    assert (await manager.verify()).ok
+    # What a tampered (or buggy) writer could leave: a well-sealed manifest whose
+    # entry would leave the restore target.
+    repository = Repository.open(repo)
+    doc = repository.read_manifest(backup.backup_id)
+    doc["entries"][-1]["path"] = unsafe
+    repository.write_manifest(backup.backup_id, doc)
+
+    report = await BackupManager(repo).verify()
+    assert not report.ok
+    flagged = [p for p in report.problems if p.startswith(f"backup {backup.backup_id}: ")]
+    assert flagged
+    assert repr(unsafe) in flagged[0]
+    assert backup.backup_id in report.affected
+    assert sound.backup_id not in report.affected
+    marks = {b.backup_id: b.verified_at for b in manager.list_backups()}
+    assert marks[backup.backup_id] is None
+    assert marks[sound.backup_id] is not None
+    with pytest.raises(UnsafeRestoreError):
+        await manager.restore_backup(backup.backup_id, tmp_path / "out")
+    assert not (tmp_path / "escape.txt").exists()
