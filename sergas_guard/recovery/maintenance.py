@@ -405,8 +405,9 @@ def collect_garbage(repo: Repository, *, dry_run: bool) -> GcReport:
 
 
 def _remove_stale_records(repo: Repository) -> None:
-    """Remove verification records whose backup is gone (removed by a cleanup killed
-    between the two steps, or verified while being removed)."""
+    """Remove verification records whose backup is gone (removed through
+    ``Repository.delete_manifest``, which leaves the record, or verified while a
+    cleanup removed it)."""
     directory = repo.path / VERIFIED_DIR
     if not directory.is_dir():
         return

@@ -211,3 +211,16 @@ async def test_verify_flags_a_manifest_with_an_unsafe_path(tmp_path: Path, unsaf
     with pytest.raises(UnsafeRestoreError):
         await manager.restore_backup(backup.backup_id, tmp_path / "out")
     assert not (tmp_path / "escape.txt").exists()
+
+
+async def test_garbage_collection_removes_records_without_a_backup(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    manager = BackupManager(repo)
+    backup = await manager.create_backup("n", _tree(tmp_path / "src", "one"))
+    assert (await manager.verify()).ok
+    # A verification racing a cleanup that removes the backup could leave this.
+    orphan = repo / "verified" / "backup_19990101_000000_deadbeef"
+    shutil.copyfile(repo / "verified" / backup.backup_id, orphan)
+    Repository.open(repo).collect_garbage()
+    assert not orphan.exists()
+    assert manager.list_backups()[0].verified_at is not None
