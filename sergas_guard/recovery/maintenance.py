@@ -1,31 +1,57 @@
-"""Whole-repository operations: ``verify`` and ``collect_garbage``.
+"""Whole-repository operations: ``verify`` and ``collect_garbage``, and the record of
+which backups a verification found sound.
 
 Both run under the repository lock that :class:`Repository` takes for them; they read
 its index and files through its private helpers (one format, one home: the repository).
+
+A verification writes ``verified/<backup id>`` (sealed JSON ``{"verified_at",
+"read_data_fraction"}``, aad ``verified:<id>``, written atomically) for each backup it
+found no problem affecting, and removes it for each backup it found damaged, so
+retention's "keep the newest verified backup" means what it says. A record is only
+believed while its manifest exists; garbage collection removes records without one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
+import logging
 import math
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sergas_guard.errors import BackupError, IntegrityError
-from sergas_guard.recovery.atomic import TEMP_PREFIX, fsync_dir
+from sergas_guard.errors import BackupError, IntegrityError, UnsafeRestoreError
+from sergas_guard.recovery.atomic import TEMP_PREFIX, fsync_dir, make_dirs, write_atomic
 from sergas_guard.recovery.index import ChunkIndex
 from sergas_guard.recovery.packs import PackBuilder, PackEntry, decode_blob, read_header
+from sergas_guard.recovery.restore_target import split_relpath
 
 if TYPE_CHECKING:
     from sergas_guard.recovery.repository import Repository
 
-__all__ = ["GcReport", "VerifyReport", "collect_garbage", "manifest_chunks", "verify_repository"]
+__all__ = [
+    "VERIFIED_DIR",
+    "GcReport",
+    "Verification",
+    "VerifyReport",
+    "clear_verified",
+    "collect_garbage",
+    "manifest_chunks",
+    "read_verified",
+    "record_verified",
+    "verify_repository",
+]
+
+logger = logging.getLogger(__name__)
 
 _SHOWN_PATHS = 5
+#: The directory (beside ``snapshots/``) of the verification records.
+VERIFIED_DIR = "verified"
 
 
 @dataclass(frozen=True)
@@ -40,6 +66,70 @@ class VerifyReport:
     chunks_read: int
     damaged_chunks: frozenset[str] = frozenset()
     affected: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: Every backup whose manifest this verification looked at.
+    checked_backups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    """When a backup was last found sound, and what share of the data was read then."""
+
+    verified_at: datetime
+    read_data_fraction: float
+
+
+def _verified_path(repo: Repository, backup_id: str) -> Path:
+    # The manifest path check rejects ids that are not file names (BackupNotFoundError).
+    return repo.path / VERIFIED_DIR / repo._manifest_path(backup_id).name
+
+
+def _verified_aad(backup_id: str) -> bytes:
+    # Bound to the id: a record copied onto another backup's name does not open.
+    return b"verified:" + backup_id.encode("utf-8")
+
+
+def record_verified(repo: Repository, backup_id: str, at: datetime, fraction: float) -> None:
+    """Durably record that ``backup_id`` was found sound at ``at``.
+
+    Raises BackupNotFoundError for an invalid id, OSError when it cannot be written.
+    """
+    path = _verified_path(repo, backup_id)
+    make_dirs(path.parent)
+    doc = {"verified_at": at.isoformat(), "read_data_fraction": fraction}
+    raw = json.dumps(doc, separators=(",", ":")).encode("utf-8")
+    write_atomic(path, repo._sealer.seal(raw, _verified_aad(backup_id)))
+
+
+def clear_verified(repo: Repository, backup_id: str) -> None:
+    """Remove the verification record of ``backup_id`` (if any), durably.
+
+    Raises BackupNotFoundError for an invalid id, OSError when it cannot be removed.
+    """
+    path = _verified_path(repo, backup_id)
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return
+    fsync_dir(path.parent)
+
+
+def read_verified(repo: Repository, backup_id: str) -> Verification | None:
+    """The last verification that found ``backup_id`` sound, or None (never verified,
+    or the record is damaged: a record that does not open proves nothing)."""
+    try:
+        blob = _verified_path(repo, backup_id).read_bytes()
+    except (FileNotFoundError, BackupError):
+        return None
+    try:
+        doc = json.loads(repo._sealer.open(blob, _verified_aad(backup_id)))
+        at = datetime.fromisoformat(doc["verified_at"])
+        fraction = float(doc["read_data_fraction"])
+    except (IntegrityError, ValueError, KeyError, TypeError):
+        logger.warning("the verification record of backup %s is damaged; ignored", backup_id)
+        return None
+    if at.tzinfo is None:
+        return None
+    return Verification(verified_at=at, read_data_fraction=fraction)
 
 
 @dataclass(frozen=True)
@@ -70,8 +160,23 @@ def manifest_chunks(manifest: dict[str, Any]) -> Iterable[tuple[str, str]]:
                 yield path, str(cid)
 
 
+def _unsafe_paths(manifest: dict[str, Any]) -> list[str]:
+    """Why each entry path of ``manifest`` that would leave a restore target (``..``,
+    absolute, empty, NUL, not a string) is unsafe, as the restore would say it."""
+    entries = manifest.get("entries", [])
+    reasons: list[str] = []
+    for entry in entries if isinstance(entries, list) else []:
+        path = entry.get("path") if isinstance(entry, dict) else entry
+        try:
+            split_relpath(path)
+        except UnsafeRestoreError as exc:
+            reasons.append(str(exc))
+    return reasons
+
+
 def verify_repository(repo: Repository, fraction: float, rng: random.Random) -> VerifyReport:
-    """See :meth:`Repository.verify`."""
+    """See :meth:`Repository.verify`; also records which backups were found sound."""
+    started = datetime.now(UTC)
     with repo._mutex:
         index: ChunkIndex = repo._index
         packs = {pack_id: list(entries) for pack_id, entries in index.packs.items()}
@@ -134,7 +239,8 @@ def verify_repository(repo: Repository, fraction: float, rng: random.Random) -> 
                 lose(pack_id, [entry])
 
     affected: dict[str, tuple[str, ...]] = {}
-    for backup_id in repo.manifest_ids():
+    checked = repo.manifest_ids()
+    for backup_id in checked:
         try:
             manifest = repo.read_manifest(backup_id)
         except BackupError as exc:
@@ -149,7 +255,17 @@ def verify_repository(repo: Repository, fraction: float, rng: random.Random) -> 
             shown = ", ".join(sorted(paths)[:_SHOWN_PATHS])
             more = f" and {len(paths) - _SHOWN_PATHS} more" if len(paths) > _SHOWN_PATHS else ""
             problems.append(f"backup {backup_id}: damaged or missing data in {shown}{more}")
+        unsafe = _unsafe_paths(manifest)
+        for reason in unsafe[:_SHOWN_PATHS]:
+            problems.append(f"backup {backup_id}: {reason}")
+        if len(unsafe) > _SHOWN_PATHS:
+            problems.append(f"backup {backup_id}: {len(unsafe) - _SHOWN_PATHS} more unsafe paths")
+        if unsafe:
+            # A restore refuses such a manifest, so the backup is not sound.
+            paths.add("<unsafe paths>")
+        if paths:
             affected[backup_id] = tuple(sorted(paths))
+    _record(repo, checked, affected, started, fraction)
     return VerifyReport(
         ok=not problems,
         problems=tuple(problems),
@@ -158,11 +274,34 @@ def verify_repository(repo: Repository, fraction: float, rng: random.Random) -> 
         chunks_read=chunks_read,
         damaged_chunks=frozenset(damaged),
         affected=affected,
+        checked_backups=tuple(checked),
     )
+
+
+def _record(
+    repo: Repository,
+    checked: Iterable[str],
+    affected: dict[str, tuple[str, ...]],
+    started: datetime,
+    fraction: float,
+) -> None:
+    # Damage clears the mark before anything is marked, so a failure part-way never
+    # leaves a damaged backup marked. Failing to write a record loses only the mark.
+    ordered = sorted(checked, key=lambda b: b not in affected)
+    for backup_id in ordered:
+        try:
+            if backup_id in affected:
+                clear_verified(repo, backup_id)
+            else:
+                record_verified(repo, backup_id, started, fraction)
+        except OSError as exc:
+            logger.warning("cannot record the verification of backup %s: %s", backup_id, exc)
 
 
 def _temp_files(root: Path) -> list[Path]:
     dirs = [root, root / "keys", root / "index", root / "snapshots"]
+    if (root / VERIFIED_DIR).is_dir():
+        dirs.append(root / VERIFIED_DIR)
     dirs += [d for d in sorted((root / "data").iterdir()) if d.is_dir()]
     return [f for d in dirs for f in d.iterdir() if f.name.startswith(TEMP_PREFIX)]
 
@@ -261,4 +400,21 @@ def collect_garbage(repo: Repository, *, dry_run: bool) -> GcReport:
     for temp in temps:
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()
+    _remove_stale_records(repo)
     return GcReport(dry_run=False, bytes_freed=old_bytes - new_bytes, **report)
+
+
+def _remove_stale_records(repo: Repository) -> None:
+    """Remove verification records whose backup is gone (removed through
+    ``Repository.delete_manifest``, which leaves the record, or verified while a
+    cleanup removed it)."""
+    directory = repo.path / VERIFIED_DIR
+    if not directory.is_dir():
+        return
+    live = set(repo.manifest_ids())
+    stale = [p for p in directory.iterdir() if p.name not in live and not p.name.startswith(".")]
+    for path in stale:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    if stale:
+        fsync_dir(directory)

@@ -41,6 +41,7 @@ from sergas_guard.errors import (
     IntegrityError,
 )
 from sergas_guard.recovery.filesystem import FileSystemBackupStrategy, back_up_tree
+from sergas_guard.recovery.maintenance import clear_verified, read_verified
 from sergas_guard.recovery.manifest import Entry, Manifest, metadata_of, parse_manifest
 from sergas_guard.recovery.repository import GcReport, Repository, VerifyReport
 from sergas_guard.recovery.restore_target import RestoreTarget
@@ -135,6 +136,8 @@ class BackupManager:
         self._repository: Repository | None = None
         # Parsed manifests are immutable, so their headers (entries dropped) are cached.
         self._headers: dict[str, Manifest] = {}
+        # Backups whose manifest could not be read at the last listing: id → why.
+        self._unreadable: dict[str, str] = {}
         # Guards the repository handle and the header cache. The Repository object is
         # thread-safe (one ChunkWriter per backup), so backups, restores and checks of
         # one manager run concurrently; other processes coordinate through the
@@ -284,14 +287,24 @@ class BackupManager:
         """The complete backups in the repository, oldest first (only those of
         ``backup_type`` when given); empty when there is no repository yet.
 
-        Raises IntegrityError for an unreadable manifest, BackupError for a wrong
-        passphrase.
+        A backup whose manifest cannot be read is left out with a logged warning and
+        listed by :meth:`unreadable_backups` (restoring it raises IntegrityError).
+        Raises BackupError for a wrong passphrase.
         """
         wanted = None if backup_type is None else BackupType(backup_type)
         if self._repository is None and not Repository.is_repository(self.backup_dir):
             return []
-        headers = self._read_headers(self._open(create=False))
-        return [metadata_of(m) for m in headers if wanted is None or m.type is wanted]
+        repo = self._open(create=False)
+        return [
+            metadata_of(m, verified_at=self._verified_at(repo, m.backup_id))
+            for m in self._read_headers(repo)
+            if wanted is None or m.type is wanted
+        ]
+
+    @staticmethod
+    def _verified_at(repo: Repository, backup_id: str) -> datetime | None:
+        record = read_verified(repo, backup_id)
+        return None if record is None else record.verified_at
 
     def backup_at(self, moment: datetime) -> BackupMetadata:
         """The newest complete backup created at or before ``moment`` (point in time).
@@ -306,14 +319,32 @@ class BackupManager:
             raise BackupNotFoundError(f"no backup was made at or before {moment.isoformat()}")
         return older[-1]
 
+    def unreadable_backups(self) -> dict[str, str]:
+        """The backups whose manifest could not be read when the backups were last
+        listed (by :meth:`list_backups`, a backup or a cleanup): id → what is wrong."""
+        with self._mutex:
+            return dict(self._unreadable)
+
     def _read_headers(self, repo: Repository) -> list[Manifest]:
+        """The readable manifests (entries dropped), oldest first; the unreadable ones
+        are remembered for :meth:`unreadable_backups`, each warned about once."""
         ids = repo.manifest_ids()
         with self._mutex:
             for stale in set(self._headers) - set(ids):
                 del self._headers[stale]
+            unreadable: dict[str, str] = {}
             for backup_id in ids:
-                if backup_id not in self._headers:
+                if backup_id in self._headers:
+                    continue
+                try:
                     self._headers[backup_id] = replace(self._read(repo, backup_id), entries=())
+                except BackupNotFoundError:
+                    continue  # removed since it was listed
+                except IntegrityError as exc:
+                    unreadable[backup_id] = str(exc)
+                    if backup_id not in self._unreadable:
+                        logger.warning("backup %s is unreadable and not listed: %s", backup_id, exc)
+            self._unreadable = unreadable
             return sorted(self._headers.values(), key=lambda m: (m.created_at, m.backup_id))
 
     @staticmethod
@@ -399,7 +430,10 @@ class BackupManager:
     async def verify(self, *, read_data_fraction: float = 0.0) -> VerifyReport:
         """Check the repository: every manifest's chunks exist and the indexes agree;
         with ``read_data_fraction`` > 0 that share of the data is also decrypted and
-        hashed. Raises BackupNotFoundError when there is no repository.
+        hashed. Each backup found sound is recorded as verified (its
+        ``verified_at``, and what retention trusts as "the newest verified backup");
+        each found damaged loses that mark. Raises BackupNotFoundError when there is no
+        repository.
         """
         return await asyncio.to_thread(self._verify, read_data_fraction)
 
@@ -418,7 +452,9 @@ class BackupManager:
         A dry run (the default) only reports each decision and why; with ``confirm``
         the backups not kept are removed and unreferenced chunks garbage-collected. A
         parent that a kept backup builds on is always kept. Raises BackupNotFoundError
-        when there is no repository, ConfigurationError for a naive ``now``.
+        when there is no repository, ConfigurationError for a naive ``now``,
+        IntegrityError (removing nothing) when confirmed while a backup's manifest is
+        unreadable (a dry run still decides over the readable ones).
         """
         moment = datetime.now(UTC) if now is None else now
         return await asyncio.to_thread(self._cleanup, policy or RetentionPolicy(), confirm, moment)
@@ -431,18 +467,29 @@ class BackupManager:
                 created_at=m.created_at,
                 backup_type=m.type.value,
                 parent_id=m.parent_id,
-                # A manifest on disk implies a complete backup whose chunks were all
-                # written first; verification results are not recorded yet.
-                verified=True,
+                # Only a backup a verification found sound counts: retention never
+                # removes the newest of those.
+                verified=read_verified(repo, m.backup_id) is not None,
                 retention_days=m.retention_days,
             )
             for m in self._read_headers(repo)
         ]
         decisions = tuple(select(candidates, policy, now))
         doomed = tuple(d.backup_id for d in decisions if not d.keep)
+        unreadable = self.unreadable_backups()
+        if confirm and doomed and unreadable:
+            # An unreadable backup may build on one the policy would remove, and
+            # garbage collection cannot tell which chunks it needs: remove nothing.
+            raise IntegrityError(
+                "cleanup stopped, nothing removed: unreadable backups "
+                + ", ".join(sorted(unreadable))
+            )
         if not confirm or not doomed:
             return CleanupReport(decisions, (), dry_run=not confirm)
         for backup_id in doomed:
+            # The mark goes first: a kill in between leaves an unmarked backup, never a
+            # mark that outlives its backup.
+            clear_verified(repo, backup_id)
             repo.delete_manifest(backup_id)
             with self._mutex:
                 self._headers.pop(backup_id, None)

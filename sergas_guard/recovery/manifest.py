@@ -113,8 +113,9 @@ class Manifest:
         }
 
 
-def metadata_of(manifest: Manifest) -> BackupMetadata:
-    """The :class:`BackupMetadata` a manifest describes."""
+def metadata_of(manifest: Manifest, *, verified_at: datetime | None = None) -> BackupMetadata:
+    """The :class:`BackupMetadata` a manifest describes (``verified_at``: when a
+    verification last found the backup sound)."""
     return BackupMetadata(
         backup_id=manifest.backup_id,
         name=manifest.name,
@@ -129,6 +130,7 @@ def metadata_of(manifest: Manifest) -> BackupMetadata:
         size_bytes=manifest.stats.get("size_bytes", 0),
         file_count=manifest.stats.get("file_count", 0),
         stored_bytes=manifest.stats.get("stored_bytes", 0),
+        verified_at=verified_at,
     )
 
 

@@ -32,6 +32,12 @@ A manifest is untrusted input (a corrupted or hostile repository can say anythin
   (One ``syncfs(2)`` per batch instead of the fsyncs was measured too: it also waits
   for every other process's dirty data on the filesystem, such as a restore that just
   ended, and was no faster.)
+* Sparse files stay sparse: every run of zero bytes covering whole 4 KiB blocks (aligned
+  to the file offset, inside one chunk) is skipped instead of written, and the file is
+  truncated to its full size at the end, so the skipped blocks read back as zeros without
+  taking disk space. Only blocks whose first byte is zero are compared whole, so ordinary
+  data costs one strided copy per chunk; the data between holes is still written one
+  chunk at a time.
 * Directory modes and times are applied last, deepest first, so a read-only directory
   from the backup does not block restoring its children and creating entries does not
   disturb the times already set.
@@ -79,6 +85,10 @@ _SMALL_FILE = 1024 * 1024
 _IN_FLIGHT_BYTES = 16 * 1024 * 1024
 _WRITERS = 2
 
+# Zero runs of whole blocks of this size (aligned to the file offset) become holes.
+_BLOCK = 4096
+_ZERO_BLOCK = bytes(_BLOCK)
+
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 # How often a walk retries a component that changes under it before calling it a race.
@@ -116,10 +126,52 @@ def split_relpath(relpath: object) -> tuple[str, ...]:
     return parts
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
+def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
     while view:
-        view = view[os.write(fd, view) :]
+        done = os.pwrite(fd, view, offset)
+        view = view[done:]
+        offset += done
+
+
+def _write_sparse(fd: int, chunks: Iterable[bytes]) -> int:
+    """Write ``chunks`` from offset 0 of the new, empty file ``fd`` and return its size.
+
+    Aligned whole blocks of zeros are left as holes (a new file reads zeros there) and the
+    file is truncated to its size at the end, in case it ends in a hole. Raises OSError.
+    """
+    pos = 0  # file offset of the current chunk
+    written = 0  # end of the last data written
+    for chunk in chunks:
+        view = memoryview(chunk)
+        size = len(view)
+        start = 0  # first byte of the chunk not yet written or skipped
+        first = -pos % _BLOCK  # first block boundary of the file inside the chunk
+        # The first byte of every block: a block is compared whole only when it is zero,
+        # so ordinary data costs one strided copy per chunk, not a Python loop per block.
+        heads = view[first::_BLOCK].tobytes()
+        index = heads.find(0)
+        while index >= 0:
+            block = first + index * _BLOCK
+            if block + _BLOCK > size:
+                break
+            if view[block : block + _BLOCK] != _ZERO_BLOCK:
+                index = heads.find(0, index + 1)
+                continue
+            if block > start:
+                _pwrite_all(fd, view[start:block], pos + start)
+                written = pos + block
+            block += _BLOCK
+            while block + _BLOCK <= size and view[block : block + _BLOCK] == _ZERO_BLOCK:
+                block += _BLOCK
+            start = block
+            index = heads.find(0, (block - first) // _BLOCK)
+        if start < size:
+            _pwrite_all(fd, view[start:], pos + start)
+            written = pos + size
+        pos += size
+    if written < pos:
+        os.ftruncate(fd, pos)
+    return pos
 
 
 def _write_temp(parent: int, temp: str, chunks: list[bytes], mode: int, mtime_ns: int) -> None:
@@ -130,8 +182,7 @@ def _write_temp(parent: int, temp: str, chunks: list[bytes], mode: int, mtime_ns
     fd = os.open(temp, _TEMP_FLAGS, 0o600, dir_fd=parent)
     try:
         try:
-            for chunk in chunks:
-                _write_all(fd, chunk)
+            _write_sparse(fd, chunks)
             os.fchmod(fd, mode)
             os.utime(fd, ns=(mtime_ns, mtime_ns))
             os.fsync(fd)
@@ -319,9 +370,7 @@ class RestoreTarget:
             size = 0
             try:
                 try:
-                    for chunk in chunks:
-                        _write_all(fd, chunk)
-                        size += len(chunk)
+                    size = _write_sparse(fd, chunks)
                     os.fchmod(fd, mode)
                     os.utime(fd, ns=(mtime_ns, mtime_ns))
                     os.fsync(fd)

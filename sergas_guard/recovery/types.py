@@ -57,6 +57,9 @@ class BackupMetadata:
     #: Bytes of new chunk data this backup added to the repository (before compression).
     stored_bytes: int
     status: BackupStatus = BackupStatus.COMPLETED
+    #: When a verification last found this backup sound (None: never, or since found
+    #: damaged); recorded in the repository by ``verify``.
+    verified_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
