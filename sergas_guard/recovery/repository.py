@@ -9,6 +9,7 @@ On-disk format, version 1::
     data/<2 hex>/<pack id>  pack files, see ``packs``
     index/<id>              index fragments, see ``index``
     snapshots/<backup id>   one manifest per backup: seal(zstd(JSON), aad="manifest:<id>")
+    verified/<backup id>    the last clean verify of that backup, sealed (see ``maintenance``)
     locks/repository        the ``flock`` lock file, see ``lock``
 
 Guarantees. Every file is written temp → fsync → ``os.replace`` → fsync of the
