@@ -239,6 +239,8 @@ def _named_master(outcome: _Outcome, service: str) -> tuple[TcpAddress | None, s
     for reply in auth:
         if isinstance(reply, ErrorReply):
             return None, f"refused our credentials ({reply.text})"
+    if isinstance(answer, ErrorReply) and answer.code == "NOAUTH":
+        return None, f"wants credentials we were not given ({answer.text}): set its password"
     if isinstance(answer, ErrorReply):
         return None, f"answered an error ({answer.text})"
     if answer is None:

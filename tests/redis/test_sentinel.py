@@ -227,7 +227,7 @@ async def test_after_the_master_dies_the_promoted_replica_is_returned(
         ({"sentinels": [TcpAddress("", 26379)]}, "sentinels"),
         ({"sentinels": [TcpAddress("127.0.0.1", 0)]}, "sentinels"),
         ({"sentinels": [TcpAddress("127.0.0.1", 65536)]}, "sentinels"),
-        ({"sentinels": [TcpAddress("127.0.0.1", True)]}, "sentinels"),  # type: ignore[arg-type]
+        ({"sentinels": [TcpAddress("127.0.0.1", True)]}, "sentinels"),
         ({"service": ""}, "service"),
         ({"service": "my master"}, "service"),
         ({"service": 7}, "service"),
