@@ -140,10 +140,9 @@ class SentinelResolver:
             master = self._master
             if master is not None:
                 return master
-            lookup = self._lookup()
-            step = next(lookup)
-            while True:
-                address, commands = step
+            run = _Run(self._lookup())
+            while run.found is None:
+                address, commands = run.step
                 outcome: _Outcome
                 try:
                     outcome = exchange_sync(
@@ -151,10 +150,8 @@ class SentinelResolver:
                     )
                 except (OSError, ProtocolError) as exc:
                     outcome = exc
-                try:
-                    step = lookup.send(outcome)
-                except StopIteration as done:
-                    return done.value  # type: ignore[no-any-return]  # the lookup's TcpAddress
+                run.record(outcome)
+            return run.found
 
     def invalidate(self, address: Address) -> None:
         """Forget ``address`` if it is the master we know: the next resolve asks the
@@ -164,20 +161,17 @@ class SentinelResolver:
             self._master = None
 
     async def _resolve_async(self) -> TcpAddress:
-        lookup = self._lookup()
-        step = next(lookup)
-        while True:
-            address, commands = step
+        run = _Run(self._lookup())
+        while run.found is None:
+            address, commands = run.step
             outcome: _Outcome
             try:
                 async with asyncio.timeout(self.connect_timeout):
                     outcome = await exchange(address, commands, ssl=self._ssl)
             except (OSError, ProtocolError) as exc:
                 outcome = exc
-            try:
-                step = lookup.send(outcome)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]  # the lookup's TcpAddress
+            run.record(outcome)
+        return run.found
 
     def _lookup(self) -> _Lookup:
         """The lookup as a plan: yields each exchange to perform, receives its outcome,
@@ -222,6 +216,25 @@ class SentinelResolver:
         sentinels = ",".join(str(s) for s in self._sentinels)
         auth = ", password=***" if self._sentinel_auth else ""
         return f"SentinelResolver({self.service!r} via {sentinels}{auth}, master={self._master})"
+
+
+class _Run:
+    """A lookup plan being driven: :attr:`step` is the exchange it wants next, until
+    :attr:`found` holds its answer (:meth:`record` raises StorageUnavailable instead)."""
+
+    __slots__ = ("_plan", "found", "step")
+
+    def __init__(self, plan: _Lookup) -> None:
+        self._plan = plan
+        self.step: _Step = next(plan)
+        self.found: TcpAddress | None = None
+
+    def record(self, outcome: _Outcome) -> None:
+        """Hand the plan the outcome of :attr:`step`."""
+        try:
+            self.step = self._plan.send(outcome)
+        except StopIteration as done:
+            self.found = done.value
 
 
 def _retrieve(task: asyncio.Task[TcpAddress]) -> None:
