@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
@@ -175,6 +176,15 @@ async def test_concurrent_resolves_share_one_lookup(topology: RedisSentinel) -> 
     assert set(answers) == {address_of(topology.master)}
     # One lookup: the master was asked its ROLE once, not fifty times (Sentinels and
     # replicas never ask it that).
+    assert _role_calls(topology) - before == 1
+
+
+def test_concurrent_threads_share_one_lookup(topology: RedisSentinel) -> None:
+    resolver = SentinelResolver(sentinels_of(topology), topology.service, connect_timeout=PATIENT)
+    before = _role_calls(topology)
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        answers = list(pool.map(lambda _: resolver.resolve_sync(), range(20)))
+    assert set(answers) == {address_of(topology.master)}
     assert _role_calls(topology) - before == 1
 
 
