@@ -7,8 +7,8 @@ leaves nothing to keep healthy. The hot path is the multiplexed connections' job
 
 A whole exchange (connect, TLS handshake, AUTH, the commands and every reply) is bounded
 by one timeout (``timeout=`` of the sync face, ``asyncio.timeout`` around the async one):
-a Sentinel that accepts connections but never answers costs at most
-that, however many commands were sent. Replies are RESP2 values: ``str`` (simple and bulk
+a Sentinel that accepts connections but never answers costs that much, however many
+commands were sent. Replies are RESP2 values: ``str`` (simple and bulk
 strings, decoded: control-plane replies are addresses and role names), ``int``, ``None``
 (a null bulk or array), ``list`` and :class:`ErrorReply` (an error the peer answered, as
 a value). Failures to talk at all raise ``OSError`` (refused, reset, timed out,
