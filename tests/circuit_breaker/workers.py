@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event
 from typing import Any
@@ -45,16 +46,24 @@ def failing_worker(url: str, name: str, go: Event, results: Queue[Any]) -> None:
     results.put(("failing", breaker.state.value))
 
 
+OBSERVER_MAX_AGE = 0.2
+
+
 def observing_worker(
     url: str, name: str, role: str, opened: Event, closed: Event, results: Queue[Any]
 ) -> None:
-    """Make one call before the failures, one after ``opened`` and one after ``closed``."""
-    breaker = _breaker(url, name)
+    """Make one call before the failures, one after ``opened`` and one after ``closed``.
+
+    A process decides from the state its last reply carried for up to
+    ``shared_state_max_age`` seconds; each call after a peer's move waits that long.
+    """
+    breaker = _breaker(url, name, shared_state_max_age=OBSERVER_MAX_AGE)
     results.put((role, _try(breaker)))
     for phase in (opened, closed):
         if not phase.wait(PATIENCE):
             results.put((role, "gave up waiting"))
             return
+        time.sleep(OBSERVER_MAX_AGE)
         results.put((role, _try(breaker)))
 
 
