@@ -96,3 +96,74 @@ def half_open_crowd(url: str, name: str, threads: int, gate: Event, results: Que
     with ThreadPoolExecutor(threads) as pool:
         for future in [pool.submit(caller) for _ in range(threads)]:
             future.result()
+
+
+def stale_view_crowd(
+    url: str,
+    name: str,
+    max_calls: int,
+    threads: int,
+    opened: Event,
+    release: Event,
+    results: Queue[Any],
+) -> None:
+    """Learn CLOSED, then after a peer opened the breaker send ``threads`` calls at once.
+
+    The calls that run wait at ``release``, so none of them reports before the crowd
+    has been decided. Reports each call ("admitted" / "refused"), then one last call.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    breaker = _breaker(url, name, shared_state_max_age=60.0, shared_state_max_calls=max_calls)
+    results.put((os.getpid(), _try(breaker)))  # the view now says CLOSED
+    if not opened.wait(PATIENCE):
+        results.put((os.getpid(), "gave up waiting"))
+        return
+
+    def held() -> str:
+        results.put((os.getpid(), "admitted"))
+        release.wait(PATIENCE)
+        return "ok"
+
+    def caller() -> None:
+        try:
+            breaker.call_sync(held)
+        except CircuitOpenError:
+            results.put((os.getpid(), "refused"))
+
+    with ThreadPoolExecutor(threads) as pool:
+        for future in [pool.submit(caller) for _ in range(threads)]:
+            future.result()
+    results.put((os.getpid(), "after: " + _try(breaker)))
+
+
+def busy_caller(
+    url: str, name: str, max_calls: int, threads: int, stop: Event, results: Queue[Any]
+) -> None:
+    """``threads`` threads call in a loop until ``stop``; report when each admitted call began.
+
+    The time is read *before* the call (CLOCK_MONOTONIC, one clock for every process of
+    the host), so it is never later than the moment the call was admitted.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    breaker = _breaker(url, name, shared_state_max_age=60.0, shared_state_max_calls=max_calls)
+    breaker.call_sync(succeed)
+
+    def loop() -> list[float]:
+        admitted = []
+        while not stop.is_set():
+            began = time.monotonic()
+            try:
+                breaker.call_sync(succeed)
+            except CircuitOpenError:
+                time.sleep(0.001)  # refused at once, without I/O: do not spin the host
+                continue
+            admitted.append(began)
+        return admitted
+
+    results.put(("ready", os.getpid()))
+    with ThreadPoolExecutor(threads) as pool:
+        loops = [pool.submit(loop) for _ in range(threads)]
+        starts = sorted(start for running in loops for start in running.result())
+    results.put(("admitted", starts))
