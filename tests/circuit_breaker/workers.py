@@ -80,7 +80,8 @@ def half_open_crowd(url: str, name: str, threads: int, gate: Event, results: Que
     """``threads`` callers at once through a half-open breaker; probes wait at ``gate``."""
     from concurrent.futures import ThreadPoolExecutor
 
-    breaker = _breaker(url, name, permitted_calls_in_half_open=5)
+    # The probes wait at the gate as long as the test needs: that must not make them slow.
+    breaker = _breaker(url, name, permitted_calls_in_half_open=5, slow_call_duration=PATIENCE)
 
     def probe() -> str:
         results.put(("probe", os.getpid()))
