@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import time
 from collections.abc import Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -34,7 +33,7 @@ from sergas_guard.circuit_breaker.shared_view import StoreState
 from sergas_guard.circuit_breaker.state import CircuitBreakerEvent, CircuitState, EventKind
 from sergas_guard.circuit_breaker.store import Events
 from sergas_guard.circuit_breaker.window import rate
-from sergas_guard.clock import Clock
+from sergas_guard.clock import SYSTEM_CLOCK, Clock
 from sergas_guard.errors import StorageUnavailable
 from sergas_guard.secrets import scrub
 
@@ -166,7 +165,8 @@ class RedisBreakerStore:
         steps = RedisBreakerHandle(self, name, config)
         if not self.cache_state:
             return steps
-        now = time.monotonic if self.clock is None else self.clock.time
+        # The view ages on this process's clock; a test clock stands for both clocks.
+        now = SYSTEM_CLOCK.monotonic if self.clock is None else self.clock.time
         return SharedBreakerHandle(steps, name, config, now)
 
 
