@@ -10,7 +10,12 @@ Measures, with the breaker CLOSED:
   its lock during the call, as pybreaker does, serialises the threads).
 
 Run: ``.venv/bin/python benchmarks/bench_circuit_breaker.py [--calls N] [--redis-url URL]``.
-With ``--redis-url`` the sync and async overhead of a Redis-shared breaker is added.
+With ``--redis-url`` the sync and async overhead of a Redis-shared breaker is added, and
+a table of calls/s and Redis round trips per call (counted by the server, ``INFO
+commandstats``) for a Redis-shared breaker: ours deciding from the last reply (one
+round trip per call), ours asking before every call (``cache_state=False``, two, as
+before), and pybreaker's ``CircuitRedisStorage``; sync in one thread, and async with
+1 and with 20 tasks in flight, the contenders taking turns round by round.
 """
 
 from __future__ import annotations
@@ -144,6 +149,121 @@ async def redis_async_best(redis_url: str, calls: int) -> float:
     return best
 
 
+# Commands that are not the breaker's: the count's own, and a new connection's handshake.
+_NOT_BREAKER = ("cmdstat_info", "cmdstat_config", "cmdstat_client", "cmdstat_hello")
+
+
+_SCRIPTS = ("cmdstat_evalsha", "cmdstat_eval")
+
+
+def redis_commands(client: Any) -> int:
+    """Round trips the server answered since its statistics were reset, the breakers' only.
+
+    The server counts the commands a script runs as well as the script; a contender
+    that runs scripts sends nothing else, so its round trips are its script calls.
+    """
+    stats = client.info("commandstats")
+    scripts = sum(int(stats[name]["calls"]) for name in _SCRIPTS if name in stats)
+    if scripts:
+        return scripts
+    return sum(
+        int(value["calls"]) for name, value in stats.items() if not name.startswith(_NOT_BREAKER)
+    )
+
+
+def round_trips_per_call(client: Any, run: Callable[[], None], calls: int) -> float:
+    client.config_resetstat()
+    run()
+    return redis_commands(client) / calls
+
+
+def over_redis(redis_url: str, calls: int) -> list[tuple[str, str, float, float]]:
+    """(face, contender, calls/s, round trips per call) with the breakers CLOSED."""
+    import redis
+
+    from sergas_guard.circuit_breaker.redis_store import RedisBreakerStore
+    from sergas_guard.storage.redis import RedisStorage
+
+    counter = redis.Redis.from_url(redis_url)
+    rows = []
+    storages = [RedisStorage(redis_url, socket_timeout=1.0, connect_timeout=1.0) for _ in "ab"]
+    cached = CircuitBreaker("bench-cached", CircuitBreakerConfig(), storage=storages[0])
+    bare = CircuitBreaker(
+        "bench-bare",
+        CircuitBreakerConfig(),
+        storage=RedisBreakerStore(storages[1], cache_state=False),
+    )
+    py = pybreaker.CircuitBreaker(
+        fail_max=5,
+        reset_timeout=60,
+        state_storage=pybreaker.CircuitRedisStorage(
+            pybreaker.STATE_CLOSED, redis.Redis.from_url(redis_url), namespace="bench"
+        ),
+    )
+    contenders: list[tuple[str, Callable[[], Any]]] = [
+        ("sergas_guard (last reply)", lambda: cached.call_sync(work)),
+        ("sergas_guard (ask first)", lambda: bare.call_sync(work)),
+        ("pybreaker Redis storage", lambda: py.call(work)),
+    ]
+    loops = [sync_loop(call, calls) for _, call in contenders]
+    for (name, _), loop, seconds in zip(contenders, loops, best_seconds(*loops), strict=True):
+        rows.append(("sync", name, calls / seconds, round_trips_per_call(counter, loop, calls)))
+    for storage in storages:
+        storage.close_sync()
+    for tasks in (1, 20):
+        rows += asyncio.run(async_over_redis(redis_url, calls, tasks, counter))
+    counter.close()
+    return rows
+
+
+async def async_over_redis(
+    redis_url: str, calls: int, tasks: int, counter: Any
+) -> list[tuple[str, str, float, float]]:
+    """Async rows: ``tasks`` tasks share ``calls`` calls, one loop, contenders taking turns."""
+    from sergas_guard.circuit_breaker.redis_store import RedisBreakerStore
+    from sergas_guard.storage.redis import RedisStorage
+
+    storages = [RedisStorage(redis_url, socket_timeout=1.0, connect_timeout=1.0) for _ in "ab"]
+    contenders = [
+        (
+            "sergas_guard (last reply)",
+            CircuitBreaker("bench-acached", CircuitBreakerConfig(), storage=storages[0]),
+        ),
+        (
+            "sergas_guard (ask first)",
+            CircuitBreaker(
+                "bench-abare",
+                CircuitBreakerConfig(),
+                storage=RedisBreakerStore(storages[1], cache_state=False),
+            ),
+        ),
+    ]
+
+    async def crowd(breaker: CircuitBreaker) -> None:
+        async def one_task() -> None:
+            for _ in range(calls // tasks):
+                await breaker.call(async_work)
+
+        await asyncio.gather(*(one_task() for _ in range(tasks)))
+
+    best = [float("inf")] * len(contenders)
+    for _ in range(ROUNDS):
+        for index, (_, breaker) in enumerate(contenders):
+            started = time.perf_counter()
+            await crowd(breaker)
+            best[index] = min(best[index], time.perf_counter() - started)
+    rows = []
+    done = calls // tasks * tasks
+    for (name, breaker), seconds in zip(contenders, best, strict=True):
+        counter.config_resetstat()
+        await crowd(breaker)
+        trips = redis_commands(counter) / done
+        rows.append((f"async, {tasks} in flight", name, done / seconds, trips))
+    for storage in storages:
+        await storage.aclose()
+    return rows
+
+
 def threaded_throughput(fn: Callable[[], int], calls_per_thread: int) -> list[tuple[str, float]]:
     """(contender, calls per second) with THREADS threads through one breaker."""
     breaker = ours()
@@ -184,6 +304,20 @@ def main() -> None:
         ours_ns = face_rows[0][2]
         for _, name, ns in face_rows:
             print(f"{face:<6} {name:<26} {ns:>10.0f} {ns / ours_ns:>11.2f}x")
+
+    if options.redis_url:
+        few = max(200, options.calls // 50)
+        print(f"\nOver Redis, breaker closed ({few} calls per round, best of {ROUNDS})")
+        print(f"{'face':<22} {'contender':<26} {'calls/s':>9} {'vs ours':>8} {'trips/call':>11}")
+        redis_rows = over_redis(options.redis_url, few)
+        for face in dict.fromkeys(row[0] for row in redis_rows):
+            redis_face_rows = [row for row in redis_rows if row[0] == face]
+            ours_rate = redis_face_rows[0][2]
+            for _, name, per_second, trips in redis_face_rows:
+                print(
+                    f"{face:<22} {name:<26} {per_second:>9.0f} "
+                    f"{per_second / ours_rate:>7.2f}x {trips:>11.2f}"
+                )
 
     for label, fn, calls in (
         ("trivial function", work, options.calls // 4),

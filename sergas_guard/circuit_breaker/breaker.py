@@ -22,6 +22,7 @@ from sergas_guard.circuit_breaker.config import CircuitBreakerConfig
 from sergas_guard.circuit_breaker.core import Decision, Snapshot
 from sergas_guard.circuit_breaker.state import CircuitBreakerEvent, CircuitState
 from sergas_guard.circuit_breaker.store import (
+    NO_EVENTS,
     BreakerHandle,
     Events,
     LocalBreakerHandle,
@@ -430,8 +431,8 @@ class CircuitBreaker:
                 else:
                     events = store.record_sync(decision, end - start, failed)
             except StorageUnavailable as error:
-                self._fall_back(error)  # the outcome is lost with the store
-                return
+                self._fall_back(error)
+                events = self._record_locally(end - start, failed)
         if events:
             self._publish(events)
 
@@ -449,9 +450,23 @@ class CircuitBreaker:
                 events = await store.record(decision, duration, failed)
         except StorageUnavailable as error:
             self._fall_back(error)
-            return
+            events = self._record_locally(duration, failed)
         if events:
             self._publish(events)
+
+    def _record_locally(self, duration: float, failed: bool | None) -> Events:
+        """Record in local state the outcome the shared store could not take.
+
+        A call admitted from the shared state's cached view is often the one that meets
+        the outage (at its outcome); its outcome starts the local state's window, so the
+        local breaker judges the outage from its first call. Local state takes it only
+        while it admits every call: a probe slot or a generation of the shared store
+        means nothing there.
+        """
+        admitted = self._local.core.free
+        if admitted is None or failed is None:
+            return NO_EVENTS
+        return self._local.record_sync(admitted, duration, failed)
 
     def _snapshot_sync(self) -> Snapshot:
         store = self._store()

@@ -97,6 +97,12 @@ class CircuitBreakerConfig(GuardModel):
     record_result: Callable[[Any], bool] | None = None
     #: Seconds a breaker keeps to local state after its shared store failed, before retrying it.
     storage_retry_interval: float = Field(default=5.0, gt=0, le=MAX_SECONDS)
+    #: Seconds a process may admit or refuse calls from the state the shared store last
+    #: returned, without asking it again (0 = ask before every call: two round trips).
+    shared_state_max_age: float = Field(default=1.0, ge=0, le=MAX_SECONDS)
+    #: Calls a process may run at once on that cached state; more wait for the store's
+    #: answer. Bounds the calls a process starts after a peer opened the breaker.
+    shared_state_max_calls: int = Field(default=20, ge=1, le=MAX_CALLS)
 
     @model_validator(mode="before")
     @classmethod

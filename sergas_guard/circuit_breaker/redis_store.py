@@ -5,6 +5,11 @@ call, record an outcome, open, half-open...) is atomic across processes and host
 timed by the server's ``TIME``. Keys carry a ``{hash tag}`` (Redis Cluster) and a TTL.
 Any Redis failure surfaces as :class:`~sergas_guard.errors.StorageUnavailable`, on
 which the breaker falls back to its local state.
+
+This module is only the I/O: :class:`RedisBreakerHandle` runs one step per call.
+Breakers get a :class:`~sergas_guard.circuit_breaker.shared_handle.SharedBreakerHandle`
+over it, which decides what it can from the state the last reply carried (one round
+trip per call in the steady state, see :mod:`~sergas_guard.circuit_breaker.shared_view`).
 """
 
 from __future__ import annotations
@@ -19,17 +24,23 @@ from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from sergas_guard.circuit_breaker.config import CircuitBreakerConfig
 from sergas_guard.circuit_breaker.core import Decision, Snapshot
+from sergas_guard.circuit_breaker.shared_handle import (
+    SharedBreakerHandle,
+    outcome_args,
+    transition_args,
+)
+from sergas_guard.circuit_breaker.shared_view import StoreState
 from sergas_guard.circuit_breaker.state import CircuitBreakerEvent, CircuitState, EventKind
 from sergas_guard.circuit_breaker.store import Events
 from sergas_guard.circuit_breaker.window import rate
-from sergas_guard.clock import Clock
+from sergas_guard.clock import SYSTEM_CLOCK, Clock
 from sergas_guard.errors import StorageUnavailable
 from sergas_guard.secrets import scrub
 
 if TYPE_CHECKING:
     from sergas_guard.storage.redis import RedisStorage
 
-__all__ = ["RedisBreakerHandle", "RedisBreakerStore", "breaker_key"]
+__all__ = ["RedisBreakerHandle", "RedisBreakerStore", "ScriptReply", "breaker_key"]
 
 SCRIPT = resources.files("sergas_guard.circuit_breaker").joinpath("lua/breaker.lua").read_text()
 SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
@@ -40,6 +51,9 @@ _UNREACHABLE = (RedisError, RedisClusterException, OSError)
 _DAY = 86_400
 _MAX_TTL = 30 * _DAY
 _EVENT_FIELDS = 5
+_FIRST_EVENT = 14
+# The script's op arguments are ARGV[16..20]; the caller's refusals come after them.
+_OP_ARGS = 5
 
 
 def breaker_key(prefix: str, name: str) -> str:
@@ -81,10 +95,10 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-class _Reply:
+class ScriptReply:
     """The script's reply, parsed."""
 
-    __slots__ = ("decision", "events", "snapshot")
+    __slots__ = ("decision", "events", "snapshot", "store_state")
 
     def __init__(self, name: str, raw: Sequence[Any]) -> None:
         state = CircuitState(_text(raw[1]))
@@ -104,8 +118,12 @@ class _Reply:
             probes_in_flight=int(raw[10]),
             consecutive_opens=int(raw[11]),
         )
+        open_until = _text(raw[13])
+        self.store_state = StoreState(
+            state, int(raw[2]), float(_text(raw[12])), float(open_until) if open_until else 0.0
+        )
         events: list[CircuitBreakerEvent] = []
-        for at in range(12, len(raw), _EVENT_FIELDS):
+        for at in range(_FIRST_EVENT, len(raw), _EVENT_FIELDS):
             kind, after, source, target, value = (_text(v) for v in raw[at : at + _EVENT_FIELDS])
             events.append(
                 CircuitBreakerEvent(
@@ -123,21 +141,33 @@ class _Reply:
 class RedisBreakerStore:
     """Breaker state shared through a :class:`~sergas_guard.storage.RedisStorage`.
 
-    ``clock`` replaces the server's ``TIME`` (tests only: it lets a test drive Redis
-    and the local core with the same manual clock).
+    ``clock`` replaces the server's ``TIME`` and this process's monotonic clock (tests
+    only: it lets a test drive Redis and the local core with the same manual clock).
+    With ``cache_state=False`` every step asks Redis, two round trips per call (the
+    bare Lua twin, which the differential test compares with the Python core).
     """
 
     kind = "redis"
 
-    def __init__(self, storage: RedisStorage, clock: Clock | None = None) -> None:
+    def __init__(
+        self, storage: RedisStorage, clock: Clock | None = None, *, cache_state: bool = True
+    ) -> None:
         self.storage = storage
         self.clock = clock
+        self.cache_state = cache_state
 
     def __repr__(self) -> str:
         return f"RedisBreakerStore(cluster={self.storage.is_cluster})"
 
-    def handle(self, name: str, config: CircuitBreakerConfig) -> RedisBreakerHandle:
-        return RedisBreakerHandle(self, name, config)
+    def handle(
+        self, name: str, config: CircuitBreakerConfig
+    ) -> SharedBreakerHandle | RedisBreakerHandle:
+        steps = RedisBreakerHandle(self, name, config)
+        if not self.cache_state:
+            return steps
+        # The view ages on this process's clock; a test clock stands for both clocks.
+        now = SYSTEM_CLOCK.monotonic if self.clock is None else self.clock.time
+        return SharedBreakerHandle(steps, name, config, now)
 
 
 class RedisBreakerHandle:
@@ -151,13 +181,20 @@ class RedisBreakerHandle:
         self.key = breaker_key(store.storage.key_prefix, name)
         self._config_args = _config_args(config)
 
-    def _args(self, op: str, extra: Sequence[str]) -> list[str]:
+    def _args(self, op: str, extra: Sequence[str], refused: int) -> list[str]:
         clock = self.store.clock
-        return [op, "" if clock is None else repr(clock.time()), *self._config_args, *extra]
+        args = [op, "" if clock is None else repr(clock.time()), *self._config_args, *extra]
+        if refused:
+            args += [""] * (_OP_ARGS - len(extra))
+            args.append(str(refused))
+        return args
 
-    def run_sync(self, op: str, extra: Sequence[str] = ()) -> _Reply:
-        """Run one operation with the sync client; raises StorageUnavailable on any failure."""
-        args = self._args(op, extra)
+    def run_sync(self, op: str, extra: Sequence[str] = (), refused: int = 0) -> ScriptReply:
+        """Run one operation with the sync client; raises StorageUnavailable on any failure.
+
+        ``refused`` calls this process refused on its own are added to the shared count.
+        """
+        args = self._args(op, extra, refused)
         try:
             client = self.store.storage.sync_client  # a cluster client connects on creation
             try:
@@ -166,15 +203,15 @@ class RedisBreakerHandle:
                 raw = client.eval(SCRIPT, 1, self.key, *args)
         except _UNREACHABLE as error:
             raise self._unavailable(error) from error
-        return _Reply(self.name, raw)
+        return ScriptReply(self.name, raw)
 
     def _unavailable(self, error: Exception) -> StorageUnavailable:
         secrets = self.store.storage.secrets()
         return StorageUnavailable(scrub(f"circuit breaker store: {error}", *secrets))
 
-    async def run(self, op: str, extra: Sequence[str] = ()) -> _Reply:
+    async def run(self, op: str, extra: Sequence[str] = (), refused: int = 0) -> ScriptReply:
         """Async face of :meth:`run_sync`."""
-        args = self._args(op, extra)
+        args = self._args(op, extra, refused)
         try:
             client = self.store.storage.client
             try:
@@ -183,7 +220,7 @@ class RedisBreakerHandle:
                 raw = await client.eval(SCRIPT, 1, self.key, *args)
         except _UNREACHABLE as error:
             raise self._unavailable(error) from error
-        return _Reply(self.name, raw)
+        return ScriptReply(self.name, raw)
 
     # -- the BreakerHandle protocol --------------------------------------------------------
 
@@ -196,22 +233,22 @@ class RedisBreakerHandle:
         return reply.decision, reply.events
 
     def record_sync(self, decision: Decision, duration: float, failed: bool) -> Events:
-        return self.run_sync("record", _outcome(decision, duration, failed)).events
+        return self.run_sync("record", outcome_args(decision, duration, failed)).events
 
     async def record(self, decision: Decision, duration: float, failed: bool) -> Events:
-        return (await self.run("record", _outcome(decision, duration, failed))).events
+        return (await self.run("record", outcome_args(decision, duration, failed))).events
 
     def release_sync(self, decision: Decision) -> Events:
-        return self.run_sync("release", _outcome(decision, 0.0, False)).events
+        return self.run_sync("release", outcome_args(decision, 0.0, False)).events
 
     async def release(self, decision: Decision) -> Events:
-        return (await self.run("release", _outcome(decision, 0.0, False))).events
+        return (await self.run("release", outcome_args(decision, 0.0, False))).events
 
     def transition_sync(self, target: CircuitState | None) -> Events:
-        return self.run_sync(*_transition(target)).events
+        return self.run_sync(*transition_args(target)).events
 
     async def transition(self, target: CircuitState | None) -> Events:
-        return (await self.run(*_transition(target))).events
+        return (await self.run(*transition_args(target))).events
 
     def snapshot_sync(self) -> tuple[Snapshot, Events]:
         reply = self.run_sync("snapshot")
@@ -220,13 +257,3 @@ class RedisBreakerHandle:
     async def snapshot(self) -> tuple[Snapshot, Events]:
         reply = await self.run("snapshot")
         return reply.snapshot, reply.events
-
-
-def _outcome(decision: Decision, duration: float, failed: bool) -> list[str]:
-    return [str(decision.generation), str(decision.probe), repr(duration), "1" if failed else "0"]
-
-
-def _transition(target: CircuitState | None) -> tuple[str, list[str]]:
-    if target is None:
-        return "reset", []
-    return "transition", ["0", "0", "0", "0", target.value]

@@ -237,7 +237,7 @@ def store_for(storage: Any, clock: Clock = SYSTEM_CLOCK) -> BreakerStore:
     if not is_memory:
         from sergas_guard.circuit_breaker.redis_store import RedisBreakerStore
 
-        return RedisBreakerStore(storage)  # stateless: its state is in Redis
+        return RedisBreakerStore(storage)  # its state is in Redis; each handle keeps a view
     with _STORES_LOCK:
         store = _STORES.get(storage)
         if store is None:

@@ -7,8 +7,10 @@ store's interface. Calls succeed, fail, raise an ignored exception or return a v
 ``record_result`` calls a failure, and last a random time on the manual clock; after
 every step the breaker's metrics must agree with the naive reference model.
 
-Two set-ups: the breaker and its store on one clock (the closed fast path), and a
-``MemoryStorage`` on a second clock moved in lockstep (the path through the store).
+Three set-ups: the breaker and its store on one clock (the closed fast path), a
+``MemoryStorage`` on a second clock moved in lockstep (the path through the store), and
+a real redis-server on that second clock (the shared handle, which decides CLOSED and
+OPEN calls from the state its last reply carried: alone, it must follow the rules).
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import uuid
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from hypothesis import settings
@@ -37,8 +41,10 @@ from sergas_guard.circuit_breaker import (
     CircuitState,
     EventKind,
 )
+from sergas_guard.circuit_breaker.redis_store import RedisBreakerStore
 from sergas_guard.clock import ManualClock
 from sergas_guard.storage.memory import MemoryStorage
+from sergas_guard.storage.redis import RedisStorage
 from tests.circuit_breaker.reference_model import BreakerModel
 from tests.circuit_breaker.test_stateful import configs
 
@@ -67,7 +73,7 @@ def is_bad(result: object) -> bool:
     return result == "bad"
 
 
-def machine_for(twin_clocks: bool) -> type[RuleBasedStateMachine]:
+def machine_for(twin_clocks: bool, redis_url: str | None = None) -> type[RuleBasedStateMachine]:
     class FacesMachine(RuleBasedStateMachine):
         def __init__(self) -> None:
             super().__init__()
@@ -79,8 +85,12 @@ def machine_for(twin_clocks: bool) -> type[RuleBasedStateMachine]:
             self.plan = ("success", 0.0)
             self.events: list[CircuitBreakerEvent] = []
             self.faces: dict[str, Callable[[], object]] = {}
+            self.redis: RedisStorage | None = None
 
         def teardown(self) -> None:
+            if self.redis is not None:
+                self.loop.run_until_complete(self.redis.aclose())
+                self.redis.close_sync()
             self.loop.close()
 
         @property
@@ -110,9 +120,13 @@ def machine_for(twin_clocks: bool) -> type[RuleBasedStateMachine]:
             config = CircuitBreakerConfig.model_validate(
                 {**config.model_dump(), "ignore_exceptions": (Ignored,), "record_result": is_bad}
             )
-            storage = MemoryStorage(clock=self.store_clock) if twin_clocks else None
+            storage: Any = MemoryStorage(clock=self.store_clock) if twin_clocks else None
+            if redis_url is not None:
+                # Per machine: its async client belongs to this machine's event loop.
+                self.redis = RedisStorage(redis_url, socket_timeout=2.0, connect_timeout=2.0)
+                storage = RedisBreakerStore(self.redis, clock=self.store_clock)
             self.breaker = breaker = CircuitBreaker(
-                "faces",
+                f"faces-{uuid.uuid4().hex}",
                 config,
                 storage=storage,
                 clock=self.clock,
@@ -219,4 +233,12 @@ def test_every_face_follows_the_rules(twin_clocks: bool) -> None:
     run_state_machine_as_test(
         machine_for(twin_clocks),
         settings=settings(max_examples=120, stateful_step_count=40, deadline=None),
+    )
+
+
+@pytest.mark.redis
+def test_every_face_follows_the_rules_on_redis(redis_url: str) -> None:
+    run_state_machine_as_test(
+        machine_for(True, redis_url),
+        settings=settings(max_examples=40, stateful_step_count=40, deadline=None),
     )

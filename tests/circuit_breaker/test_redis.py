@@ -76,7 +76,11 @@ def test_processes_crowding_a_half_open_breaker_get_exactly_the_permitted_probes
     redis_url: str, storage: RedisStorage
 ) -> None:
     processes_count, threads = 4, 25
-    breaker = CircuitBreaker("crowded", config(permitted_calls_in_half_open=5), storage=storage)
+    breaker = CircuitBreaker(
+        "crowded",
+        config(permitted_calls_in_half_open=5, slow_call_duration=workers.PATIENCE),
+        storage=storage,
+    )
     breaker.transition_to_half_open()
     context = multiprocessing.get_context("spawn")
     results = context.Queue()

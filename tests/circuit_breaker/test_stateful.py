@@ -53,6 +53,7 @@ def configs(draw: st.DrawFn) -> CircuitBreakerConfig:
         permitted_calls_in_half_open=draw(st.integers(1, 3)),
         max_wait_in_half_open=draw(st.sampled_from([0.0, 3.0])),
         probe_timeout=draw(st.sampled_from([2.0, 5.0])),
+        shared_state_max_calls=draw(st.integers(1, 3)),
     )
 
 
@@ -187,14 +188,26 @@ def test_the_python_core_follows_the_rules() -> None:
 
 @pytest.mark.redis
 def test_the_lua_twin_decides_exactly_as_the_python_core(redis_url: str) -> None:
+    """Three in lockstep: the core, the bare Lua twin, and the Redis handle breakers use.
+
+    The last decides what it can from the state its last reply carried (CLOSED and
+    OPEN calls without a round trip); alone in its process, that must change nothing.
+    """
     from sergas_guard.circuit_breaker.redis_store import RedisBreakerStore
     from sergas_guard.storage.redis import RedisStorage
 
     storage = RedisStorage(redis_url, socket_timeout=2.0, connect_timeout=2.0)
+    # Its own key prefix: the two Redis participants must not share a key.
+    cached = RedisStorage(redis_url, socket_timeout=2.0, connect_timeout=2.0, key_prefix="c")
     try:
         run_state_machine_as_test(
-            machine_for(LocalBreakerStore, lambda clock: RedisBreakerStore(storage, clock=clock)),
+            machine_for(
+                LocalBreakerStore,
+                lambda clock: RedisBreakerStore(storage, clock=clock, cache_state=False),
+                lambda clock: RedisBreakerStore(cached, clock=clock),
+            ),
             settings=settings(max_examples=80, stateful_step_count=40, deadline=None),
         )
     finally:
         storage.close_sync()
+        cached.close_sync()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event
 from typing import Any
@@ -45,16 +46,24 @@ def failing_worker(url: str, name: str, go: Event, results: Queue[Any]) -> None:
     results.put(("failing", breaker.state.value))
 
 
+OBSERVER_MAX_AGE = 0.2
+
+
 def observing_worker(
     url: str, name: str, role: str, opened: Event, closed: Event, results: Queue[Any]
 ) -> None:
-    """Make one call before the failures, one after ``opened`` and one after ``closed``."""
-    breaker = _breaker(url, name)
+    """Make one call before the failures, one after ``opened`` and one after ``closed``.
+
+    A process decides from the state its last reply carried for up to
+    ``shared_state_max_age`` seconds; each call after a peer's move waits that long.
+    """
+    breaker = _breaker(url, name, shared_state_max_age=OBSERVER_MAX_AGE)
     results.put((role, _try(breaker)))
     for phase in (opened, closed):
         if not phase.wait(PATIENCE):
             results.put((role, "gave up waiting"))
             return
+        time.sleep(OBSERVER_MAX_AGE)
         results.put((role, _try(breaker)))
 
 
@@ -71,7 +80,8 @@ def half_open_crowd(url: str, name: str, threads: int, gate: Event, results: Que
     """``threads`` callers at once through a half-open breaker; probes wait at ``gate``."""
     from concurrent.futures import ThreadPoolExecutor
 
-    breaker = _breaker(url, name, permitted_calls_in_half_open=5)
+    # The probes wait at the gate as long as the test needs: that must not make them slow.
+    breaker = _breaker(url, name, permitted_calls_in_half_open=5, slow_call_duration=PATIENCE)
 
     def probe() -> str:
         results.put(("probe", os.getpid()))
@@ -87,3 +97,74 @@ def half_open_crowd(url: str, name: str, threads: int, gate: Event, results: Que
     with ThreadPoolExecutor(threads) as pool:
         for future in [pool.submit(caller) for _ in range(threads)]:
             future.result()
+
+
+def stale_view_crowd(
+    url: str,
+    name: str,
+    max_calls: int,
+    threads: int,
+    opened: Event,
+    release: Event,
+    results: Queue[Any],
+) -> None:
+    """Learn CLOSED, then after a peer opened the breaker send ``threads`` calls at once.
+
+    The calls that run wait at ``release``, so none of them reports before the crowd
+    has been decided. Reports each call ("admitted" / "refused"), then one last call.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    breaker = _breaker(url, name, shared_state_max_age=60.0, shared_state_max_calls=max_calls)
+    results.put((os.getpid(), _try(breaker)))  # the view now says CLOSED
+    if not opened.wait(PATIENCE):
+        results.put((os.getpid(), "gave up waiting"))
+        return
+
+    def held() -> str:
+        results.put((os.getpid(), "admitted"))
+        release.wait(PATIENCE)
+        return "ok"
+
+    def caller() -> None:
+        try:
+            breaker.call_sync(held)
+        except CircuitOpenError:
+            results.put((os.getpid(), "refused"))
+
+    with ThreadPoolExecutor(threads) as pool:
+        for future in [pool.submit(caller) for _ in range(threads)]:
+            future.result()
+    results.put((os.getpid(), "after: " + _try(breaker)))
+
+
+def busy_caller(
+    url: str, name: str, max_calls: int, threads: int, stop: Event, results: Queue[Any]
+) -> None:
+    """``threads`` threads call in a loop until ``stop``; report when each admitted call began.
+
+    The time is read *before* the call (CLOCK_MONOTONIC, one clock for every process of
+    the host), so it is never later than the moment the call was admitted.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    breaker = _breaker(url, name, shared_state_max_age=60.0, shared_state_max_calls=max_calls)
+    breaker.call_sync(succeed)
+
+    def loop() -> list[float]:
+        admitted = []
+        while not stop.is_set():
+            began = time.monotonic()
+            try:
+                breaker.call_sync(succeed)
+            except CircuitOpenError:
+                time.sleep(0.001)  # refused at once, without I/O: do not spin the host
+                continue
+            admitted.append(began)
+        return admitted
+
+    results.put(("ready", os.getpid()))
+    with ThreadPoolExecutor(threads) as pool:
+        loops = [pool.submit(loop) for _ in range(threads)]
+        starts = sorted(start for running in loops for start in running.result())
+    results.put(("admitted", starts))

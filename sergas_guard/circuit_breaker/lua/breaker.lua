@@ -12,11 +12,14 @@
 --          wait_backoff_multiplier, max_wait_duration_in_open (-1 = none),
 --          permitted_calls_in_half_open, max_wait_in_half_open, probe_timeout
 -- ARGV[16..20] op arguments: generation, probe, duration, failed (0/1), target state
+-- ARGV[21] calls the caller refused on its own since its last step (added to the
+--          rejected count before the op: the caller decided them from a cached OPEN)
 --
 -- Reply: permitted, state, generation, probe, retry_after, buffered, failed, slow,
--- rejected, not_permitted, probes_in_flight, consecutive_opens, then for each event
--- five items: kind, state after it, from, to, rate ("" when absent). Floats travel as
--- strings because Redis truncates Lua numbers to integers.
+-- rejected, not_permitted, probes_in_flight, consecutive_opens, now, open_until (the
+-- time the OPEN wait ends, "" in other states), then for each event five items: kind,
+-- state after it, from, to, rate ("" when absent). Floats travel as strings because
+-- Redis truncates Lua numbers to integers.
 
 local key = KEYS[1]
 local op = ARGV[1]
@@ -202,6 +205,8 @@ end
 
 -- ---- operations ---------------------------------------------------------------------
 local permitted, probe, wait_hint = 0, 0, 0
+local refused_by_caller = tonumber(ARGV[21]) or 0
+if refused_by_caller > 0 then S.rej = S.rej + refused_by_caller end
 refresh()
 if op == 'acquire' then
   local s = S.s
@@ -271,7 +276,9 @@ if S.s == 'half_open' then buffered, failed_calls, slow_calls = S.hc, S.hf, S.hs
 if op == 'snapshot' and (S.s == 'open' or S.s == 'forced_open') then
   wait_hint = retry_after()
 end
+local open_until = ''
+if S.s == 'open' then open_until = fmt(S.at + S.ow) end
 local reply = {permitted, S.s, S.gen, probe, fmt(wait_hint), buffered, failed_calls,
-               slow_calls, S.rej, S.nper, probe_count(), S.co}
+               slow_calls, S.rej, S.nper, probe_count(), S.co, fmt(now), open_until}
 for _, item in ipairs(events) do reply[#reply + 1] = item end
 return reply
