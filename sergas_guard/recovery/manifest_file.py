@@ -96,17 +96,18 @@ class ManifestWriter:
         sealer: Sealer,
         compression_level: int,
         *,
-        segment_bytes: int = SEGMENT_BYTES,
-        segment_entries: int = SEGMENT_ENTRIES,
+        segment_bytes: int | None = None,
+        segment_entries: int | None = None,
     ) -> None:
-        """Start the temporary file beside ``path``. Raises OSError when it cannot be
-        created."""
+        """Start the temporary file beside ``path`` (segments bounded by ``segment_bytes``
+        and ``segment_entries``, default :data:`SEGMENT_BYTES` and
+        :data:`SEGMENT_ENTRIES`). Raises OSError when it cannot be created."""
         self.path = path
         self.backup_id = backup_id
         self._sealer = sealer
         self._compressor = zstandard.ZstdCompressor(level=compression_level)
-        self._segment_bytes = segment_bytes
-        self._segment_entries = segment_entries
+        self._segment_bytes = SEGMENT_BYTES if segment_bytes is None else segment_bytes
+        self._segment_entries = SEGMENT_ENTRIES if segment_entries is None else segment_entries
         self._temp = path.with_name(f"{TEMP_PREFIX}{secrets.token_hex(8)}")
         fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         self._file: BinaryIO | None = os.fdopen(fd, "wb")
