@@ -342,6 +342,11 @@ def _moment(text: str) -> datetime:
     help="Empty or new directory (filesystem), file (sqlite) or database (postgres).",
 )
 @click.option("--overwrite", is_flag=True, help="Restore into a non-empty directory.")
+@click.option(
+    "--owners/--no-owners",
+    default=None,
+    help="Set the recorded file owners (default: only when running as root).",
+)
 @common_options
 def restore(
     session: Session,
@@ -349,6 +354,7 @@ def restore(
     at: str | None,
     destination: str,
     overwrite: bool,
+    owners: bool | None,
 ) -> None:
     """Restore one backup exactly as its source was."""
     if (backup_id is None) == (at is None):
@@ -370,7 +376,10 @@ def restore(
         if metadata.strategy in STRATEGIES:
             manager.register_strategy(metadata.strategy, strategy)
         run = manager.restore_backup(
-            backup_id=metadata.backup_id, restore_path=destination, overwrite=overwrite
+            backup_id=metadata.backup_id,
+            restore_path=destination,
+            overwrite=overwrite,
+            owners=owners,
         )
         if console.is_terminal and strategy.restores_in_place:
             with progress_bar(console) as progress:
