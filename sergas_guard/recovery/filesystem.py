@@ -23,7 +23,7 @@ import logging
 import os
 import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -324,7 +324,7 @@ def walk_entries(
         if old is not None and _unchanged(old, st, parent_started_ns, source):
             # The data is the parent's; owners and attributes are read afresh (a
             # version-1 parent has none, and they are cheap to read).
-            entry = replace(_entry(scanned, "file"), chunks=old.chunks, sha256=old.sha256)
+            entry = _entry(scanned, "file", chunks=old.chunks, sha256=old.sha256)
             stats.files_reused += 1
         else:
             read = _read_file(scanned, source, sink, compress)
@@ -371,7 +371,14 @@ def back_up_tree(
     return entries, stats
 
 
-def _entry(scanned: ScannedEntry, kind: str, *, target: str | None = None) -> Entry:
+def _entry(
+    scanned: ScannedEntry,
+    kind: str,
+    *,
+    target: str | None = None,
+    chunks: tuple[str, ...] = (),
+    sha256: str | None = None,
+) -> Entry:
     st = scanned.status
     return Entry(
         path=scanned.path,
@@ -382,6 +389,8 @@ def _entry(scanned: ScannedEntry, kind: str, *, target: str | None = None) -> En
         inode=st.st_ino,
         ctime_ns=st.st_ctime_ns,
         target=target,
+        chunks=chunks,
+        sha256=sha256,
         uid=st.st_uid,
         gid=st.st_gid,
         owner=user_name(st.st_uid),
