@@ -760,18 +760,31 @@ class RestoreTarget:
                 dst_dir_fd=parent,
                 follow_symlinks=False,
             )
-            key = self._remember_temp(parent, temp)
-            try:
-                self._check_replaceable(parent, parts)
-                os.replace(temp, parts[-1], src_dir_fd=parent, dst_dir_fd=parent)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(temp, dir_fd=parent)
-                raise
-            finally:
-                self._forget_temp(key)
+            self._publish(parent, temp, parts)
         finally:
             os.close(source_dir)
+
+    def _publish(
+        self,
+        parent: int,
+        temp: str,
+        parts: tuple[str, ...],
+        prepare: Callable[[], None] | None = None,
+    ) -> None:
+        """Run ``prepare``, then rename ``temp`` (just created in ``parent``) onto
+        ``parts[-1]``, never over a directory; ``temp`` is removed if that fails."""
+        key = self._remember_temp(parent, temp)
+        try:
+            if prepare is not None:
+                prepare()
+            self._check_replaceable(parent, parts)
+            os.replace(temp, parts[-1], src_dir_fd=parent, dst_dir_fd=parent)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp, dir_fd=parent)
+            raise
+        finally:
+            self._forget_temp(key)
 
     def _create_symlink(
         self, relpath: str, target: str, mtime_ns: int | None, meta: FileMeta | None = None
@@ -787,20 +800,14 @@ class RestoreTarget:
                 continue
         else:
             raise BackupError("cannot find a free temporary name in the restore target")
-        key = self._remember_temp(parent, temp)
-        try:
+
+        def prepare() -> None:
             if self._meta is not None:
                 self._meta.to_link(temp, parent, meta, relpath)
             if mtime_ns is not None:
                 os.utime(temp, ns=(mtime_ns, mtime_ns), dir_fd=parent, follow_symlinks=False)
-            self._check_replaceable(parent, parts)
-            os.replace(temp, parts[-1], src_dir_fd=parent, dst_dir_fd=parent)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp, dir_fd=parent)
-            raise
-        finally:
-            self._forget_temp(key)
+
+        self._publish(parent, temp, parts, prepare)
 
     def _settle_directories(self) -> None:
         """Apply modes and mtimes deepest first and fsync every directory of the restore."""
