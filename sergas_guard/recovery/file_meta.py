@@ -8,10 +8,13 @@ symlink, which Linux gives no ``user.*`` attributes) simply has none.
 
 A restore sets owners only when asked (by default: when running as root, where
 ``chown`` works), ``user.*`` attributes always and the privileged namespaces
-(``trusted.*``, ``security.*``, ``system.*``) only as root. It never follows a symlink:
-everything is applied to an open descriptor or with ``follow_symlinks=False``. A
-filesystem that does not support extended attributes, or refuses one, is skipped with
-one warning per restore; restoring owners that were asked for and fail is an error.
+(``trusted.*``, ``security.*``, ``system.*``) only as root. File capabilities
+(``security.capability``) are dropped unless ``special_bits`` is given, like set-user-ID
+bits: a hostile manifest must not plant a privileged program when root restores. It
+never follows a symlink: everything is applied to an open descriptor or with
+``follow_symlinks=False``. A filesystem that does not support extended attributes, or
+refuses one, is skipped with one warning per restore; owners that were asked for and
+cannot be set are an error.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ logger = logging.getLogger(__name__)
 #: Extended attribute bytes (names and values) kept per entry; Linux allows 64 KiB per
 #: value, and a manifest entry must stay small.
 MAX_XATTR_BYTES = 64 * 1024
+_CAPABILITY = "security.capability"
 # Errors meaning "this filesystem or this name cannot hold it here": skipped.
 _UNSUPPORTED = frozenset(
     {errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.EACCES, errno.E2BIG, errno.ERANGE}
@@ -105,12 +109,22 @@ class FileMeta:
 
 class MetaApplier:
     """Applies :class:`FileMeta` during one restore: owners when ``owners`` is true,
-    ``user.*`` attributes always, the other namespaces when ``privileged`` (root)."""
+    ``user.*`` attributes always, the other namespaces when ``privileged`` (root), file
+    capabilities only with ``special_bits`` too."""
 
-    def __init__(self, *, owners: bool, privileged: bool) -> None:
+    def __init__(self, *, owners: bool, privileged: bool, special_bits: bool = False) -> None:
         self.owners = owners
         self.privileged = privileged
+        self.special_bits = special_bits
         self._warned = False
+
+    def applies(self, name: str) -> bool:
+        """True when this restore sets the extended attribute ``name``."""
+        if name.startswith("user."):
+            return True
+        if name == _CAPABILITY:
+            return self.privileged and self.special_bits
+        return self.privileged
 
     def to_fd(self, fd: int, meta: FileMeta | None, relpath: str) -> None:
         """Apply ``meta`` to the open file or directory ``fd``: before its mode (a
@@ -126,7 +140,7 @@ class MetaApplier:
                     f"cannot set the owner of {relpath or '.'!r}: {exc.strerror or exc}"
                 ) from exc
         for name, value in meta.xattrs:
-            if not (self.privileged or name.startswith("user.")):
+            if not self.applies(name):
                 continue
             try:
                 os.setxattr(fd, name, value)

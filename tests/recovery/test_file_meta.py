@@ -4,6 +4,7 @@ namespaces a restore applies."""
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,19 @@ def test_owners_are_set_before_the_mode_so_set_id_bits_survive(tmp_path: Path) -
         target.finish()
     st = (tmp_path / "out" / "tool").stat()
     assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (4242, 4343, 0o4755)
+
+
+@pytest.mark.skipif(not ROOT_USER, reason="file capabilities can only be set by root")
+@pytest.mark.parametrize("special_bits", [False, True])
+def test_file_capabilities_need_special_bits_like_set_uid(
+    tmp_path: Path, special_bits: bool
+) -> None:
+    # CAP_NET_BIND_SERVICE, permitted and effective (VFS_CAP_REVISION_2)
+    capability = struct.pack("<IIIII", 0x02000001, 1 << 10, 0, 0, 0)
+    meta = FileMeta(xattrs=(("security.capability", capability),))
+    applier = MetaApplier(owners=False, privileged=True, special_bits=special_bits)
+    with RestoreTarget(tmp_path / "out", meta=applier) as target:
+        target.file("tool", [b"#!/bin/sh\n"], mode=0o755, mtime_ns=0, meta=meta)
+        target.finish()
+    names = os.listxattr(tmp_path / "out" / "tool")
+    assert ("security.capability" in names) is special_bits
