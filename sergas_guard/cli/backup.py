@@ -257,6 +257,7 @@ def _list_table(backups: list[BackupMetadata]) -> Table:
     table.add_column("size", justify="right")
     table.add_column("new", justify="right")
     table.add_column("parent", overflow="fold")
+    table.add_column("verified (UTC)", no_wrap=True)
     for b in backups:
         table.add_row(
             b.backup_id,
@@ -268,7 +269,17 @@ def _list_table(backups: list[BackupMetadata]) -> Table:
             decimal(b.size_bytes),
             decimal(b.stored_bytes),
             b.parent_id or "-",
+            _when(b.verified_at) if b.verified_at is not None else "never",
         )
+    return table
+
+
+def _unreadable_table(unreadable: dict[str, str]) -> Table:
+    table = Table(title=f"{len(unreadable)} unreadable backups (restore fails; run verify)")
+    table.add_column("backup id", no_wrap=True, style="red")
+    table.add_column("problem", overflow="fold")
+    for backup_id, problem in sorted(unreadable.items()):
+        table.add_row(backup_id, problem)
     return table
 
 
@@ -276,17 +287,30 @@ def _list_table(backups: list[BackupMetadata]) -> Table:
 @click.option("--type", "backup_type", type=click.Choice(TYPES, case_sensitive=False))
 @common_options
 def list_(session: Session, backup_type: str | None) -> None:
-    """List the complete backups, oldest first."""
+    """List the complete backups, oldest first, with when each was last verified, and
+    the backups whose manifest cannot be read (exit code 0 all the same: listing
+    worked; ``verify`` fails on them)."""
     session.open_repository()
     manager = support.manager(session)
     with session.errors():
         backups = manager.list_backups(backup_type=backup_type.lower() if backup_type else None)
+        unreadable = manager.unreadable_backups()
     if session.as_json:
         session.emit(
-            {"repository": str(session.repo), "backups": [metadata_json(b) for b in backups]}
+            {
+                "repository": str(session.repo),
+                "backups": [metadata_json(b) for b in backups],
+                "unreadable": [
+                    {"backup_id": backup_id, "problem": problem}
+                    for backup_id, problem in sorted(unreadable.items())
+                ],
+            }
         )
     else:
-        support.out_console().print(_list_table(backups))
+        console = support.out_console()
+        console.print(_list_table(backups))
+        if unreadable:
+            console.print(_unreadable_table(unreadable))
 
 
 command.add_command(list_, name="list")
@@ -318,6 +342,11 @@ def _moment(text: str) -> datetime:
     help="Empty or new directory (filesystem), file (sqlite) or database (postgres).",
 )
 @click.option("--overwrite", is_flag=True, help="Restore into a non-empty directory.")
+@click.option(
+    "--owners/--no-owners",
+    default=None,
+    help="Set the recorded file owners (default: only when running as root).",
+)
 @common_options
 def restore(
     session: Session,
@@ -325,6 +354,7 @@ def restore(
     at: str | None,
     destination: str,
     overwrite: bool,
+    owners: bool | None,
 ) -> None:
     """Restore one backup exactly as its source was."""
     if (backup_id is None) == (at is None):
@@ -346,7 +376,10 @@ def restore(
         if metadata.strategy in STRATEGIES:
             manager.register_strategy(metadata.strategy, strategy)
         run = manager.restore_backup(
-            backup_id=metadata.backup_id, restore_path=destination, overwrite=overwrite
+            backup_id=metadata.backup_id,
+            restore_path=destination,
+            overwrite=overwrite,
+            owners=owners,
         )
         if console.is_terminal and strategy.restores_in_place:
             with progress_bar(console) as progress:

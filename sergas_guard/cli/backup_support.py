@@ -279,4 +279,5 @@ def metadata_json(metadata: BackupMetadata) -> dict[str, Any]:
         "file_count": metadata.file_count,
         "stored_bytes": metadata.stored_bytes,
         "status": metadata.status.value,
+        "verified_at": None if metadata.verified_at is None else metadata.verified_at.isoformat(),
     }

@@ -2,10 +2,13 @@
 
 :func:`scan_tree` walks a tree without ever following a symbolic link (a link is stored
 as a link, so a backup never leaves its source through one), in a stable order with
-each directory before what it holds. :func:`back_up_tree` turns the walk into manifest
-entries: a file whose size, mtime, ctime and inode match the parent backup's entry
-re-uses the parent's chunks without being read; any other file is streamed through the
+each directory before what it holds. :func:`walk_entries` turns the walk into manifest
+entries one at a time (a backup streams them into its manifest): a file whose size,
+mtime, ctime and inode match the parent backup's entry re-uses the parent's chunks
+without being read (the parent's entries are merged with the walk, both being in walk
+order, so neither manifest is ever held whole); any other file is streamed through the
 repository's chunker (a 5 GiB file never sits in memory) and its SHA-256 recorded.
+Owners, extended attributes and hard links are recorded too (see ``file_meta``).
 
 A file whose timestamps fall within :data:`RACY_SLACK_NS` of the parent backup's start
 could have been rewritten in the same clock tick after the parent read it (git's
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import logging
 import os
 import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -24,7 +28,8 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from sergas_guard.errors import BackupError, ConfigurationError
-from sergas_guard.recovery.manifest import Entry, Manifest
+from sergas_guard.recovery.file_meta import group_name, read_xattrs, user_name
+from sergas_guard.recovery.manifest import Entry, Manifest, walk_key
 
 __all__ = [
     "RACY_SLACK_NS",
@@ -35,7 +40,10 @@ __all__ = [
     "TreeStats",
     "back_up_tree",
     "scan_tree",
+    "walk_entries",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: Timestamps this close to (or after) the parent's start are too fresh to trust.
 RACY_SLACK_NS = 1_000_000_000
@@ -210,6 +218,7 @@ class TreeStats:
     file_count: int = 0
     dir_count: int = 0
     symlink_count: int = 0
+    hardlink_count: int = 0
     files_read: int = 0
     files_reused: int = 0
 
@@ -220,9 +229,116 @@ class TreeStats:
             "file_count": self.file_count,
             "dir_count": self.dir_count,
             "symlink_count": self.symlink_count,
+            "hardlink_count": self.hardlink_count,
             "files_read": self.files_read,
             "files_reused": self.files_reused,
         }
+
+
+class _ParentFiles:
+    """The parent backup's file entries, looked up in walk order by merging the two
+    walks: one parent entry is held at a time, never the parent's whole manifest.
+
+    Lookups must come in walk order (as :func:`scan_tree` yields). A parent whose
+    entries are out of order only loses re-use (the files are read again); one whose
+    manifest turns out damaged part-way is given up with a warning, never trusted.
+    """
+
+    def __init__(self, parent: Manifest | None) -> None:
+        self._backup_id = parent.backup_id if parent is not None else ""
+        self._entries: Iterator[Entry] = iter(parent.entries) if parent is not None else iter(())
+        self._current: Entry | None = None
+        self._current_key: tuple[str, ...] = ()
+        self._advance()
+
+    def _advance(self) -> None:
+        try:
+            self._current = next(self._entries, None)
+        except BackupError as exc:
+            logger.warning(
+                "parent backup %s unreadable part-way, its files are read again: %s",
+                self._backup_id,
+                exc,
+            )
+            self._current, self._entries = None, iter(())
+        if self._current is not None:
+            self._current_key = walk_key(self._current.path)
+
+    def get(self, path: str) -> Entry | None:
+        """The parent's file entry at ``path``, or None."""
+        key = walk_key(path)
+        while self._current is not None and self._current_key < key:
+            self._advance()
+        current = self._current
+        if current is not None and current.path == path and current.type == "file":
+            return current
+        return None
+
+
+def walk_entries(
+    root: Path,
+    *,
+    source: ChunkSource,
+    sink: ChunkSink,
+    parent: Manifest | None,
+    stats: TreeStats,
+    exclude: Callable[[str], bool] = lambda _: False,
+    one_file_system: bool = False,
+    compress: bool = True,
+    on_file: Callable[[Entry], None] | None = None,
+) -> Iterator[Entry]:
+    """The manifest entries of the tree at ``root`` in walk order, one at a time, its
+    files' chunks added to ``sink`` and its counts added up in ``stats``.
+
+    Unchanged files of ``parent`` (same size, mtime, ctime, inode and mode, not racily
+    fresh, every chunk still in ``source``) re-use the parent's chunks unread; the
+    parent's entries are merged with the walk, never loaded whole. A regular file with
+    several links whose inode (and device) was already seen in this walk becomes a
+    ``hardlink`` entry naming the first path: its data is stored once. ``on_file`` is
+    called with each file's entry once it is done. Raises BackupError when a file
+    cannot be read.
+    """
+    previous = _ParentFiles(parent)
+    parent_started_ns = 0
+    if parent is not None:
+        parent_started_ns = int(parent.created_at.timestamp() * 1_000_000_000)
+    # Only inodes with more than one link are remembered: memory grows with the hard
+    # links of the source, not with its files.
+    linked: dict[tuple[int, int], str] = {}
+    for scanned in scan_tree(root, exclude=exclude, one_file_system=one_file_system):
+        st = scanned.status
+        if scanned.type == "dir":
+            stats.dir_count += 1
+            yield _entry(scanned, "dir")
+            continue
+        if scanned.type == "symlink":
+            stats.symlink_count += 1
+            yield _entry(scanned, "symlink", target=scanned.target)
+            continue
+        first = linked.get((st.st_dev, st.st_ino)) if st.st_nlink > 1 else None
+        if first is not None:
+            stats.hardlink_count += 1
+            yield _entry(scanned, "hardlink", target=first)
+            continue
+        old = previous.get(scanned.path)
+        if old is not None and _unchanged(old, st, parent_started_ns, source):
+            # The data is the parent's; owners and attributes are read afresh (a
+            # version-1 parent has none, and they are cheap to read).
+            entry = _entry(scanned, "file", chunks=old.chunks, sha256=old.sha256)
+            stats.files_reused += 1
+        else:
+            read = _read_file(scanned, source, sink, compress)
+            if read is None:  # vanished or no longer a regular file
+                continue
+            entry = read
+            stats.files_read += 1
+        if st.st_nlink > 1:
+            linked[(st.st_dev, st.st_ino)] = entry.path
+        stats.file_count += 1
+        stats.size_bytes += entry.size
+        yield entry
+        if on_file is not None:
+            on_file(entry)
 
 
 def back_up_tree(
@@ -236,50 +352,36 @@ def back_up_tree(
     compress: bool = True,
     on_file: Callable[[Entry], None] | None = None,
 ) -> tuple[list[Entry], TreeStats]:
-    """The manifest entries of the tree at ``root``, its files' chunks added to ``sink``.
-
-    Unchanged files of ``parent`` (same size, mtime, ctime and inode, not racily fresh,
-    every chunk still in ``source``) re-use the parent's chunks unread. ``on_file`` is
-    called with each file's entry once it is done. Raises BackupError when a file cannot
-    be read.
-    """
-    previous: dict[str, Entry] = {}
+    """:func:`walk_entries` collected in a list, with the counts (for small trees and
+    tests: a backup streams the entries into its manifest instead)."""
     stats = TreeStats()
-    parent_started_ns = 0
-    if parent is not None:
-        parent_started_ns = int(parent.created_at.timestamp() * 1_000_000_000)
-        previous = {entry.path: entry for entry in parent.entries if entry.type == "file"}
-    entries: list[Entry] = []
-    for scanned in scan_tree(root, exclude=exclude, one_file_system=one_file_system):
-        st = scanned.status
-        if scanned.type == "dir":
-            stats.dir_count += 1
-            entries.append(_entry(scanned.path, "dir", st))
-        elif scanned.type == "symlink":
-            stats.symlink_count += 1
-            entries.append(_entry(scanned.path, "symlink", st, target=scanned.target))
-        else:
-            old = previous.get(scanned.path)
-            if old is not None and _unchanged(old, st, parent_started_ns, source):
-                entry = old
-                stats.files_reused += 1
-            else:
-                read = _read_file(scanned, source, sink, compress)
-                if read is None:  # vanished or no longer a regular file
-                    continue
-                entry = read
-                stats.files_read += 1
-            stats.file_count += 1
-            stats.size_bytes += entry.size
-            entries.append(entry)
-            if on_file is not None:
-                on_file(entry)
+    entries = list(
+        walk_entries(
+            root,
+            source=source,
+            sink=sink,
+            parent=parent,
+            stats=stats,
+            exclude=exclude,
+            one_file_system=one_file_system,
+            compress=compress,
+            on_file=on_file,
+        )
+    )
     return entries, stats
 
 
-def _entry(path: str, kind: str, st: os.stat_result, *, target: str | None = None) -> Entry:
+def _entry(
+    scanned: ScannedEntry,
+    kind: str,
+    *,
+    target: str | None = None,
+    chunks: tuple[str, ...] = (),
+    sha256: str | None = None,
+) -> Entry:
+    st = scanned.status
     return Entry(
-        path=path,
+        path=scanned.path,
         type=kind,
         mode=stat.S_IMODE(st.st_mode),
         mtime_ns=st.st_mtime_ns,
@@ -287,6 +389,14 @@ def _entry(path: str, kind: str, st: os.stat_result, *, target: str | None = Non
         inode=st.st_ino,
         ctime_ns=st.st_ctime_ns,
         target=target,
+        chunks=chunks,
+        sha256=sha256,
+        uid=st.st_uid,
+        gid=st.st_gid,
+        owner=user_name(st.st_uid),
+        group=group_name(st.st_gid),
+        # Symlinks carry none on Linux (no user.* there); hard links share the file's.
+        xattrs=read_xattrs(scanned.full_path) if kind in ("file", "dir") else (),
     )
 
 
@@ -332,6 +442,7 @@ def _read_file(
             digest.update(data)
             size += len(data)
             chunk_ids.append(sink.add(data, compress=compress).id)
+        xattrs = read_xattrs(stream.fileno())
     return Entry(
         path=scanned.path,
         type="file",
@@ -343,6 +454,11 @@ def _read_file(
         ctime_ns=st.st_ctime_ns,
         chunks=tuple(chunk_ids),
         sha256=digest.hexdigest(),
+        uid=st.st_uid,
+        gid=st.st_gid,
+        owner=user_name(st.st_uid),
+        group=group_name(st.st_gid),
+        xattrs=xattrs,
     )
 
 

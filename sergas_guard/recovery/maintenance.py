@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sergas_guard.errors import BackupError, IntegrityError, UnsafeRestoreError
 from sergas_guard.recovery.atomic import TEMP_PREFIX, fsync_dir, make_dirs, write_atomic
@@ -41,7 +41,7 @@ __all__ = [
     "VerifyReport",
     "clear_verified",
     "collect_garbage",
-    "manifest_chunks",
+    "entry_chunks",
     "read_verified",
     "record_verified",
     "verify_repository",
@@ -145,33 +145,45 @@ class GcReport:
     temp_files_removed: int
 
 
-def manifest_chunks(manifest: dict[str, Any]) -> Iterable[tuple[str, str]]:
-    """(path, chunk id) for every chunk a manifest names, in its ``entries[].chunks``."""
-    entries = manifest.get("entries", [])
-    if not isinstance(entries, list):
-        return
-    for entry in entries:
-        if not isinstance(entry, dict):
-            continue
-        chunks = entry.get("chunks") or []
-        path = str(entry.get("path", "?"))
-        if isinstance(chunks, list):
-            for cid in chunks:
-                yield path, str(cid)
+def entry_chunks(entry: object) -> tuple[str, list[str]]:
+    """(path, chunk ids) of one manifest entry as stored (its ``chunks``; none when the
+    entry is not an object or has none)."""
+    if not isinstance(entry, dict):
+        return "?", []
+    chunks = entry.get("chunks") or []
+    path = str(entry.get("path", "?"))
+    return path, [str(cid) for cid in chunks] if isinstance(chunks, list) else []
 
 
-def _unsafe_paths(manifest: dict[str, Any]) -> list[str]:
-    """Why each entry path of ``manifest`` that would leave a restore target (``..``,
-    absolute, empty, NUL, not a string) is unsafe, as the restore would say it."""
-    entries = manifest.get("entries", [])
+def _unsafe_reasons(entry: object) -> list[str]:
+    """Why the path (and a link's target path) of a stored entry would leave a restore
+    target (``..``, absolute, empty, NUL, not a string), as the restore would say it."""
     reasons: list[str] = []
-    for entry in entries if isinstance(entries, list) else []:
-        path = entry.get("path") if isinstance(entry, dict) else entry
+    paths = [entry.get("path") if isinstance(entry, dict) else entry]
+    if isinstance(entry, dict) and entry.get("type") == "hardlink":
+        paths.append(entry.get("target"))
+    for path in paths:
         try:
             split_relpath(path)
         except UnsafeRestoreError as exc:
             reasons.append(str(exc))
     return reasons
+
+
+def _check_manifest(
+    repo: Repository, backup_id: str, index: ChunkIndex, damaged: set[str]
+) -> tuple[set[str], list[str]]:
+    """(paths with damaged or missing data, unsafe-path reasons) of one backup, its
+    entries streamed. Raises BackupError when the manifest cannot be read."""
+    repo.read_manifest_header(backup_id)
+    paths: set[str] = set()
+    unsafe: list[str] = []
+    for entry in repo.manifest_entries(backup_id):
+        path, chunks = entry_chunks(entry)
+        if any(cid not in index or cid in damaged for cid in chunks):
+            paths.add(path)
+        unsafe.extend(_unsafe_reasons(entry))
+    return paths, unsafe
 
 
 def verify_repository(repo: Repository, fraction: float, rng: random.Random) -> VerifyReport:
@@ -242,20 +254,15 @@ def verify_repository(repo: Repository, fraction: float, rng: random.Random) -> 
     checked = repo.manifest_ids()
     for backup_id in checked:
         try:
-            manifest = repo.read_manifest(backup_id)
+            paths, unsafe = _check_manifest(repo, backup_id, index, damaged)
         except BackupError as exc:
             problems.append(str(exc))
             affected[backup_id] = ("<manifest>",)
             continue
-        paths: set[str] = set()
-        for path, cid in manifest_chunks(manifest):
-            if cid not in index or cid in damaged:
-                paths.add(path)
         if paths:
             shown = ", ".join(sorted(paths)[:_SHOWN_PATHS])
             more = f" and {len(paths) - _SHOWN_PATHS} more" if len(paths) > _SHOWN_PATHS else ""
             problems.append(f"backup {backup_id}: damaged or missing data in {shown}{more}")
-        unsafe = _unsafe_paths(manifest)
         for reason in unsafe[:_SHOWN_PATHS]:
             problems.append(f"backup {backup_id}: {reason}")
         if len(unsafe) > _SHOWN_PATHS:
@@ -311,11 +318,12 @@ def collect_garbage(repo: Repository, *, dry_run: bool) -> GcReport:
     referenced: set[str] = set()
     for backup_id in repo.manifest_ids():
         try:
-            manifest = repo.read_manifest(backup_id)
+            repo.read_manifest_header(backup_id)
+            for entry in repo.manifest_entries(backup_id):
+                referenced.update(entry_chunks(entry)[1])
         except BackupError as exc:
             # Deleting on a guess could destroy a backup: stop instead.
             raise BackupError(f"garbage collection stopped, nothing removed: {exc}") from None
-        referenced.update(cid for _, cid in manifest_chunks(manifest))
 
     index: ChunkIndex = repo._index
     on_disk = dict(repo._pack_files())

@@ -40,9 +40,16 @@ from sergas_guard.errors import (
     ConfigurationError,
     IntegrityError,
 )
-from sergas_guard.recovery.filesystem import FileSystemBackupStrategy, back_up_tree
+from sergas_guard.recovery.file_meta import FileMeta, MetaApplier
+from sergas_guard.recovery.filesystem import FileSystemBackupStrategy, TreeStats, walk_entries
 from sergas_guard.recovery.maintenance import clear_verified, read_verified
-from sergas_guard.recovery.manifest import Entry, Manifest, metadata_of, parse_manifest
+from sergas_guard.recovery.manifest import (
+    Entry,
+    Manifest,
+    StoredEntries,
+    metadata_of,
+    parse_header,
+)
 from sergas_guard.recovery.repository import GcReport, Repository, VerifyReport
 from sergas_guard.recovery.restore_target import RestoreTarget
 from sergas_guard.recovery.retention import Candidate, Decision, RetentionPolicy, select
@@ -134,7 +141,8 @@ class BackupManager:
         self._compression_level = compression_level
         self._strategies: dict[str, BackupStrategy] = {"filesystem": FileSystemBackupStrategy()}
         self._repository: Repository | None = None
-        # Parsed manifests are immutable, so their headers (entries dropped) are cached.
+        # Parsed manifests are immutable, so their headers are cached (their entries are
+        # never in memory: StoredEntries reads them from the repository when iterated).
         self._headers: dict[str, Manifest] = {}
         # Backups whose manifest could not be read at the last listing: id → why.
         self._unreadable: dict[str, str] = {}
@@ -241,44 +249,52 @@ class BackupManager:
             kind, parent, base = choose_parent(
                 self._read_headers(repo), header.type, header.strategy, header.source
             )
+            # The base's entries are read lazily, merged with the walk.
             base_manifest = self._read(repo, base.backup_id) if base is not None else None
-            with repo.writer() as writer:
-                # Packs no index names were written by a backup that was killed (or by
-                # one running now); their chunks are re-used, so say so.
-                resumed = len(repo.orphan_packs)
-                if resumed:
-                    logger.warning(
-                        "backup %s re-uses %d packs of an interrupted (or concurrent) backup",
-                        header.backup_id,
-                        resumed,
-                    )
-                entries, stats = back_up_tree(
-                    staged,
-                    source=repo,
-                    sink=writer,
-                    parent=base_manifest,
-                    exclude=strategy.exclude,
-                    one_file_system=getattr(strategy, "one_file_system", False) is True,
-                    compress=strategy.compress,
-                    on_file=counter.done,
+            stats = TreeStats()
+            with repo.manifest_writer(header.backup_id) as out:
+                with repo.writer() as writer:
+                    # Packs no index names were written by a backup that was killed (or
+                    # by one running now); their chunks are re-used, so say so.
+                    resumed = len(repo.orphan_packs)
+                    if resumed:
+                        logger.warning(
+                            "backup %s re-uses %d packs of an interrupted (or concurrent) backup",
+                            header.backup_id,
+                            resumed,
+                        )
+                    for entry in walk_entries(
+                        staged,
+                        source=repo,
+                        sink=writer,
+                        parent=base_manifest,
+                        stats=stats,
+                        exclude=strategy.exclude,
+                        one_file_system=getattr(strategy, "one_file_system", False) is True,
+                        compress=strategy.compress,
+                        on_file=counter.done,
+                    ):
+                        out.add(entry.to_dict())
+                manifest = replace(
+                    header,
+                    type=kind,
+                    parent_id=parent.backup_id if parent is not None else None,
+                    chain_root_id=parent.chain_root_id if parent is not None else header.backup_id,
+                    completed_at=datetime.now(UTC),
+                    stats={
+                        **stats.as_dict(),
+                        "stored_bytes": writer.new_bytes,
+                        "resumed_packs": resumed,
+                    },
                 )
+                # The manifest goes last (the writer flushed the chunks on leaving its
+                # block): its presence is what makes the backup exist.
+                out.commit(manifest.header_dict())
             manifest = replace(
-                header,
-                type=kind,
-                parent_id=parent.backup_id if parent is not None else None,
-                chain_root_id=parent.chain_root_id if parent is not None else header.backup_id,
-                completed_at=datetime.now(UTC),
-                stats={
-                    **stats.as_dict(),
-                    "stored_bytes": writer.new_bytes,
-                    "resumed_packs": resumed,
-                },
-                entries=tuple(entries),
+                manifest, entries=_stored_entries(repo, header.backup_id, out.entry_count)
             )
-            # The manifest goes last: its presence is what makes the backup exist.
-            repo.write_manifest(manifest.backup_id, manifest.to_dict())
             with self._mutex:
-                self._headers[manifest.backup_id] = replace(manifest, entries=())
+                self._headers[manifest.backup_id] = manifest
         return manifest
 
     # -- list ----------------------------------------------------------------------
@@ -326,7 +342,7 @@ class BackupManager:
             return dict(self._unreadable)
 
     def _read_headers(self, repo: Repository) -> list[Manifest]:
-        """The readable manifests (entries dropped), oldest first; the unreadable ones
+        """The readable manifests (headers only), oldest first; the unreadable ones
         are remembered for :meth:`unreadable_backups`, each warned about once."""
         ids = repo.manifest_ids()
         with self._mutex:
@@ -337,7 +353,7 @@ class BackupManager:
                 if backup_id in self._headers:
                     continue
                 try:
-                    self._headers[backup_id] = replace(self._read(repo, backup_id), entries=())
+                    self._headers[backup_id] = self._read(repo, backup_id)
                 except BackupNotFoundError:
                     continue  # removed since it was listed
                 except IntegrityError as exc:
@@ -349,7 +365,11 @@ class BackupManager:
 
     @staticmethod
     def _read(repo: Repository, backup_id: str) -> Manifest:
-        return parse_manifest(repo.read_manifest(backup_id), backup_id=backup_id)
+        """The manifest of ``backup_id``: its header read now, its entries read each time
+        they are iterated."""
+        header = repo.read_manifest_header(backup_id)
+        entries = _stored_entries(repo, backup_id, header.entry_count)
+        return parse_header(header.document, backup_id=backup_id, entries=entries)
 
     # -- restore -------------------------------------------------------------------
 
@@ -361,6 +381,7 @@ class BackupManager:
         at: datetime | None = None,
         overwrite: bool = False,
         progress: Callable[[BackupProgress], None] | None = None,
+        owners: bool | None = None,
     ) -> bool:
         """Restore the backup ``backup_id`` (or the newest one at or before ``at``) to
         ``restore_path``, exactly as its source was; True once done and checked.
@@ -371,7 +392,9 @@ class BackupManager:
         corrupt data, UnsafeRestoreError for a manifest entry that would escape the
         target, BackupError when the target is not empty (without ``overwrite``) or the
         strategy's final step fails. ``progress`` is called after each file (from a
-        worker thread).
+        worker thread). ``owners`` sets the recorded uid/gid (default: only when running
+        as root; asking for it elsewhere fails unless the ids are the caller's own);
+        ``user.*`` extended attributes are restored always, the others as root.
         """
         if restore_path is None or not str(restore_path):
             raise ConfigurationError("restore_path is required", field="restore_path")
@@ -388,14 +411,18 @@ class BackupManager:
                 " which is not registered"
             )
         counter = _Counter(progress)
+        privileged = os.geteuid() == 0
+        applier = MetaApplier(
+            owners=privileged if owners is None else owners, privileged=privileged
+        )
         if strategy.restores_in_place:
             root = Path(restore_path)
-            await asyncio.to_thread(self._restore_tree, manifest, root, overwrite, counter)
+            await asyncio.to_thread(self._restore_tree, manifest, root, overwrite, counter, applier)
             await strategy.finish_restore(root, str(restore_path))
         else:
             async with _scratch_directory("sergas-restore-") as scratch:
                 root = scratch / "tree"
-                await asyncio.to_thread(self._restore_tree, manifest, root, False, counter)
+                await asyncio.to_thread(self._restore_tree, manifest, root, False, counter, applier)
                 await strategy.finish_restore(root, str(restore_path))
         logger.info("restored backup %s (%d entries)", backup_id, len(manifest.entries))
         return True
@@ -404,23 +431,38 @@ class BackupManager:
         return self._read(self._open(create=False), backup_id)
 
     def _restore_tree(
-        self, manifest: Manifest, root: Path, overwrite: bool, counter: _Counter
+        self,
+        manifest: Manifest,
+        root: Path,
+        overwrite: bool,
+        counter: _Counter,
+        applier: MetaApplier | None = None,
     ) -> None:
         repo = self._open(create=False)
         # Shared: a concurrent garbage collection must not remove chunks being read.
-        with repo.lock(exclusive=False), RestoreTarget(root, overwrite=overwrite) as target:
+        with (
+            repo.lock(exclusive=False),
+            RestoreTarget(root, overwrite=overwrite, meta=applier) as target,
+        ):
             for entry in manifest.entries:
+                meta = FileMeta(entry.uid, entry.gid, entry.xattrs)
                 if entry.type == "dir":
-                    target.directory(entry.path, mode=entry.mode, mtime_ns=entry.mtime_ns)
+                    target.directory(
+                        entry.path, mode=entry.mode, mtime_ns=entry.mtime_ns, meta=meta
+                    )
                 elif entry.type == "symlink":
                     assert entry.target is not None
-                    target.symlink(entry.path, entry.target, mtime_ns=entry.mtime_ns)
+                    target.symlink(entry.path, entry.target, mtime_ns=entry.mtime_ns, meta=meta)
+                elif entry.type == "hardlink":
+                    assert entry.target is not None
+                    target.hardlink(entry.path, entry.target)
                 else:
                     target.file(
                         entry.path,
                         _checked_content(repo, entry, manifest.backup_id),
                         mode=entry.mode,
                         mtime_ns=entry.mtime_ns,
+                        meta=meta,
                     )
                     counter.done(entry)
             target.finish()
@@ -531,6 +573,10 @@ class _Counter:
         self.bytes += entry.size
         if self._progress is not None:
             self._progress(BackupProgress(self.files, self.bytes, entry.path))
+
+
+def _stored_entries(repo: Repository, backup_id: str, count: int) -> StoredEntries:
+    return StoredEntries(lambda: repo.manifest_entries(backup_id), count, backup_id)
 
 
 @contextlib.asynccontextmanager

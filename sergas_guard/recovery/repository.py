@@ -8,7 +8,8 @@ On-disk format, version 1::
                             sealed with AES-256-GCM), see ``crypto``
     data/<2 hex>/<pack id>  pack files, see ``packs``
     index/<id>              index fragments, see ``index``
-    snapshots/<backup id>   one manifest per backup: seal(zstd(JSON), aad="manifest:<id>")
+    snapshots/<backup id>   one manifest per backup, its entries in sealed segments and
+                            its header at the end, see ``manifest_file``
     verified/<backup id>    the last clean verify of that backup, sealed (see ``maintenance``)
     locks/repository        the ``flock`` lock file, see ``lock``
 
@@ -39,8 +40,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import zstandard
-
 from sergas_guard.errors import (
     BackupError,
     BackupNotFoundError,
@@ -63,6 +62,12 @@ from sergas_guard.recovery.crypto import (
 from sergas_guard.recovery.index import ChunkIndex, ChunkLocation, decode_fragment, encode_fragment
 from sergas_guard.recovery.lock import hold_lock
 from sergas_guard.recovery.maintenance import GcReport, VerifyReport
+from sergas_guard.recovery.manifest_file import (
+    ManifestWriter,
+    StoredHeader,
+    read_stored_entries,
+    read_stored_header,
+)
 from sergas_guard.recovery.packs import PackEntry, decode_blob, read_header
 from sergas_guard.recovery.writer import ChunkRef, ChunkWriter
 
@@ -72,7 +77,6 @@ FORMAT_VERSION = 1
 DEFAULT_PACK_SIZE = 16 * 1024 * 1024
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _BACKUP_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-_MAX_MANIFEST = 1 << 31
 
 
 class Repository:
@@ -389,41 +393,62 @@ class Repository:
             raise BackupNotFoundError(f"{backup_id!r} is not a valid backup id")
         return self.path / "snapshots" / backup_id
 
+    def manifest_writer(self, backup_id: str) -> ManifestWriter:
+        """A writer streaming the manifest of ``backup_id`` to a temporary file; its
+        ``commit(header)`` puts it in place (see ``manifest_file``). Use it as a context
+        manager, and commit only after the chunks its entries name are flushed.
+
+        Raises BackupNotFoundError for an invalid id (letters, digits, ``._-``, at most
+        128), OSError when the temporary file cannot be created.
+        """
+        return ManifestWriter(
+            self._manifest_path(backup_id), backup_id, self._sealer, self.compression_level
+        )
+
     def write_manifest(self, backup_id: str, manifest: dict[str, Any]) -> None:
-        """Store ``manifest`` (JSON-serialisable) atomically, sealed, as ``backup_id``.
+        """Store ``manifest`` (JSON-serialisable; its ``entries`` list streamed into
+        segments, the rest as the header) atomically, sealed, as ``backup_id``.
 
         Write it only after the chunks it names are flushed. Raises BackupNotFoundError
-        for an invalid id (letters, digits, ``._-``, at most 128), BackupError when the
-        manifest is not JSON-serialisable.
+        for an invalid id, BackupError when the manifest is not JSON-serialisable or its
+        ``entries`` is not a list.
         """
-        path = self._manifest_path(backup_id)
-        try:
-            raw = json.dumps(manifest, separators=(",", ":")).encode("utf-8")
-        except (TypeError, ValueError) as exc:
-            raise BackupError(f"manifest {backup_id} is not JSON-serialisable: {exc}") from None
-        packed = zstandard.ZstdCompressor(level=self.compression_level).compress(raw)
-        write_atomic(path, self._sealer.seal(packed, _manifest_aad(backup_id)))
+        header = dict(manifest)
+        entries = header.pop("entries", [])
+        if not isinstance(entries, list):
+            raise BackupError(f"the entries of manifest {backup_id} are not a list")
+        with self.manifest_writer(backup_id) as writer:
+            for entry in entries:
+                writer.add(entry)
+            writer.commit(header)
 
-    def read_manifest(self, backup_id: str) -> dict[str, Any]:
-        """The manifest stored as ``backup_id``.
+    def read_manifest_header(self, backup_id: str) -> StoredHeader:
+        """The header of the manifest stored as ``backup_id``, without its entries.
 
         Raises BackupNotFoundError when there is none, IntegrityError when it is damaged
         or was stored under another id.
         """
-        try:
-            blob = self._manifest_path(backup_id).read_bytes()
-        except FileNotFoundError:
-            raise BackupNotFoundError(f"no backup {backup_id}") from None
-        try:
-            raw = zstandard.ZstdDecompressor().decompress(
-                self._sealer.open(blob, _manifest_aad(backup_id)), max_output_size=_MAX_MANIFEST
-            )
-            manifest = json.loads(raw)
-        except (IntegrityError, zstandard.ZstdError, ValueError):
-            raise IntegrityError(f"the manifest of backup {backup_id} is damaged") from None
-        if not isinstance(manifest, dict):
-            raise IntegrityError(f"the manifest of backup {backup_id} is damaged")
-        return manifest
+        return read_stored_header(self._manifest_path(backup_id), self._sealer, backup_id)
+
+    def manifest_entries(self, backup_id: str) -> Iterator[Any]:
+        """The entries of the manifest stored as ``backup_id``, read one segment at a
+        time (JSON values, unchecked: ``manifest.parse_entry`` checks them).
+
+        Raises (while iterating) BackupNotFoundError when there is none, IntegrityError
+        naming the backup when a segment is damaged, missing or out of place.
+        """
+        return read_stored_entries(self._manifest_path(backup_id), self._sealer, backup_id)
+
+    def read_manifest(self, backup_id: str) -> dict[str, Any]:
+        """The whole manifest stored as ``backup_id``: its header with every entry in
+        ``entries`` (all in memory: for tools and tests; backups, restores and checks
+        stream with :meth:`read_manifest_header` and :meth:`manifest_entries`).
+
+        Raises BackupNotFoundError when there is none, IntegrityError when it is damaged
+        or was stored under another id.
+        """
+        header = self.read_manifest_header(backup_id)
+        return {**header.document, "entries": list(self.manifest_entries(backup_id))}
 
     def manifest_ids(self) -> list[str]:
         """The ids of every stored manifest, sorted."""
@@ -432,11 +457,17 @@ class Repository:
         )
 
     def delete_manifest(self, backup_id: str) -> None:
-        """Remove a manifest (its chunks stay until ``collect_garbage``).
+        """Remove a manifest and its verification record (its chunks stay until
+        ``collect_garbage``).
 
         Raises BackupNotFoundError when there is none.
         """
         path = self._manifest_path(backup_id)
+        if not path.exists():
+            raise BackupNotFoundError(f"no backup {backup_id}")
+        # The record goes first: a kill in between leaves an unmarked backup, never a
+        # mark that outlives its backup (and that a later backup id could inherit).
+        maintenance.clear_verified(self, backup_id)
         try:
             path.unlink()
         except FileNotFoundError:
@@ -493,10 +524,6 @@ def _free_for_init(path: Path) -> bool:
         if entry.name != "keys" and any(not p.name.startswith(TEMP_PREFIX) for p in inside):
             return False
     return True
-
-
-def _manifest_aad(backup_id: str) -> bytes:
-    return b"manifest:" + backup_id.encode("utf-8")
 
 
 def _sha256_hex(data: bytes) -> str:

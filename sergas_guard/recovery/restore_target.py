@@ -49,8 +49,16 @@ A manifest is untrusted input (a corrupted or hostile repository can say anythin
 
 Set-user-ID and set-group-ID bits of files are dropped unless ``special_bits=True`` (as
 Python's ``tarfile`` ``data`` filter does), so a hostile manifest cannot plant a set-uid
-program when root restores. Hard links are not created: the manifest format has no such
-entry. A :class:`RestoreTarget` is used from one thread at a time.
+program when root restores. Owners and extended attributes are applied by the
+``meta`` applier given (see ``file_meta``), to the open file before its mode and times,
+to a directory when it is settled, to a symlink with ``follow_symlinks=False``.
+
+Hard links are created by :meth:`RestoreTarget.finish` after every file is in place and
+before the symlinks, only to a path this restore wrote as a file (never to anything
+outside the target, a directory, a symlink or a device): a link is made under a
+temporary name with ``linkat`` (not following symlinks) and renamed into place.
+
+A :class:`RestoreTarget` is used from one thread at a time.
 """
 
 from __future__ import annotations
@@ -61,7 +69,7 @@ import os
 import secrets
 import stat
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for
 from dataclasses import dataclass
@@ -71,6 +79,7 @@ from types import TracebackType
 from typing import Literal
 
 from sergas_guard.errors import BackupError, ConfigurationError, UnsafeRestoreError
+from sergas_guard.recovery.file_meta import FileMeta, MetaApplier
 
 __all__ = ["BATCH_BYTES", "BATCH_FILES", "TEMP_PREFIX", "RestoreTarget", "split_relpath"]
 
@@ -174,15 +183,29 @@ def _write_sparse(fd: int, chunks: Iterable[bytes]) -> int:
     return pos
 
 
-def _write_temp(parent: int, temp: str, chunks: list[bytes], mode: int, mtime_ns: int) -> None:
+#: Applies owners and extended attributes to an open file (before its mode and times).
+_ApplyMeta = Callable[[int], None]
+
+
+def _write_temp(
+    parent: int,
+    temp: str,
+    chunks: list[bytes],
+    mode: int,
+    mtime_ns: int,
+    apply_meta: _ApplyMeta | None = None,
+) -> None:
     """Create ``temp`` in ``parent`` (never an existing name) holding ``chunks``, fsynced.
 
-    Removes the file and raises OSError when that fails.
+    Removes the file and raises OSError (or BackupError from ``apply_meta``) when that
+    fails.
     """
     fd = os.open(temp, _TEMP_FLAGS, 0o600, dir_fd=parent)
     try:
         try:
             _write_sparse(fd, chunks)
+            if apply_meta is not None:
+                apply_meta(fd)
             os.fchmod(fd, mode)
             os.utime(fd, ns=(mtime_ns, mtime_ns))
             os.fsync(fd)
@@ -227,12 +250,14 @@ class RestoreTarget:
         special_bits: bool = False,
         batch_files: int = BATCH_FILES,
         batch_bytes: int = BATCH_BYTES,
+        meta: MetaApplier | None = None,
     ) -> None:
         """Open ``root`` (created with its parents when missing) for restoring.
 
         Files are published ``batch_files`` files or ``batch_bytes`` bytes at a time
         (whichever comes first), once all of them are fsynced; ``batch_files=1``
-        renames each file as soon as it is durable.
+        renames each file as soon as it is durable. ``meta`` applies the owners and
+        extended attributes given to the entry methods (None: they are ignored).
 
         Raises ConfigurationError for a batch bound below 1; BackupError when ``root``
         cannot be created or opened as a directory, or is not empty and ``overwrite``
@@ -263,9 +288,12 @@ class RestoreTarget:
             )
         self._closed = False
         self._busy = False
+        self._meta = meta
         self._kinds: dict[str, _Kind] = {}
-        self._dir_meta: dict[str, tuple[int, int]] = {}
-        self._symlinks: dict[str, tuple[str, int | None]] = {}
+        self._dir_meta: dict[str, tuple[int, int, FileMeta | None]] = {}
+        self._symlinks: dict[str, tuple[str, int | None, FileMeta | None]] = {}
+        # Hard links to create once every file is in place: (link, file it names).
+        self._hardlinks: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
         # Pre-existing directories made writable for the restore, with their original mode.
         self._loosened: dict[str, int] = {}
         # Temporary names alive right now: (owned directory fd, name).
@@ -282,7 +310,9 @@ class RestoreTarget:
 
     # -- the entries ---------------------------------------------------------------
 
-    def directory(self, relpath: str, *, mode: int, mtime_ns: int) -> None:
+    def directory(
+        self, relpath: str, *, mode: int, mtime_ns: int, meta: FileMeta | None = None
+    ) -> None:
         """Create the directory ``relpath`` (and missing parents); its mode and mtime are
         applied by :meth:`finish`.
 
@@ -296,9 +326,17 @@ class RestoreTarget:
             os.close(self._walk(parts))
         except OSError as exc:
             raise _failed(relpath, exc) from exc
-        self._dir_meta[relpath] = (stat.S_IMODE(mode), mtime_ns)
+        self._dir_meta[relpath] = (stat.S_IMODE(mode), mtime_ns, meta)
 
-    def file(self, relpath: str, chunks: Iterable[bytes], *, mode: int, mtime_ns: int) -> None:
+    def file(
+        self,
+        relpath: str,
+        chunks: Iterable[bytes],
+        *,
+        mode: int,
+        mtime_ns: int,
+        meta: FileMeta | None = None,
+    ) -> None:
         """Write ``chunks`` as the file ``relpath``: to a temporary name now, renamed into
         place once its batch is durable (at the latest by :meth:`finish`).
 
@@ -324,11 +362,19 @@ class RestoreTarget:
             head, rest = _take(chunks, _SMALL_FILE)
             if self._closed:
                 raise BackupError(f"restoring {relpath!r} was aborted")
+            apply_meta = self._meta_for(meta, relpath)
             if rest is None:
-                self._write_later(parent, parts, head, stat.S_IMODE(mode) & bits, mtime_ns)
+                self._write_later(
+                    parent, parts, head, stat.S_IMODE(mode) & bits, mtime_ns, apply_meta
+                )
             else:
                 self._write_now(
-                    parent, parts, chain(head, rest), stat.S_IMODE(mode) & bits, mtime_ns
+                    parent,
+                    parts,
+                    chain(head, rest),
+                    stat.S_IMODE(mode) & bits,
+                    mtime_ns,
+                    apply_meta,
                 )
             if len(self._pending) >= self._batch_files or self._pending_bytes >= self._batch_bytes:
                 self._flush()
@@ -337,8 +383,20 @@ class RestoreTarget:
             if self._closed:
                 self._release()
 
+    def _meta_for(self, meta: FileMeta | None, relpath: str) -> _ApplyMeta | None:
+        applier = self._meta
+        if applier is None or meta is None or meta == FileMeta():
+            return None
+        return lambda fd: applier.to_fd(fd, meta, relpath)
+
     def _write_later(
-        self, parent: int, parts: tuple[str, ...], chunks: list[bytes], mode: int, mtime_ns: int
+        self,
+        parent: int,
+        parts: tuple[str, ...],
+        chunks: list[bytes],
+        mode: int,
+        mtime_ns: int,
+        apply_meta: _ApplyMeta | None = None,
     ) -> None:
         """Hand a small file to a writer thread; :meth:`_flush` waits for it."""
         temp = f"{TEMP_PREFIX}{secrets.token_hex(8)}.tmp"
@@ -346,7 +404,7 @@ class RestoreTarget:
         key = self._remember_temp(parent, temp)
         if self._pool is None:
             self._pool = ThreadPoolExecutor(_WRITERS, thread_name_prefix="sergas-restore")
-        future = self._pool.submit(_write_temp, key, temp, chunks, mode, mtime_ns)
+        future = self._pool.submit(_write_temp, key, temp, chunks, mode, mtime_ns, apply_meta)
         size = sum(len(chunk) for chunk in chunks)
         self._pending.append(_Pending(key, parts, temp, future))
         self._pending_bytes += size
@@ -360,7 +418,13 @@ class RestoreTarget:
             self._in_flight_bytes -= done_size
 
     def _write_now(
-        self, parent: int, parts: tuple[str, ...], chunks: Iterable[bytes], mode: int, mtime_ns: int
+        self,
+        parent: int,
+        parts: tuple[str, ...],
+        chunks: Iterable[bytes],
+        mode: int,
+        mtime_ns: int,
+        apply_meta: _ApplyMeta | None = None,
     ) -> None:
         """Stream a large file to a temporary name in this thread."""
         relpath = "/".join(parts)
@@ -371,6 +435,8 @@ class RestoreTarget:
             try:
                 try:
                     size = _write_sparse(fd, chunks)
+                    if apply_meta is not None:
+                        apply_meta(fd)
                     os.fchmod(fd, mode)
                     os.utime(fd, ns=(mtime_ns, mtime_ns))
                     os.fsync(fd)
@@ -388,7 +454,14 @@ class RestoreTarget:
         self._pending.append(_Pending(key, parts, temp, None))
         self._pending_bytes += size
 
-    def symlink(self, relpath: str, target: str, *, mtime_ns: int | None = None) -> None:
+    def symlink(
+        self,
+        relpath: str,
+        target: str,
+        *,
+        mtime_ns: int | None = None,
+        meta: FileMeta | None = None,
+    ) -> None:
         """Record the symlink ``relpath`` -> ``target``; :meth:`finish` creates it.
 
         ``target`` is stored as it is (a link may point anywhere; it is never followed).
@@ -400,7 +473,25 @@ class RestoreTarget:
         if not isinstance(target, str) or not target or "\x00" in target:
             raise UnsafeRestoreError(f"symlink {relpath!r} has an invalid target {target!r}")
         self._claim(parts, "symlink")
-        self._symlinks[relpath] = (target, mtime_ns)
+        self._symlinks[relpath] = (target, mtime_ns, meta)
+
+    def hardlink(self, relpath: str, target: str) -> None:
+        """Record ``relpath`` as a hard link to ``target``, a path given to :meth:`file`
+        (or :meth:`hardlink`) earlier in this restore; :meth:`finish` creates it.
+
+        Raises UnsafeRestoreError when either path escapes the target, ``target`` is not
+        a file of this restore (a directory, a symlink, something outside or before the
+        restore), or ``relpath`` conflicts with another entry.
+        """
+        self._check_open()
+        parts = split_relpath(relpath)
+        target_parts = split_relpath(target)
+        if self._kinds.get("/".join(target_parts)) != "file":
+            raise UnsafeRestoreError(
+                f"hard link {relpath!r} names {target!r}, which is not a file of this restore"
+            )
+        self._claim(parts, "file")
+        self._hardlinks.append((parts, target_parts))
 
     def finish(self) -> None:
         """Create the symlinks, then apply directory modes and mtimes deepest first and
@@ -414,9 +505,14 @@ class RestoreTarget:
         self._busy = True
         try:
             self._flush()
-            for relpath, (target, mtime_ns) in self._symlinks.items():
+            for parts, target_parts in self._hardlinks:
                 try:
-                    self._create_symlink(relpath, target, mtime_ns)
+                    self._create_hardlink(parts, target_parts)
+                except OSError as exc:
+                    raise _failed("/".join(parts), exc) from exc
+            for relpath, (target, mtime_ns, meta) in self._symlinks.items():
+                try:
+                    self._create_symlink(relpath, target, mtime_ns, meta)
                 except OSError as exc:
                     raise _failed(relpath, exc) from exc
             self._settle_directories()
@@ -643,7 +739,56 @@ class RestoreTarget:
 
     # -- finishing -------------------------------------------------------------------
 
-    def _create_symlink(self, relpath: str, target: str, mtime_ns: int | None) -> None:
+    def _create_hardlink(self, parts: tuple[str, ...], target_parts: tuple[str, ...]) -> None:
+        """Link ``parts`` to the regular file ``target_parts`` (both inside the target,
+        walked without following symlinks), under a temporary name renamed into place."""
+        relpath = "/".join(parts)
+        source_dir = self._walk(target_parts[:-1])
+        try:
+            st = os.lstat(target_parts[-1], dir_fd=source_dir)
+            if not stat.S_ISREG(st.st_mode):
+                raise UnsafeRestoreError(
+                    f"hard link {relpath!r} names {'/'.join(target_parts)!r}, not a file"
+                )
+            parent = self._parent(parts)
+            temp = f"{TEMP_PREFIX}{secrets.token_hex(8)}.tmp"
+            # linkat without AT_SYMLINK_FOLLOW: a symlink swapped in is linked, not followed.
+            os.link(
+                target_parts[-1],
+                temp,
+                src_dir_fd=source_dir,
+                dst_dir_fd=parent,
+                follow_symlinks=False,
+            )
+            self._publish(parent, temp, parts)
+        finally:
+            os.close(source_dir)
+
+    def _publish(
+        self,
+        parent: int,
+        temp: str,
+        parts: tuple[str, ...],
+        prepare: Callable[[], None] | None = None,
+    ) -> None:
+        """Run ``prepare``, then rename ``temp`` (just created in ``parent``) onto
+        ``parts[-1]``, never over a directory; ``temp`` is removed if that fails."""
+        key = self._remember_temp(parent, temp)
+        try:
+            if prepare is not None:
+                prepare()
+            self._check_replaceable(parent, parts)
+            os.replace(temp, parts[-1], src_dir_fd=parent, dst_dir_fd=parent)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp, dir_fd=parent)
+            raise
+        finally:
+            self._forget_temp(key)
+
+    def _create_symlink(
+        self, relpath: str, target: str, mtime_ns: int | None, meta: FileMeta | None = None
+    ) -> None:
         parts = split_relpath(relpath)
         parent = self._parent(parts)
         for _ in range(_ATTEMPTS):
@@ -655,18 +800,14 @@ class RestoreTarget:
                 continue
         else:
             raise BackupError("cannot find a free temporary name in the restore target")
-        key = self._remember_temp(parent, temp)
-        try:
+
+        def prepare() -> None:
+            if self._meta is not None:
+                self._meta.to_link(temp, parent, meta, relpath)
             if mtime_ns is not None:
                 os.utime(temp, ns=(mtime_ns, mtime_ns), dir_fd=parent, follow_symlinks=False)
-            self._check_replaceable(parent, parts)
-            os.replace(temp, parts[-1], src_dir_fd=parent, dst_dir_fd=parent)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp, dir_fd=parent)
-            raise
-        finally:
-            self._forget_temp(key)
+
+        self._publish(parent, temp, parts, prepare)
 
     def _settle_directories(self) -> None:
         """Apply modes and mtimes deepest first and fsync every directory of the restore."""
@@ -691,6 +832,8 @@ class RestoreTarget:
     def _settle(self, fd: int, relpath: str) -> None:
         meta = self._dir_meta.get(relpath)
         if meta is not None:
+            if self._meta is not None:
+                self._meta.to_fd(fd, meta[2], relpath)
             os.fchmod(fd, meta[0])
             os.utime(fd, ns=(meta[1], meta[1]))
         elif relpath in self._loosened:

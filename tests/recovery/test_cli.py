@@ -110,7 +110,9 @@ def test_json_shapes(repo: Path, source_tree: Path) -> None:
         "file_count",
         "stored_bytes",
         "status",
+        "verified_at",
     }
+    assert backup["verified_at"] is None
     assert (backup["type"], backup["strategy"], backup["status"]) == (
         "full",
         "filesystem",

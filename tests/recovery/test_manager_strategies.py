@@ -125,7 +125,7 @@ async def test_a_hostile_manifest_never_writes_outside_the_target(
 @pytest.mark.parametrize(
     "mutate",
     [
-        lambda d: d.update(version=2),
+        lambda d: d.update(version=3),
         lambda d: d.update(backup_id="other"),
         lambda d: d.update(type="weekly"),
         lambda d: d.update(entries="all of them"),

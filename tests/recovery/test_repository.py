@@ -299,8 +299,6 @@ def test_passphrase_source_is_called_not_stored(tmp_path: Path) -> None:
     assert PASSPHRASE not in repr(repo)
 
 
-
-
 def test_change_passphrase(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo")
     refs = store(repo, b"kept across the change" * 100)

@@ -95,9 +95,7 @@ def test_truncated_pack_is_found_by_the_structure_check(
         repo.read_chunk(victim)
 
 
-def test_missing_pack_is_reported(
-    repo: Repository, two_backups: dict[str, list[ChunkRef]]
-) -> None:
+def test_missing_pack_is_reported(repo: Repository, two_backups: dict[str, list[ChunkRef]]) -> None:
     victim = two_backups["docs/b.bin"][0]
     pack = pack_of(repo, victim)
     pack.unlink()
