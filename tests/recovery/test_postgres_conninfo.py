@@ -16,7 +16,9 @@ from sergas_guard.recovery.postgres import _Conninfo, _libpq_pairs, _quote_value
 passwords = st.text(st.characters(codec="utf-8", exclude_characters="\x00\n\r"), max_size=20).map(
     lambda text: "PW-" + text
 )
-names = st.text(st.characters(codec="utf-8", exclude_characters="\x00\n\r"), min_size=1, max_size=20)
+names = st.text(
+    st.characters(codec="utf-8", exclude_characters="\x00\n\r"), min_size=1, max_size=20
+)
 users = st.from_regex(r"[a-z][a-z0-9_]{0,10}", fullmatch=True)
 
 
