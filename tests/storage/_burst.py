@@ -1,0 +1,199 @@
+"""The cold-start burst of issue 14, shared by its test and its benchmark.
+
+Several freshly started processes build a limiter with default settings on one
+redis-server, wait at a barrier, then each fire ``concurrency`` concurrent ``hit("k")``
+at one limit; two CPU-bound processes run beside them, as on a busy host. Each worker
+reports what it admitted and what reached its caller as an exception.
+
+Workers are started with the ``spawn`` method: a new interpreter with no connection,
+no imported module and no state inherited from the test process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from multiprocessing.synchronize import Barrier, Event
+from typing import Any
+
+LIMIT = 100
+RATE = f"{LIMIT}/hour"
+# Strategies limits has, by our name.
+LIMITS_STRATEGIES = {
+    "fixed_window": "FixedWindowRateLimiter",
+    "sliding_window": "SlidingWindowCounterRateLimiter",
+    "sliding_log": "MovingWindowRateLimiter",
+}
+
+
+@dataclass
+class Outcome:
+    """One process's share of a burst."""
+
+    admitted: int = 0
+    rejected: int = 0
+    exceptions: Counter[str] = field(default_factory=Counter)
+    results: Counter[str] = field(default_factory=Counter)
+    storage: dict[str, Any] = field(default_factory=dict)
+    #: Seconds from the barrier to the slowest decision's answer.
+    slowest: float = 0.0
+
+
+@dataclass
+class Burst:
+    """All processes' outcomes of one burst."""
+
+    outcomes: list[Outcome]
+
+    @property
+    def admitted(self) -> int:
+        return sum(o.admitted for o in self.outcomes)
+
+    @property
+    def exceptions(self) -> Counter[str]:
+        total: Counter[str] = Counter()
+        for outcome in self.outcomes:
+            total.update(outcome.exceptions)
+        return total
+
+    @property
+    def slowest(self) -> float:
+        return max(o.slowest for o in self.outcomes)
+
+    @property
+    def results(self) -> Counter[str]:
+        total: Counter[str] = Counter()
+        for outcome in self.outcomes:
+            total.update(outcome.results)
+        return total
+
+
+def _ours(url: str, name: str, strategy: str) -> tuple[Any, Any]:
+    from sergas_guard.ratelimit import RateLimiter
+    from sergas_guard.storage import storage_from_url
+
+    limiter = RateLimiter(RATE, storage_from_url(url), name=name, strategy=strategy)
+
+    async def hit() -> tuple[bool, str]:
+        result = await limiter.hit("k")
+        return result.allowed, type(result).__name__
+
+    return hit, limiter
+
+
+def _limits(url: str, name: str, strategy: str) -> tuple[Any, Any]:
+    import limits
+    import limits.aio.storage
+    import limits.aio.strategies
+
+    storage = limits.aio.storage.RedisStorage("async+" + url)
+    limiter = getattr(limits.aio.strategies, LIMITS_STRATEGIES[strategy])(storage)
+    item = limits.parse(RATE)
+
+    async def hit() -> tuple[bool, str]:
+        return bool(await limiter.hit(item, name, "k")), "limits"
+
+    return hit, None
+
+
+def _worker(
+    contender: str,
+    url: str,
+    name: str,
+    strategy: str,
+    concurrency: int,
+    barrier: Barrier,
+    results: Any,
+) -> None:
+    hit, limiter = (_ours if contender == "ours" else _limits)(url, name, strategy)
+
+    async def main() -> Outcome:
+        outcome = Outcome()
+        barrier.wait()  # every process is ready: fire together
+        started = time.monotonic()
+
+        async def timed() -> tuple[bool, str]:
+            try:
+                return await hit()
+            finally:
+                outcome.slowest = max(outcome.slowest, time.monotonic() - started)
+
+        replies = await asyncio.gather(*(timed() for _ in range(concurrency)), return_exceptions=True)
+        for reply in replies:
+            if isinstance(reply, BaseException):
+                outcome.exceptions[f"{type(reply).__name__}: {reply}"[:120]] += 1
+                continue
+            allowed, kind = reply
+            outcome.admitted += allowed
+            outcome.rejected += not allowed
+            outcome.results[kind] += 1
+        if limiter is not None:
+            outcome.storage = limiter.get_metrics(detailed=True).get("storage", {})
+            await limiter.aclose()
+        return outcome
+
+    results.put(asyncio.run(main()))
+
+
+def _hog(stop: Event) -> None:
+    while not stop.is_set():
+        for _ in range(100_000):
+            pass
+
+
+@contextlib.contextmanager
+def cpu_hogs(count: int = 2) -> Iterator[None]:
+    """``count`` processes burning CPU until the block ends (a busy host)."""
+    context = multiprocessing.get_context("spawn")
+    stop = context.Event()
+    hogs = [context.Process(target=_hog, args=(stop,), daemon=True) for _ in range(count)]
+    for hog in hogs:
+        hog.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        for hog in hogs:
+            hog.join(10)
+            if hog.is_alive():
+                hog.kill()
+
+
+def burst(
+    url: str,
+    *,
+    name: str,
+    strategy: str,
+    processes: int = 4,
+    concurrency: int = 100,
+    contender: str = "ours",
+    timeout: float = 120.0,
+) -> Burst:
+    """Run one burst in ``processes`` freshly spawned processes; their outcomes."""
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(processes)
+    queue = context.Queue()
+    workers = [
+        context.Process(
+            target=_worker,
+            args=(contender, url, name, strategy, concurrency, barrier, queue),
+            daemon=True,
+        )
+        for _ in range(processes)
+    ]
+    for worker in workers:
+        worker.start()
+    deadline = time.monotonic() + timeout
+    try:
+        outcomes = [queue.get(timeout=max(0.1, deadline - time.monotonic())) for _ in workers]
+    finally:
+        for worker in workers:
+            worker.join(max(0.1, deadline - time.monotonic()))
+            if worker.is_alive():
+                worker.kill()
+    return Burst(outcomes)
