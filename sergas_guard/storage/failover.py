@@ -202,10 +202,13 @@ class FailoverStorage:
         self._core = BreakerCore("rate-limit storage", self.config.breaker(), clock.monotonic())
         self._detector = self.config.detector()
         self._lock = threading.Lock()
-        #: The processes sharing the storage (None when it cannot count them).
+        #: The processes sharing the storage; None when no share depends on them (another
+        #: policy, a fixed share) or the storage cannot count them.
         self.peers = (
             Peers(storage, clock)
-            if self.config.fallback_share == "auto" and isinstance(storage, HeartbeatStorage)
+            if self.config.policy == "fallback"
+            and self.config.fallback_share == "auto"
+            and isinstance(storage, HeartbeatStorage)
             else None
         )
         self._shares: dict[LimitSpec, LimitSpec] = {}
@@ -325,7 +328,8 @@ class FailoverStorage:
             return f"fallback at {share if share != 'auto' else 1.0:g} of each limit"
         if peers.count is None:
             return "fallback at the whole limit (no peer count read yet)"
-        return f"fallback at 1/{peers.count} of each limit ({peers.count} processes)"
+        count = peers.count
+        return f"fallback at 1/{count} of each limit ({count} process{'es' if count > 1 else ''})"
 
     def _divisor(self) -> float:
         """What each limit is divided by: the peer count, or 1 / a fixed share."""

@@ -55,7 +55,7 @@ from sergas_guard.storage.script import (
 __all__ = ["RedisStorage", "check_redis_url"]
 
 DEFAULT_CONNECT_TIMEOUT = 1.0
-DEFAULT_SOCKET_TIMEOUT = 3.0
+DEFAULT_SOCKET_TIMEOUT = 5.0
 # One immediate retry on a broken connection (e.g. a pooled socket after a Redis restart);
 # never on a timeout, since the script may have run and a retry would count twice.
 DEFAULT_RETRIES = 1

@@ -16,13 +16,14 @@ import contextlib
 import multiprocessing
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.synchronize import Barrier, Event
 from typing import Any
 
 LIMIT = 100
 RATE = f"{LIMIT}/hour"
+STRATEGIES = ("fixed_window", "sliding_window", "sliding_log", "token_bucket", "leaky_bucket")
 # Strategies limits has, by our name.
 LIMITS_STRATEGIES = {
     "fixed_window": "FixedWindowRateLimiter",
@@ -73,11 +74,17 @@ class Burst:
         return total
 
 
-def _ours(url: str, name: str, strategy: str) -> tuple[Any, Any]:
+Hit = Callable[[], Awaitable[tuple[bool, str]]]
+
+
+def _ours(url: str, name: str, strategy: str) -> tuple[Hit, Any]:
     from sergas_guard.ratelimit import RateLimiter
     from sergas_guard.storage import storage_from_url
 
-    limiter = RateLimiter(RATE, storage_from_url(url), name=name, strategy=strategy)
+    # The leaky bucket's burst is 1 by default; a burst of the limit makes every
+    # strategy's exact answer the same: LIMIT admitted.
+    burst = LIMIT if strategy == "leaky_bucket" else None
+    limiter = RateLimiter(RATE, storage_from_url(url), name=name, strategy=strategy, burst=burst)
 
     async def hit() -> tuple[bool, str]:
         result = await limiter.hit("k")
@@ -86,7 +93,7 @@ def _ours(url: str, name: str, strategy: str) -> tuple[Any, Any]:
     return hit, limiter
 
 
-def _limits(url: str, name: str, strategy: str) -> tuple[Any, Any]:
+def _limits(url: str, name: str, strategy: str) -> tuple[Hit, Any]:
     import limits
     import limits.aio.storage
     import limits.aio.strategies
@@ -123,7 +130,9 @@ def _worker(
             finally:
                 outcome.slowest = max(outcome.slowest, time.monotonic() - started)
 
-        replies = await asyncio.gather(*(timed() for _ in range(concurrency)), return_exceptions=True)
+        replies = await asyncio.gather(
+            *(timed() for _ in range(concurrency)), return_exceptions=True
+        )
         for reply in replies:
             if isinstance(reply, BaseException):
                 outcome.exceptions[f"{type(reply).__name__}: {reply}"[:120]] += 1
@@ -197,3 +206,81 @@ def burst(
             if worker.is_alive():
                 worker.kill()
     return Burst(outcomes)
+
+
+def _outage_worker(
+    url: str,
+    name: str,
+    rate: str,
+    processes: int,
+    before: int,
+    during: int,
+    barrier: Barrier,
+    results: Any,
+) -> None:
+    """Admit ``before`` on "k" with Redis up, wait to see every peer, then (after the
+    parent stopped Redis) fire ``during`` concurrent hits on "k"."""
+    from sergas_guard.ratelimit import RateLimiter
+    from sergas_guard.storage import FailoverStorage, storage_from_url
+
+    async def main() -> dict[str, Any]:
+        limiter = RateLimiter(rate, storage_from_url(url), name=name)
+        failover = limiter.storage
+        assert isinstance(failover, FailoverStorage)
+        assert failover.peers is not None
+        admitted_before = sum([(await limiter.hit("k")).allowed for _ in range(before)])
+        deadline = time.monotonic() + 30
+        while failover.peers.count != processes and time.monotonic() < deadline:
+            await limiter.hit("warm-up")  # heartbeats ride on successful decisions
+            await asyncio.sleep(0.05)
+        seen = failover.peers.count
+        barrier.wait()  # every process knows its peers: the parent stops Redis
+        barrier.wait()  # Redis is down
+        replies = await asyncio.gather(
+            *(limiter.hit("k") for _ in range(during)), return_exceptions=True
+        )
+        kinds = Counter(type(r).__name__ for r in replies)
+        admitted = sum(1 for r in replies if not isinstance(r, BaseException) and r.allowed)
+        metrics = limiter.get_metrics(detailed=True)["storage"]
+        await limiter.aclose()
+        return {
+            "before": admitted_before,
+            "during": admitted,
+            "kinds": kinds,
+            "peers_seen": seen,
+            "metrics": metrics,
+        }
+
+    results.put(asyncio.run(main()))
+
+
+def outage(
+    server: Any,
+    *,
+    name: str,
+    rate: str,
+    processes: int,
+    before: int,
+    during: int,
+    timeout: float = 120.0,
+) -> list[dict[str, Any]]:
+    """``processes`` spawned processes share a limit, then ``server`` stops under them."""
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(processes + 1)
+    queue = context.Queue()
+    args = (server.url, name, rate, processes, before, during, barrier, queue)
+    workers = [
+        context.Process(target=_outage_worker, args=args, daemon=True) for _ in range(processes)
+    ]
+    for worker in workers:
+        worker.start()
+    try:
+        barrier.wait(timeout)
+        server.stop()
+        barrier.wait(timeout)
+        return [queue.get(timeout=timeout) for _ in workers]
+    finally:
+        for worker in workers:
+            worker.join(10)
+            if worker.is_alive():
+                worker.kill()

@@ -303,3 +303,31 @@ def test_the_circuit_opens_exactly_after_threshold_failures_in_a_row(
         assert failover.state.value == expected
         if expected == "open":
             break
+
+
+async def test_a_frozen_server_opens_the_circuit_after_one_silent_timeout(
+    own_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    storage = RedisStorage(own_redis.url, socket_timeout=0.3, connect_timeout=0.3)
+    limiter = RateLimiter(CONFIG, storage, failure_window=0.2)
+    failover = limiter.storage
+    assert isinstance(failover, FailoverStorage)
+    assert (await limiter.hit("zoe")).allowed
+    assert failover.peers is not None
+    await wait_until(lambda: failover.peers is not None and failover.peers.count == 1)
+    caplog.set_level(logging.WARNING, logger="sergas_guard.storage.failover")
+    own_redis.pause()
+    try:
+        results = await asyncio.gather(*(limiter.hit("zoe") for _ in range(20)))
+        assert failover.state == "open"
+        later = await limiter.hit("zoe")  # skipped: no timeout paid
+    finally:
+        own_redis.resume()
+    assert all(type(r) is FallbackResult for r in [*results, later])
+    metrics = failover.get_metrics()
+    assert metrics["open_reason"].startswith("no reply for 0.")
+    assert metrics["skipped"] >= 1
+    (line,) = [r.getMessage() for r in caplog.records if "failing" in r.getMessage()]
+    assert "failing: no reply for 0." in line
+    assert "fallback at 1/1 of each limit (1 process)" in line
+    await limiter.aclose()
