@@ -77,14 +77,30 @@ class Burst:
 Hit = Callable[[], Awaitable[tuple[bool, str]]]
 
 
-def _ours(url: str, name: str, strategy: str) -> tuple[Hit, Any]:
+# The settings that were the defaults before issue 14 (for the benchmark's comparison).
+PREVIOUS_DEFAULTS: dict[str, Any] = {
+    "storage": {"connect_timeout": 0.05, "socket_timeout": 0.05},
+    "failover": {"failure_threshold": 3, "fallback_share": 1.0},
+}
+
+
+def _ours(url: str, name: str, strategy: str, previous: bool = False) -> tuple[Hit, Any]:
     from sergas_guard.ratelimit import RateLimiter
     from sergas_guard.storage import storage_from_url
 
+    storage_options = PREVIOUS_DEFAULTS["storage"] if previous else {}
+    failover_options = PREVIOUS_DEFAULTS["failover"] if previous else {}
     # The leaky bucket's burst is 1 by default; a burst of the limit makes every
     # strategy's exact answer the same: LIMIT admitted.
     burst = LIMIT if strategy == "leaky_bucket" else None
-    limiter = RateLimiter(RATE, storage_from_url(url), name=name, strategy=strategy, burst=burst)
+    limiter = RateLimiter(
+        RATE,
+        storage_from_url(url, **storage_options),
+        name=name,
+        strategy=strategy,
+        burst=burst,
+        **failover_options,
+    )
 
     async def hit() -> tuple[bool, str]:
         result = await limiter.hit("k")
@@ -98,7 +114,8 @@ def _limits(url: str, name: str, strategy: str) -> tuple[Hit, Any]:
     import limits.aio.storage
     import limits.aio.strategies
 
-    storage = limits.aio.storage.RedisStorage("async+" + url)
+    # redis-py, as our storage uses (limits' default async driver is coredis).
+    storage = limits.aio.storage.RedisStorage("async+" + url, implementation="redispy")
     limiter = getattr(limits.aio.strategies, LIMITS_STRATEGIES[strategy])(storage)
     item = limits.parse(RATE)
 
@@ -117,7 +134,10 @@ def _worker(
     barrier: Barrier,
     results: Any,
 ) -> None:
-    hit, limiter = (_ours if contender == "ours" else _limits)(url, name, strategy)
+    if contender == "limits":
+        hit, limiter = _limits(url, name, strategy)
+    else:
+        hit, limiter = _ours(url, name, strategy, previous=contender == "previous")
 
     async def main() -> Outcome:
         outcome = Outcome()
