@@ -40,6 +40,7 @@ class Row:
     exceptions: Counter[str] = field(default_factory=Counter)
     fallbacks: int = 0
     slowest: float = 0.0
+    close_errors: int = 0
 
     def cells(self) -> list[str]:
         exact = sum(a == LIMIT for a in self.admitted)
@@ -51,6 +52,7 @@ class Row:
             f"{raised} ({kinds})" if raised else "0",
             str(self.fallbacks),
             f"{self.slowest:.2f}",
+            str(self.close_errors),
         ]
 
 
@@ -85,6 +87,7 @@ def main() -> None:
                 row.exceptions.update(outcome.exceptions)
                 row.fallbacks += outcome.results.get("FallbackResult", 0)
                 row.slowest = max(row.slowest, outcome.slowest)
+                row.close_errors += sum(bool(o.close_error) for o in outcome.outcomes)
                 print(
                     f"{concurrency:>5} {strategy:<15} {contender:<7} run {run + 1}: "
                     f"admitted {outcome.admitted}, raised {sum(outcome.exceptions.values())}, "
@@ -107,6 +110,7 @@ def main() -> None:
         "raised to callers",
         "fallback answers",
         "slowest decision (s)",
+        "aclose() raised",
     ]
     print("| " + " | ".join(header) + " |")
     print("|" + " --- |" * len(header))

@@ -43,6 +43,8 @@ class Outcome:
     storage: dict[str, Any] = field(default_factory=dict)
     #: Seconds from the barrier to the slowest decision's answer.
     slowest: float = 0.0
+    #: What closing the limiter raised, if anything.
+    close_error: str = ""
 
 
 @dataclass
@@ -163,10 +165,17 @@ def _worker(
             outcome.results[kind] += 1
         if limiter is not None:
             outcome.storage = limiter.get_metrics(detailed=True).get("storage", {})
-            await limiter.aclose()
+            try:
+                await limiter.aclose()
+            except Exception as exc:  # closing is not part of the burst: reported apart
+                outcome.close_error = f"{type(exc).__name__}: {exc}"[:120]
         return outcome
 
-    results.put(asyncio.run(main()))
+    try:
+        results.put(asyncio.run(main()))
+    except BaseException as exc:  # the parent must hear of it, not wait for a timeout
+        results.put(Outcome(exceptions=Counter({f"worker: {type(exc).__name__}: {exc}": 1})))
+        raise
 
 
 def _hog(stop: Event) -> None:
