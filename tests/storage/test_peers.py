@@ -17,8 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sergas_guard.clock import ManualClock
+from sergas_guard.errors import ConfigurationError
 from sergas_guard.ratelimit import RateLimiter
-from sergas_guard.storage import FailoverStorage, RedisStorage
+from sergas_guard.storage import FailoverStorage, MemoryStorage, RedisStorage
 from sergas_guard.storage.failover import FallbackResult
 from sergas_guard.storage.peers import PEER_TTL_SECONDS, Peers, peers_key, process_id
 from tests.servers import RedisServer, free_port
@@ -140,3 +141,30 @@ def test_the_auto_share_is_the_limit_divided_by_the_peers_rounded_down(
 
 
 _DEAD_PORT = free_port()
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"fallback_share": "half"}, "fallback_share"),
+        ({"fallback_share": 0}, "fallback_share"),
+        ({"fallback_share": 1.5}, "fallback_share"),
+        ({"fallback_share": True}, "fallback_share"),
+        ({"fallback_share": float("nan")}, "fallback_share"),
+        ({"failure_window": 0}, "failure_window"),
+        ({"failure_rate": 120}, "failure_rate"),
+        ({"minimum_calls": 0}, "minimum_calls"),
+        ({"failure_threshold": 0}, "failure_threshold"),
+    ],
+)
+def test_bad_failover_options_name_their_field(options: dict[str, object], field: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        FailoverStorage(MemoryStorage(), **options)
+    assert caught.value.field == field
+
+
+def test_a_fixed_share_or_another_policy_needs_no_heartbeat() -> None:
+    dead = RedisStorage(f"redis://127.0.0.1:{_DEAD_PORT}/0")
+    assert FailoverStorage(dead, fallback_share=0.5).peers is None
+    assert FailoverStorage(dead, "fail_open").peers is None
+    assert FailoverStorage(dead).get_metrics()["share_in_force"] == 1.0
