@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -157,7 +158,7 @@ _DEAD_PORT = free_port()
         ({"failure_threshold": 0}, "failure_threshold"),
     ],
 )
-def test_bad_failover_options_name_their_field(options: dict[str, object], field: str) -> None:
+def test_bad_failover_options_name_their_field(options: dict[str, Any], field: str) -> None:
     with pytest.raises(ConfigurationError) as caught:
         FailoverStorage(MemoryStorage(), **options)
     assert caught.value.field == field
