@@ -23,7 +23,7 @@ from sergas_guard.ratelimit import RateLimiter
 from sergas_guard.storage import FailoverStorage, MemoryStorage, RedisStorage
 from sergas_guard.storage.failover import FallbackResult
 from sergas_guard.storage.peers import PEER_TTL_SECONDS, Peers, peers_key, process_id
-from tests.servers import RedisServer, free_port
+from tests.servers import RedisCluster, RedisServer, free_port
 from tests.storage._burst import outage
 
 pytestmark = pytest.mark.redis
@@ -169,3 +169,14 @@ def test_a_fixed_share_or_another_policy_needs_no_heartbeat() -> None:
     assert FailoverStorage(dead, fallback_share=0.5).peers is None
     assert FailoverStorage(dead, "fail_open").peers is None
     assert FailoverStorage(dead).get_metrics()["share_in_force"] == 1.0
+
+
+@pytest.mark.cluster
+async def test_the_heartbeat_works_on_a_cluster(redis_cluster_session: RedisCluster) -> None:
+    storage = RedisStorage(redis_cluster_session.url, socket_timeout=5.0, connect_timeout=5.0)
+    try:
+        ttl = int(PEER_TTL_SECONDS * 1000)
+        assert storage.heartbeat_sync("cluster-peer-a", ttl) >= 1
+        assert await storage.heartbeat("cluster-peer-b", ttl) >= 2
+    finally:
+        await storage.aclose()
