@@ -41,6 +41,7 @@ from sergas_guard import validation
 from sergas_guard.errors import ConfigurationError, StorageError, StorageUnavailable
 from sergas_guard.ratelimit.result import RateLimitResult
 from sergas_guard.secrets import credentials_problem, scrub, scrub_url, url_secrets
+from sergas_guard.storage import peers
 from sergas_guard.storage.base import LimitCheck
 from sergas_guard.storage.redis_pool import AsyncConnections, SyncConnections
 from sergas_guard.storage.script import (
@@ -53,8 +54,8 @@ from sergas_guard.storage.script import (
 
 __all__ = ["RedisStorage", "check_redis_url"]
 
-DEFAULT_CONNECT_TIMEOUT = 0.05
-DEFAULT_SOCKET_TIMEOUT = 0.05
+DEFAULT_CONNECT_TIMEOUT = 1.0
+DEFAULT_SOCKET_TIMEOUT = 5.0
 # One immediate retry on a broken connection (e.g. a pooled socket after a Redis restart);
 # never on a timeout, since the script may have run and a retry would count twice.
 DEFAULT_RETRIES = 1
@@ -383,6 +384,27 @@ class RedisStorage:
                     await client.initialize()
                     self._async_ready = True
         return client
+
+    # -- peers: the heartbeat behind fallback_share="auto" (storage/peers.py) ----------
+
+    def heartbeat_sync(self, member: str, ttl_ms: int) -> int:
+        """Record ``member`` in the peer set; how many processes share this storage.
+
+        Raises StorageUnavailable / StorageError when Redis fails.
+        """
+        key = peers.peers_key(self.key_prefix)
+        try:
+            return peers.heartbeat_sync(self.sync_client, key, member, ttl_ms)
+        except Exception as exc:  # the driver's errors, and its bugs, are storage errors
+            raise self._error(exc, "heartbeat") from exc
+
+    async def heartbeat(self, member: str, ttl_ms: int) -> int:
+        """Async face of :meth:`heartbeat_sync`."""
+        key = peers.peers_key(self.key_prefix)
+        try:
+            return await peers.heartbeat(await self._ready_client(), key, member, ttl_ms)
+        except Exception as exc:
+            raise self._error(exc, "heartbeat") from exc
 
     # -- reset and clear: SCAN, never KEYS (on a cluster, every primary) -----------
 

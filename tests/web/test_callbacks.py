@@ -129,12 +129,17 @@ def redis_client(storage: RedisStorage) -> redis.Redis:
 
 
 def redis_keys(storage: RedisStorage | None) -> list[str]:
-    """The keys in the storage's Redis (empty for the memory storage)."""
+    """The rate-limit keys in the storage's Redis (empty for the memory storage).
+
+    Not the peer set of fallback_share="auto" (``sg:peers``): its heartbeats are not
+    decisions.
+    """
     if storage is None:
         return []
     client = redis_client(storage)
     try:
-        return sorted(k.decode() if isinstance(k, bytes) else k for k in client.keys("*"))
+        keys = (k.decode() if isinstance(k, bytes) else k for k in client.keys("*"))
+        return sorted(k for k in keys if k != "sg:peers")
     finally:
         client.close()
 
