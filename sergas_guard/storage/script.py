@@ -24,9 +24,11 @@ from sergas_guard.ratelimit.result import (
     RateLimitResult,
     RateLimitStrategy,
 )
+from sergas_guard.redis.scripts import Script
 from sergas_guard.storage.base import LimitCheck, too_costly
 
 __all__ = [
+    "DECIDE",
     "DECIDE_SCRIPT",
     "DECIDE_SHA",
     "encode_call",
@@ -62,6 +64,8 @@ def _load_source() -> str:
 
 DECIDE_SCRIPT = _load_source()
 DECIDE_SHA = hashlib.sha1(DECIDE_SCRIPT.encode("utf-8")).hexdigest()
+#: The script for :mod:`sergas_guard.redis` clients (which load it on each connection).
+DECIDE = Script(DECIDE_SCRIPT)
 
 
 _SPEC_FIELDS = ("limit", "window", "burst")
