@@ -18,6 +18,7 @@ Fork-safe: a child opens its own sockets, never writes on the parent's.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import Sequence
 from typing import Any
@@ -50,7 +51,6 @@ class _Base:
         self.secrets = secrets
         # Shared with every connection: a new connection loads these in its handshake.
         self.scripts: dict[str, Script] = {}
-        self._turn = itertools.count()
 
     def register(self, script: Script) -> None:
         """Load ``script`` on every connection opened from now on (done on first use)."""
@@ -80,10 +80,7 @@ class RedisClient(_Base):
             AsyncConnection(self.resolver, self.options, self.scripts, secrets)
             for _ in range(self.options.connections)
         ]
-
-    def _next(self) -> AsyncConnection:
-        connections = self.connections
-        return connections[next(self._turn) % len(connections)]
+        self._next = itertools.cycle(self.connections).__next__
 
     async def call(self, *args: Arg, within: float | None = None) -> Any:
         """Run one command; its reply (bytes, int, None or a list).
@@ -116,12 +113,27 @@ class RedisClient(_Base):
         connection = self._next()
         reply = await connection.call(call, within)
         if type(reply) is ErrorReply:
-            if reply.code == "NOSCRIPT":
-                reply = await connection.call(script.as_eval(call), within)
-                if type(reply) is not ErrorReply:
-                    return reply
-            raise from_error_reply(reply, doing, self.secrets)
+            return await self.settle(script, call, reply, doing)
         return reply
+
+    def submit(self, command: bytes) -> asyncio.Future[Any] | None:
+        """The hot path for pre-encoded commands (e.g. a registered script's EVALSHA):
+        the future of the reply on the next connection if it is open, else None (then
+        use :meth:`run_script` or :meth:`execute`). The reply may be an ErrorReply (pass
+        it to :meth:`settle`); the future fails with StorageUnavailable, or with NotSent
+        when the command was certainly not sent (resend it with :meth:`execute`)."""
+        return self._next().submit(command)
+
+    async def settle(self, script: Script, call: bytes, reply: ErrorReply, doing: str) -> Any:
+        """What an error ``reply`` to a ``call`` of ``script`` comes to: after NOSCRIPT,
+        the reply of the call resent as EVAL (it had not run); else raises its error
+        (StorageUnavailable for READONLY and the like, StorageError otherwise)."""
+        if reply.code == "NOSCRIPT":
+            retried = await self._next().call(script.as_eval(call))
+            if type(retried) is not ErrorReply:
+                return retried
+            reply = retried
+        raise from_error_reply(reply, doing, self.secrets)
 
     @property
     def open_connections(self) -> int:
@@ -148,10 +160,7 @@ class SyncRedisClient(_Base):
             SyncConnection(self.resolver, self.options, self.scripts, secrets)
             for _ in range(self.options.connections)
         ]
-
-    def _next(self) -> SyncConnection:
-        connections = self.connections
-        return connections[next(self._turn) % len(connections)]
+        self._next = itertools.cycle(self.connections).__next__
 
     def call(self, *args: Arg, within: float | None = None) -> Any:
         """Run one command; its reply. Raises StorageUnavailable / StorageError."""

@@ -48,19 +48,22 @@ from sergas_guard.redis.scripts import Script
 from sergas_guard.redis.url import ConnectOptions
 from sergas_guard.secrets import scrub
 
-__all__ = ["AsyncConnection", "handshake_commands"]
+__all__ = ["AsyncConnection", "NotSent", "handshake_commands"]
 
 # Handles we schedule (flushes, the watchdog, connects) run in an empty context: the
 # caller's (a web request's context variables) would otherwise live as long as they do.
 _EMPTY = contextvars.Context()
+_running_loop = asyncio.get_running_loop
 # A connection unused for this long is polled for a close by the server before a write.
 _IDLE_CHECK_AFTER = 0.001
 # How long closing waits for the socket to be closed before aborting it.
 _CLOSE_WAIT = 1.0
 
 
-class _NotSent(Exception):
-    """The connection dropped while the command was still in our write buffer."""
+class NotSent(Exception):
+    """The connection dropped while the command was still in our write buffer: it was
+    certainly not sent (internal: :meth:`AsyncConnection.call` resends such a command once;
+    a caller of :meth:`AsyncConnection.submit` does so through ``call``)."""
 
 
 def handshake_commands(options: ConnectOptions, scripts: Iterable[Script]) -> list[bytes]:
@@ -88,7 +91,7 @@ class _Wire(asyncio.Protocol):
         self.loop = loop
         self.address = address
         self.socket_timeout = socket_timeout
-        self.generation = fork.generation()
+        self.generation = fork.state.generation
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.reader = make_reader()
@@ -205,9 +208,7 @@ class _Wire(asyncio.Protocol):
         for index, future in enumerate(futures):
             if not future.done():
                 # A fresh exception each: a shared one would keep the last caller's frames.
-                future.set_exception(
-                    ConnectionLost(reason) if index < written else _NotSent(reason)
-                )
+                future.set_exception(ConnectionLost(reason) if index < written else NotSent(reason))
 
     # -- the watchdog ------------------------------------------------------------------
 
@@ -274,6 +275,21 @@ class AsyncConnection:
         wire = self._wire
         return wire is not None and not wire.closed
 
+    def submit(self, command: bytes) -> asyncio.Future[Any] | None:
+        """The hot path: queue ``command`` on the open connection, with the default deadline,
+        and return the future of its reply; None when the connection is not open and
+        ready for the running loop (then use :meth:`call`). The future fails like
+        :meth:`call`, and with NotSent (resend it through :meth:`call`)."""
+        wire = self._wire
+        if (
+            wire is None
+            or wire.closed
+            or wire.generation != fork.state.generation
+            or wire.loop is not _running_loop()
+        ):
+            return None
+        return wire.send(command, wire.loop.time() + self.options.socket_timeout)
+
     async def call(self, command: bytes, within: float | None = None) -> Any:
         """Send the encoded ``command``; return its reply (ErrorReply as a value).
 
@@ -286,14 +302,14 @@ class AsyncConnection:
             if (
                 wire is None
                 or wire.closed
-                or wire.loop is not asyncio.get_running_loop()
-                or wire.generation != fork.generation()
+                or wire.loop is not _running_loop()
+                or wire.generation != fork.state.generation
             ):
                 wire = await self._connected(wire)
             deadline = wire.loop.time() + (within or self.options.socket_timeout)
             try:
                 reply = await wire.send(command, deadline)
-            except _NotSent:
+            except NotSent:
                 if attempt or self._closed:
                     raise ConnectionLost(wire.lost_reason) from None
                 continue  # never written: one try on a fresh connection
@@ -310,7 +326,7 @@ class AsyncConnection:
     async def _connected(self, stale: _Wire | None) -> _Wire:
         """The open wire, after connecting (or waiting on the connect in progress)."""
         if stale is not None and not stale.closed:
-            if stale.loop is asyncio.get_running_loop() and stale.generation == fork.generation():
+            if stale.loop is _running_loop() and stale.generation == fork.state.generation:
                 return stale
             # Another loop's, or the parent's after a fork: never write on it.
             self._wire = None
@@ -367,7 +383,7 @@ class AsyncConnection:
             return self._why(
                 f"Timeout connecting to Redis ({options.connect_timeout:g} s)", address
             )
-        except (OSError, ConnectionLost, _NotSent) as exc:
+        except (OSError, ConnectionLost, NotSent) as exc:
             if wire is not None:
                 wire.kill("handshake failed")
             if address is not None:
@@ -386,7 +402,7 @@ class AsyncConnection:
         wire, self._wire = self._wire, None
         if wire is None or wire.closed:
             return
-        if wire.generation != fork.generation() or wire.loop is not asyncio.get_running_loop():
+        if wire.generation != fork.state.generation or wire.loop is not asyncio.get_running_loop():
             return  # not ours to close: the parent's socket, or another loop's
         wire._fail_all("the client was closed")
         transport = wire.transport

@@ -10,19 +10,28 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["generation"]
+__all__ = ["generation", "state"]
 
-_generation = 0
+
+class _State:
+    __slots__ = ("generation",)
+
+    def __init__(self) -> None:
+        self.generation = 0
+
+
+#: ``state.generation`` changes in every forked child (an attribute read per call is
+#: cheaper than ``os.getpid()``).
+state = _State()
 
 
 def generation() -> int:
-    """A number that changes in a forked child (cheaper than ``os.getpid()`` per call)."""
-    return _generation
+    """A number that changes in a forked child."""
+    return state.generation
 
 
 def _after_fork_in_child() -> None:
-    global _generation
-    _generation += 1
+    state.generation += 1
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -79,7 +79,7 @@ class SyncConnection:
         self._reader: Reader = make_reader()
         self._slots: deque[_Slot] = deque()
         self._reading = False
-        self._generation = fork.generation()
+        self._generation = fork.state.generation
         self._poller: Any = None
         self._last_used = 0.0
         self._quiet_since = 0.0
@@ -90,7 +90,7 @@ class SyncConnection:
 
     @property
     def connected(self) -> bool:
-        return self._sock is not None and self._generation == fork.generation()
+        return self._sock is not None and self._generation == fork.state.generation
 
     def call(self, command: bytes, within: float | None = None) -> Any:
         """Send the encoded ``command``; return its reply (ErrorReply as a value).
@@ -212,7 +212,7 @@ class SyncConnection:
     def _kill(self, reason: str) -> None:
         """Close the socket and fail every waiting call (under the mutex)."""
         sock, self._sock = self._sock, None
-        if sock is not None and self._generation == fork.generation():
+        if sock is not None and self._generation == fork.state.generation:
             sock.close()
         slots, self._slots = self._slots, deque()
         self._reading = False
@@ -228,13 +228,13 @@ class SyncConnection:
 
     def _ensure_open(self, now: float, seen: int) -> None:
         """Make sure a usable socket is open (under the mutex); share a failed attempt."""
-        if self._generation != fork.generation():
+        if self._generation != fork.state.generation:
             # A forked child: the socket is the parent's; forget it without closing.
             self._sock = None
             self._slots = deque()
             self._reading = False
             self._reader = make_reader()
-            self._generation = fork.generation()
+            self._generation = fork.state.generation
         sock = self._sock
         idle = (
             sock is not None
@@ -344,7 +344,7 @@ class SyncConnection:
     def close(self) -> None:
         """Close the socket; calls still waiting fail with ConnectionLost."""
         with self._mutex:
-            if self._generation != fork.generation():
+            if self._generation != fork.state.generation:
                 self._sock = None  # the parent's: not ours to close
             self._kill("the client was closed")
 

@@ -187,7 +187,7 @@ def parse_url(
         if not service:
             raise fail("a Sentinel URL names the service: redis+sentinel://host:port/service")
         db_text = db_in_path or db_text
-    elif kind == "single" and scheme != "unix" and path.strip("/"):
+    elif scheme != "unix" and path.strip("/"):
         db_text = path.strip("/")
     db = _whole(db_text or "0", "db", fail)
     conns = (

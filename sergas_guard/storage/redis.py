@@ -44,7 +44,9 @@ from sergas_guard import validation
 from sergas_guard.errors import ConfigurationError, StorageError, StorageUnavailable
 from sergas_guard.ratelimit.result import RateLimitResult
 from sergas_guard.redis.client import RedisClient, SyncRedisClient, client_target
+from sergas_guard.redis.connection import NotSent
 from sergas_guard.redis.errors import from_exception
+from sergas_guard.redis.protocol import ErrorReply
 from sergas_guard.redis.url import ClusterTarget, SingleTarget, parse_url
 from sergas_guard.secrets import credentials_problem, scrub, scrub_url, url_secrets
 from sergas_guard.storage.base import LimitCheck
@@ -201,6 +203,7 @@ class RedisStorage:
         """Our asyncio client of the single server (None on a cluster or given clients)."""
         if self._redis is None and self._target is not None:
             self._redis = RedisClient(self._target, resolver=self._resolver, secrets=self._secrets)
+            self._redis.register(DECIDE)  # loaded by each connection's handshake
         return self._redis
 
     @property
@@ -212,6 +215,7 @@ class RedisStorage:
                     self._sync_redis = SyncRedisClient(
                         self._target, resolver=self._resolver, secrets=self._secrets
                     )
+                    self._sync_redis.register(DECIDE)
         return self._sync_redis
 
     @property
@@ -320,7 +324,18 @@ class RedisStorage:
             return await self._decide_redis_py(checks, cost, now_us)
         call = encode_call(checks, cost, now_us)
         try:
-            reply = await client.run_script(DECIDE, call, doing="decision")
+            # The hot path: the pre-encoded call straight onto an open connection's
+            # pipeline (no coroutine layers in between); anything else takes the long way.
+            pending = client.submit(call)
+            if pending is None:
+                reply = await client.run_script(DECIDE, call, doing="decision")
+            else:
+                try:
+                    reply = await pending
+                except NotSent:  # the connection dropped before writing it: once more
+                    reply = await client.run_script(DECIDE, call, doing="decision")
+                if type(reply) is ErrorReply:
+                    reply = await client.settle(DECIDE, call, reply, "decision")
         except StorageError:
             raise
         except Exception as exc:  # our client's bugs are storage errors too
