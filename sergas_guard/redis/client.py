@@ -18,7 +18,6 @@ Fork-safe: a child opens its own sockets, never writes on the parent's.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 from collections.abc import Sequence
 from typing import Any
@@ -113,26 +112,33 @@ class RedisClient(_Base):
         connection = self._next()
         reply = await connection.call(call, within)
         if type(reply) is ErrorReply:
-            return await self.settle(script, call, reply, doing)
+            return await self.settle(script, call, reply, doing, connection)
         return reply
 
-    def submit(self, command: bytes) -> asyncio.Future[Any] | None:
-        """The hot path for pre-encoded commands (e.g. a registered script's EVALSHA):
-        the future of the reply on the next connection if it is open, else None (then
-        use :meth:`run_script` or :meth:`execute`). The reply may be an ErrorReply (pass
-        it to :meth:`settle`); the future fails with StorageUnavailable, or with NotSent
-        when the command was certainly not sent (resend it with :meth:`execute`)."""
-        return self._next().submit(command)
+    def pick(self) -> AsyncConnection:
+        """The connection the next call goes to (they take turns). For hot paths:
+        ``await connection.submit(command)`` runs a pre-encoded command on it; an
+        ErrorReply to a script call goes to :meth:`settle`."""
+        return self._next()
 
-    async def settle(self, script: Script, call: bytes, reply: ErrorReply, doing: str) -> Any:
+    async def settle(
+        self,
+        script: Script,
+        call: bytes,
+        reply: ErrorReply,
+        doing: str,
+        connection: AsyncConnection,
+    ) -> Any:
         """What an error ``reply`` to a ``call`` of ``script`` comes to: after NOSCRIPT,
-        the reply of the call resent as EVAL (it had not run); else raises its error
-        (StorageUnavailable for READONLY and the like, StorageError otherwise)."""
+        the reply of the call resent as EVAL on ``connection`` (it had not run); else
+        raises its error (StorageUnavailable for READONLY and the like, StorageError
+        otherwise)."""
         if reply.code == "NOSCRIPT":
-            retried = await self._next().call(script.as_eval(call))
+            retried = await connection.call(script.as_eval(call))
             if type(retried) is not ErrorReply:
                 return retried
             reply = retried
+        connection.check_reply(reply)
         raise from_error_reply(reply, doing, self.secrets)
 
     @property

@@ -32,7 +32,7 @@ import asyncio
 import contextvars
 import select
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from typing import Any
 
 from sergas_guard.redis import fork
@@ -275,11 +275,12 @@ class AsyncConnection:
         wire = self._wire
         return wire is not None and not wire.closed
 
-    def submit(self, command: bytes) -> asyncio.Future[Any] | None:
-        """The hot path: queue ``command`` on the open connection, with the default deadline,
-        and return the future of its reply; None when the connection is not open and
-        ready for the running loop (then use :meth:`call`). The future fails like
-        :meth:`call`, and with NotSent (resend it through :meth:`call`)."""
+    def submit(self, command: bytes) -> Awaitable[Any]:
+        """The hot path: ``await connection.submit(command)`` is ``await
+        connection.call(command)`` with the default deadline; on an open connection it
+        queues the command at once and returns the reply's future (no coroutine), which
+        may also fail with NotSent (then resend through :meth:`call`). Await it at once:
+        a future kept in a local would, with its exception, make a reference cycle."""
         wire = self._wire
         if (
             wire is None
@@ -287,8 +288,15 @@ class AsyncConnection:
             or wire.generation != fork.state.generation
             or wire.loop is not _running_loop()
         ):
-            return None
+            return self.call(command)
         return wire.send(command, wire.loop.time() + self.options.socket_timeout)
+
+    def check_reply(self, reply: Any) -> None:
+        """After a reply to a :meth:`submit`: READONLY means the server is a replica now."""
+        wire = self._wire
+        readonly = type(reply) is ErrorReply and reply.code == "READONLY"
+        if readonly and wire is not None and not wire.closed:
+            self._forget_address(wire)
 
     async def call(self, command: bytes, within: float | None = None) -> Any:
         """Send the encoded ``command``; return its reply (ErrorReply as a value).

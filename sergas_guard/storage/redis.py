@@ -325,17 +325,14 @@ class RedisStorage:
         call = encode_call(checks, cost, now_us)
         try:
             # The hot path: the pre-encoded call straight onto an open connection's
-            # pipeline (no coroutine layers in between); anything else takes the long way.
-            pending = client.submit(call)
-            if pending is None:
-                reply = await client.run_script(DECIDE, call, doing="decision")
-            else:
-                try:
-                    reply = await pending
-                except NotSent:  # the connection dropped before writing it: once more
-                    reply = await client.run_script(DECIDE, call, doing="decision")
-                if type(reply) is ErrorReply:
-                    reply = await client.settle(DECIDE, call, reply, "decision")
+            # pipeline (no coroutine layers in between).
+            connection = client.pick()
+            try:
+                reply = await connection.submit(call)
+            except NotSent:  # the connection dropped before writing it: once more
+                reply = await connection.call(call)
+            if type(reply) is ErrorReply:
+                reply = await client.settle(DECIDE, call, reply, "decision", connection)
         except StorageError:
             raise
         except Exception as exc:  # our client's bugs are storage errors too

@@ -83,9 +83,7 @@ async def test_every_reply_reaches_its_own_caller_whatever_the_deadlines(
 ) -> None:
     client = RedisClient(target(redis_url, connect_timeout=2.0, socket_timeout=2.0))
 
-    async def one(
-        index: int, within: float | None, turns: int, slow: bool
-    ) -> tuple[bytes, object]:
+    async def one(index: int, within: float | None, turns: int, slow: bool) -> tuple[bytes, object]:
         for _ in range(turns):
             await asyncio.sleep(0)
         token = f"call-{index}".encode()
