@@ -98,6 +98,7 @@ class _Wire(asyncio.Protocol):
         self.futures: deque[asyncio.Future[Any]] = deque()
         self.deadlines: deque[float] = deque()
         self.out: list[bytes] = []
+        self.unsent = 0  # futures whose commands are still in ``out``
         self.flush_pending = False
         self.quiet_since = 0.0  # last reply, or when the FIFO last became non-empty
         self.watchdog: asyncio.TimerHandle | None = None
@@ -118,12 +119,20 @@ class _Wire(asyncio.Protocol):
         futures.append(future)
         self.deadlines.append(deadline)
         self.out.append(command)
+        self.unsent += 1
         if not self.flush_pending:
             self.flush_pending = True
             self.loop.call_soon(self._flush, context=_EMPTY)
         if self.watchdog is None or deadline < self.watch_at:
             self._arm(deadline)
         return future
+
+    def send_after(self, prefix: bytes, command: bytes, deadline: float) -> asyncio.Future[Any]:
+        """Queue ``prefix`` (e.g. ASKING) and ``command`` back to back, nothing between;
+        the prefix's reply is dropped, the future gets the command's."""
+        dropped = self.send(prefix, deadline)
+        dropped.cancel()  # its reply is read and dropped like a timed-out call's
+        return self.send(command, deadline)
 
     def _flush(self) -> None:
         self.flush_pending = False
@@ -132,7 +141,7 @@ class _Wire(asyncio.Protocol):
             return
         if (
             self.poller is not None
-            and len(self.futures) == len(out)
+            and len(self.futures) == self.unsent
             and self.loop.time() - self.last_reply > _IDLE_CHECK_AFTER
             and self.poller.poll(0)
         ):
@@ -143,6 +152,7 @@ class _Wire(asyncio.Protocol):
             return
         data = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
+        self.unsent = 0
         self.transport.write(data)
 
     # -- receiving -------------------------------------------------------------------
@@ -200,8 +210,9 @@ class _Wire(asyncio.Protocol):
         if self.watchdog is not None:
             self.watchdog.cancel()
             self.watchdog = None
-        unsent = len(self.out)
+        unsent = self.unsent
         self.out.clear()
+        self.unsent = 0
         futures, self.futures = self.futures, deque()
         self.deadlines = deque()
         written = len(futures) - unsent
@@ -298,9 +309,12 @@ class AsyncConnection:
         if readonly and wire is not None and not wire.closed:
             self._forget_address(wire)
 
-    async def call(self, command: bytes, within: float | None = None) -> Any:
+    async def call(
+        self, command: bytes, within: float | None = None, *, after: bytes | None = None
+    ) -> Any:
         """Send the encoded ``command``; return its reply (ErrorReply as a value).
 
+        ``after``: a command sent just before ``command`` (e.g. ASKING), its reply dropped.
         Raises ConnectFailed (not connected; not sent), CallTimeout (no reply within
         ``within`` seconds, default the socket timeout; may have run), ConnectionLost (the
         connection broke after the command was written; may have run).
@@ -316,7 +330,10 @@ class AsyncConnection:
                 wire = await self._connected(wire)
             deadline = wire.loop.time() + (within or self.options.socket_timeout)
             try:
-                reply = await wire.send(command, deadline)
+                if after is None:
+                    reply = await wire.send(command, deadline)
+                else:
+                    reply = await wire.send_after(after, command, deadline)
             except NotSent:
                 if attempt or self._closed:
                     raise ConnectionLost(wire.lost_reason) from None

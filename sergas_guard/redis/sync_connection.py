@@ -92,8 +92,11 @@ class SyncConnection:
     def connected(self) -> bool:
         return self._sock is not None and self._generation == fork.state.generation
 
-    def call(self, command: bytes, within: float | None = None) -> Any:
+    def call(
+        self, command: bytes, within: float | None = None, *, after: bytes | None = None
+    ) -> Any:
         """Send the encoded ``command``; return its reply (ErrorReply as a value).
+        ``after``: a command sent just before it (e.g. ASKING), its reply dropped.
         Raises ConnectFailed, CallTimeout or ConnectionLost as the async face does."""
         timeout = within or self.options.socket_timeout
         slot = _Slot()
@@ -104,7 +107,7 @@ class SyncConnection:
             sock = self._sock
             assert sock is not None
             try:
-                sock.sendall(command)
+                sock.sendall(command if after is None else after + command)
             except OSError as exc:
                 # Part of it may have gone out: never resent.
                 self._kill(f"cannot write to Redis: {type(exc).__name__}: {exc}")
@@ -112,6 +115,10 @@ class SyncConnection:
             slots = self._slots
             if not slots:
                 self._quiet_since = now
+            if after is not None:
+                dropped = _Slot()
+                dropped.abandoned = True  # its reply is read and dropped
+                slots.append(dropped)
             slots.append(slot)
             self._last_used = now
             lead = not self._reading

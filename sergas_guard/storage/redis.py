@@ -30,7 +30,6 @@ import redis.retry
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
-from redis.crc import key_slot
 from redis.exceptions import (
     ClusterDownError,
     NoScriptError,
@@ -44,6 +43,7 @@ from sergas_guard import validation
 from sergas_guard.errors import ConfigurationError, StorageError, StorageUnavailable
 from sergas_guard.ratelimit.result import RateLimitResult
 from sergas_guard.redis.client import RedisClient, SyncRedisClient, client_target
+from sergas_guard.redis.cluster import AsyncClusterClient, SyncClusterClient, key_slot
 from sergas_guard.redis.connection import NotSent
 from sergas_guard.redis.errors import from_exception
 from sergas_guard.redis.protocol import ErrorReply
@@ -162,6 +162,10 @@ class RedisStorage:
         self._resolver: Any = None
         self._redis: RedisClient | None = None
         self._sync_redis: SyncRedisClient | None = None
+        # The cluster our own per-node connections serve (None: not a cluster URL).
+        self._cluster_target: ClusterTarget | None = None
+        self._cluster: AsyncClusterClient | None = None
+        self._sync_cluster: SyncClusterClient | None = None
         self.is_cluster = isinstance(client or sync_client, RedisCluster | AsyncRedisCluster)
         if url:
             sentinel = "+sentinel" in url.split("://", 1)[0].lower()
@@ -174,9 +178,11 @@ class RedisStorage:
                 connections=self.max_connections,
                 foreign=_redis_py_options(),
             )
-            self.is_cluster = isinstance(target, ClusterTarget)
-            if not self.is_cluster:
-                assert not isinstance(target, ClusterTarget)
+            if isinstance(target, ClusterTarget):
+                self.is_cluster = True
+                self._cluster_target = target
+            else:
+                self.is_cluster = False
                 self._target, self._resolver = client_target(target)
 
     def __repr__(self) -> str:
@@ -217,6 +223,37 @@ class RedisStorage:
                     )
                     self._sync_redis.register(DECIDE)
         return self._sync_redis
+
+    @property
+    def cluster(self) -> AsyncClusterClient | None:
+        """Our asyncio client of the cluster (None unless built from a cluster URL)."""
+        if self._cluster is None and self._cluster_target is not None:
+            self._cluster = AsyncClusterClient(self._cluster_target, self._secrets)
+            self._cluster.register(DECIDE)
+        return self._cluster
+
+    @property
+    def sync_cluster(self) -> SyncClusterClient | None:
+        """Our client for threads of the cluster (None unless built from a cluster URL)."""
+        if self._sync_cluster is None and self._cluster_target is not None:
+            with self._build_lock:
+                if self._sync_cluster is None:
+                    self._sync_cluster = SyncClusterClient(self._cluster_target, self._secrets)
+                    self._sync_cluster.register(DECIDE)
+        return self._sync_cluster
+
+    def _slot(self, checks: Sequence[LimitCheck]) -> int:
+        """The one cluster slot of the keys decided together (ConfigurationError if not)."""
+        slot = key_slot(checks[0].key.encode())
+        for check in checks[1:]:
+            if key_slot(check.key.encode()) != slot:
+                keys = [c.key for c in checks]
+                raise ConfigurationError(
+                    "on Redis Cluster the keys decided together must share a hash slot; put "
+                    f"the identity in a {{hash tag}} (keys: {keys!r:.200})",
+                    field="checks",
+                )
+        return slot
 
     @property
     def client(self) -> Any:
@@ -305,7 +342,9 @@ class RedisStorage:
         """
         client = self._sync_redis or self.sync_redis
         if client is None:
-            return self._decide_redis_py_sync(checks, cost, now_us)
+            if self._cluster_target is None:
+                return self._decide_redis_py_sync(checks, cost, now_us)
+            return self._decide_cluster_sync(checks, cost, now_us)
         call = encode_call(checks, cost, now_us)
         try:
             reply = client.run_script(DECIDE, call, doing="decision")
@@ -321,7 +360,9 @@ class RedisStorage:
         """Async face of :meth:`decide_sync`."""
         client = self._redis or self.redis
         if client is None:
-            return await self._decide_redis_py(checks, cost, now_us)
+            if self._cluster_target is None:
+                return await self._decide_redis_py(checks, cost, now_us)
+            return await self._decide_cluster(checks, cost, now_us)
         call = encode_call(checks, cost, now_us)
         try:
             # The hot path: the pre-encoded call straight onto an open connection's
@@ -339,8 +380,39 @@ class RedisStorage:
             raise from_exception(exc, "decision", self._secrets) from exc
         return parse_reply(reply, checks)
 
-    # -- decisions through redis-py: on a cluster (it routes each call to its node), or
-    # -- on the clients a caller gave ------------------------------------------------
+    # -- decisions on a cluster: our per-node connections, following redirections -----
+
+    def _decide_cluster_sync(
+        self, checks: Sequence[LimitCheck], cost: int, now_us: int | None
+    ) -> list[RateLimitResult]:
+        call = encode_call(checks, cost, now_us)
+        slot = self._slot(checks)
+        cluster = self._sync_cluster or self.sync_cluster
+        assert cluster is not None
+        try:
+            reply = cluster.run_script(DECIDE, call, slot, "decision")
+        except StorageError:
+            raise
+        except Exception as exc:  # our client's bugs are storage errors too
+            raise from_exception(exc, "decision", self._secrets) from exc
+        return parse_reply(reply, checks)
+
+    async def _decide_cluster(
+        self, checks: Sequence[LimitCheck], cost: int, now_us: int | None
+    ) -> list[RateLimitResult]:
+        call = encode_call(checks, cost, now_us)
+        slot = self._slot(checks)
+        cluster = self._cluster or self.cluster
+        assert cluster is not None
+        try:
+            reply = await cluster.run_script(DECIDE, call, slot, "decision")
+        except StorageError:
+            raise
+        except Exception as exc:  # our client's bugs are storage errors too
+            raise from_exception(exc, "decision", self._secrets) from exc
+        return parse_reply(reply, checks)
+
+    # -- decisions through redis-py, on the clients a caller gave (it routes a cluster's) --
 
     def _decide_redis_py_sync(
         self, checks: Sequence[LimitCheck], cost: int, now_us: int | None
@@ -481,6 +553,9 @@ class RedisStorage:
     # -- lifecycle ------------------------------------------------------------------
 
     def close_sync(self) -> None:
+        if self._sync_cluster is not None:
+            self._sync_cluster.close()
+            self._sync_cluster = None
         if self._sync_redis is not None:
             self._sync_redis.close()
             self._sync_redis = None
@@ -489,6 +564,9 @@ class RedisStorage:
             self._sync_client = None
 
     async def aclose(self) -> None:
+        if self._cluster is not None:
+            await self._cluster.aclose()
+            self._cluster = None
         if self._redis is not None:
             await self._redis.aclose()
             self._redis = None
