@@ -29,6 +29,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ import redis.asyncio as aioredis
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sergas_guard.ratelimit.result import LimitSpec, RateLimitStrategy
+from sergas_guard.redis import RedisClient, SingleTarget, SyncRedisClient, parse_url
 from sergas_guard.storage.base import LimitCheck
 from sergas_guard.storage.redis import RedisStorage
 from sergas_guard.storage.script import DECIDE_SCRIPT, DECIDE_SHA, script_args
@@ -364,6 +366,84 @@ def pipelined(server_port: int, url: str, ops: int, rounds: int) -> str:
     return "\n".join(lines)
 
 
+SYNC_THREADS = (1, 8)
+
+
+class IoThreadClient:
+    """The other design for the sync face, measured against ours: one asyncio loop in a
+    thread of its own per process, with threads handing it their calls."""
+
+    def __init__(self, url: str) -> None:
+        target = parse_url(url, connect_timeout=1.0, socket_timeout=1.0)
+        assert isinstance(target, SingleTarget)
+        self.loop = asyncio.new_event_loop()
+        self.client = RedisClient(target)
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def call(self, command: bytes) -> object:
+        return asyncio.run_coroutine_threadsafe(self.client.execute(command), self.loop).result()
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.client.aclose(), self.loop).result()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join()
+        self.loop.close()
+
+
+def sync_faces(url: str, ops: int, rounds: int) -> str:
+    """Calls/s and CPU µs per call of the two sync designs (and redis-py's pool), with 1
+    and 8 threads, by turns, best slice each, as a Markdown table."""
+    admin = redis.Redis.from_url(url)
+    sha = admin.script_load(INCR_SCRIPT)
+    target = parse_url(url, connect_timeout=1.0, socket_timeout=1.0)
+    assert isinstance(target, SingleTarget)
+    ours_client = SyncRedisClient(target)
+    io_thread = IoThreadClient(url)
+    pooled = redis.Redis.from_url(url)
+    command = b"*4\r\n$7\r\nEVALSHA\r\n$40\r\n" + sha.encode() + b"\r\n$1\r\n1\r\n$1\r\nk\r\n"
+    faces: dict[str, Callable[[], object]] = {
+        "ours: leader/follower on shared sockets": lambda: ours_client.execute(command),
+        "one I/O thread running asyncio": lambda: io_thread.call(command),
+        "redis-py pool (a socket per thread)": lambda: pooled.evalsha(sha, 1, "k"),
+    }
+    best: dict[tuple[str, int], tuple[float, float]] = {}
+    for _ in range(rounds):
+        for threads in SYNC_THREADS:
+            for name, face in faces.items():
+                per_thread = ops // threads
+
+                def work(face: Callable[[], object] = face, n: int = per_thread) -> None:
+                    for _ in range(n):
+                        face()
+
+                workers = [threading.Thread(target=work) for _ in range(threads)]
+                started, cpu_started = time.perf_counter(), time.process_time()
+                for worker in workers:
+                    worker.start()
+                for worker in workers:
+                    worker.join()
+                elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+                done = per_thread * threads
+                rate, usec = done / elapsed, cpu / done * 1e6
+                old = best.get((name, threads), (0.0, float("inf")))
+                best[name, threads] = (max(old[0], rate), min(old[1], usec))
+    ours_client.close()
+    io_thread.close()
+    pooled.close()
+    admin.close()
+    lines = [
+        "| sync face | "
+        + " | ".join(f"{t} thread(s): calls/s (CPU µs)" for t in SYNC_THREADS)
+        + " |",
+        "|" + " --- |" * (len(SYNC_THREADS) + 1),
+    ]
+    for name in faces:
+        cells = [f"{best[name, t][0]:,.0f} ({best[name, t][1]:.1f})" for t in SYNC_THREADS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--ops", type=int, default=400, help="decisions per timed slice")
@@ -373,7 +453,16 @@ def main() -> None:
         action="store_true",
         help="only the table against redis-benchmark -c 50 (--ops decisions per slice)",
     )
+    parser.add_argument(
+        "--sync-face",
+        action="store_true",
+        help="only the table of sync designs (--ops calls per slice)",
+    )
     options = parser.parse_args()
+    if options.sync_face:
+        with redis_server() as server:
+            print(sync_faces(server.url, options.ops, options.rounds))
+        return
     if options.pipelined:
         with redis_server() as server:
             print(pipelined(server.port, server.url, options.ops, options.rounds))
