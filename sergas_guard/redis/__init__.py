@@ -13,6 +13,7 @@ from sergas_guard.redis.address import (
     UnixAddress,
 )
 from sergas_guard.redis.client import RedisClient, SyncRedisClient, client_target
+from sergas_guard.redis.cluster import AsyncClusterClient, SyncClusterClient, key_slot
 from sergas_guard.redis.errors import CallTimeout, ConnectFailed, ConnectionLost
 from sergas_guard.redis.protocol import ErrorReply
 from sergas_guard.redis.scripts import Script
@@ -28,6 +29,7 @@ from sergas_guard.redis.url import (
 __all__ = [
     "Address",
     "AddressResolver",
+    "AsyncClusterClient",
     "CallTimeout",
     "ClusterTarget",
     "ConnectFailed",
@@ -39,10 +41,12 @@ __all__ = [
     "Script",
     "SentinelTarget",
     "SingleTarget",
+    "SyncClusterClient",
     "SyncRedisClient",
     "TcpAddress",
     "Target",
     "UnixAddress",
     "client_target",
+    "key_slot",
     "parse_url",
 ]

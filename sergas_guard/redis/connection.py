@@ -136,6 +136,9 @@ class _Wire(asyncio.Protocol):
 
     def _flush(self) -> None:
         self.flush_pending = False
+        self._write_out()
+
+    def _write_out(self) -> None:
         out = self.out
         if self.closed or not out or self.transport is None:
             return
