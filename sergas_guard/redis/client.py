@@ -43,13 +43,15 @@ class _Base:
         *,
         resolver: AddressResolver | None = None,
         secrets: tuple[str, ...] = (),
+        scripts: dict[str, Script] | None = None,
     ) -> None:
         self.target = target
         self.options: ConnectOptions = target.options
         self.resolver = resolver or FixedAddress(target.address)
         self.secrets = secrets
-        # Shared with every connection: a new connection loads these in its handshake.
-        self.scripts: dict[str, Script] = {}
+        # Shared with every connection (and, on a cluster, every node's client): a new
+        # connection loads these in its handshake.
+        self.scripts: dict[str, Script] = {} if scripts is None else scripts
 
     def register(self, script: Script) -> None:
         """Load ``script`` on every connection opened from now on (done on first use)."""
@@ -73,8 +75,9 @@ class RedisClient(_Base):
         *,
         resolver: AddressResolver | None = None,
         secrets: tuple[str, ...] = (),
+        scripts: dict[str, Script] | None = None,
     ) -> None:
-        super().__init__(target, resolver=resolver, secrets=secrets)
+        super().__init__(target, resolver=resolver, secrets=secrets, scripts=scripts)
         self.connections = [
             AsyncConnection(self.resolver, self.options, self.scripts, secrets)
             for _ in range(self.options.connections)
@@ -160,8 +163,9 @@ class SyncRedisClient(_Base):
         *,
         resolver: AddressResolver | None = None,
         secrets: tuple[str, ...] = (),
+        scripts: dict[str, Script] | None = None,
     ) -> None:
-        super().__init__(target, resolver=resolver, secrets=secrets)
+        super().__init__(target, resolver=resolver, secrets=secrets, scripts=scripts)
         self.connections = [
             SyncConnection(self.resolver, self.options, self.scripts, secrets)
             for _ in range(self.options.connections)

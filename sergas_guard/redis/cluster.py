@@ -100,6 +100,9 @@ class _ClusterBase:
         self.secrets = secrets
         self.scripts: dict[str, Script] = {}
         self.slots: list[TcpAddress | None] = [None] * SLOTS
+        # Read the whole map again before the next call: a node failed (a failover may
+        # have moved its slots) or answered MOVED (a resharding moves many slots).
+        self.stale = False
         self.refreshes = 0  # slot map reads, for tests and metrics
 
     def register(self, script: Script) -> None:
@@ -115,7 +118,11 @@ class _ClusterBase:
     def _learn(self, reply: object) -> None:
         for slot, address in slot_map(reply).items():
             self.slots[slot] = address
+        self.stale = False
         self.refreshes += 1
+
+    def _unmapped(self, slot: int) -> StorageUnavailable:
+        return StorageUnavailable(f"no Redis Cluster node serves slot {slot} (cluster down?)")
 
     def _no_slot_map(self, errors: list[str]) -> StorageUnavailable:
         return StorageUnavailable(
@@ -134,10 +141,11 @@ class AsyncClusterClient(_ClusterBase):
     def node(self, address: TcpAddress) -> RedisClient:
         client = self.nodes.get(address)
         if client is None:
-            client = RedisClient(SingleTarget(address, self.target.options), secrets=self.secrets)
-            client.scripts = self.scripts  # shared: every node loads the registered ones
-            for connection in client.connections:
-                connection._scripts = self.scripts
+            client = RedisClient(
+                SingleTarget(address, self.target.options),
+                secrets=self.secrets,
+                scripts=self.scripts,  # shared: every node loads the registered ones
+            )
             self.nodes[address] = client
         return client
 
@@ -174,14 +182,19 @@ class AsyncClusterClient(_ClusterBase):
         if script.sha not in self.scripts:
             self.register(script)
         connection = self.pick(slot)
-        if connection is None:
+        if connection is None or self.stale:
             await self.refresh()
             connection = self.pick(slot)
-            assert connection is not None
+            if connection is None:
+                raise self._unmapped(slot)
         try:
-            reply = await connection.submit(call)
-        except NotSent:
-            reply = await connection.call(call)
+            try:
+                reply = await connection.submit(call)
+            except NotSent:
+                reply = await connection.call(call)
+        except StorageUnavailable:
+            self.stale = True  # the node may be gone: ask the cluster again next time
+            raise
         if type(reply) is ErrorReply:
             return await self.settle(script, call, slot, reply, doing)
         return reply
@@ -197,6 +210,7 @@ class AsyncClusterClient(_ClusterBase):
                 connection = self.node(address).pick()
                 if kind == "MOVED":
                     self.slots[moved_slot] = address
+                    self.stale = True
                     answer = await connection.call(call)
                 else:  # ASK: this call only, right after ASKING on the same connection
                     answer = await connection.call(call, after=_ASKING)
@@ -231,11 +245,10 @@ class SyncClusterClient(_ClusterBase):
                 client = self.nodes.get(address)
                 if client is None:
                     client = SyncRedisClient(
-                        SingleTarget(address, self.target.options), secrets=self.secrets
+                        SingleTarget(address, self.target.options),
+                        secrets=self.secrets,
+                        scripts=self.scripts,
                     )
-                    client.scripts = self.scripts
-                    for connection in client.connections:
-                        connection._scripts = self.scripts
                     self.nodes[address] = client
         return client
 
@@ -257,11 +270,16 @@ class SyncClusterClient(_ClusterBase):
         if script.sha not in self.scripts:
             self.register(script)
         address = self.slots[slot]
-        if address is None:
+        if address is None or self.stale:
             self.refresh()
             address = self.slots[slot]
-            assert address is not None
-        reply = self.node(address).execute(call)
+            if address is None:
+                raise self._unmapped(slot)
+        try:
+            reply = self.node(address).execute(call)
+        except StorageUnavailable:
+            self.stale = True  # the node may be gone: ask the cluster again next time
+            raise
         for _ in range(MAX_REDIRECTIONS):
             if type(reply) is not ErrorReply:
                 return reply
@@ -270,6 +288,7 @@ class SyncClusterClient(_ClusterBase):
                 kind, moved_slot, address = redirect
                 if kind == "MOVED":
                     self.slots[moved_slot] = address
+                    self.stale = True
                     reply = self.node(address).execute(call)
                 else:  # ASK: this call only, right after ASKING on the same connection
                     reply = self.node(address).connections[0].call(call, after=_ASKING)
