@@ -78,9 +78,12 @@ async def test_a_wrong_slot_map_is_corrected_by_moved(cluster: RedisCluster) -> 
     assert len({client.slots[key_slot(k.encode())] for k in keys}) == 3  # learnt from MOVED
     assert client.refreshes == 0
     # MOVED also marks the whole map stale: the next call reads it again, once.
-    assert await asyncio.gather(
-        *(client.run_script(INCR, call_of(k), key_slot(k.encode()), "test") for k in keys)
-    ) == [2] * 30
+    assert (
+        await asyncio.gather(
+            *(client.run_script(INCR, call_of(k), key_slot(k.encode()), "test") for k in keys)
+        )
+        == [2] * 30
+    )
     assert client.refreshes == 1
     assert None not in client.slots
     await client.aclose()
