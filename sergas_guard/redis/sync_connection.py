@@ -81,6 +81,7 @@ class SyncConnection:
         self._reading = False
         self._generation = fork.state.generation
         self._poller: Any = None
+        self._sock_timeout = 0.0  # the timeout the socket has now
         self._last_used = 0.0
         self._quiet_since = 0.0
         self._attempts = 0  # connect attempts started
@@ -172,8 +173,14 @@ class SyncConnection:
                 if now >= deadline:
                     self._abdicate(slot)
                     raise CallTimeout("Timeout: no reply from Redis in time")
+                wait = min(deadline, silent_until) - now
                 try:
-                    sock.settimeout(min(deadline, silent_until) - now)
+                    # Setting a socket's timeout costs two fcntl calls: keep the one it
+                    # has while it is within 10 % above the wait (a deadline may then be
+                    # kept up to 10 % late), never below it.
+                    if not wait <= self._sock_timeout <= wait * 1.1:
+                        sock.settimeout(wait)
+                        self._sock_timeout = wait
                     data = sock.recv(_READ_SIZE)
                 except TimeoutError:
                     continue
@@ -322,6 +329,8 @@ class SyncConnection:
             if sock is not None:
                 sock.close()
             raise _Refused(self._why(f"cannot connect to Redis: {exc}", address)) from None
+        sock.settimeout(options.socket_timeout)
+        self._sock_timeout = options.socket_timeout
         self._sock = sock
         self._address = address
         self._reader = reader
