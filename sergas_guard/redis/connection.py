@@ -32,7 +32,7 @@ import asyncio
 import contextvars
 import select
 from collections import deque
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from sergas_guard.redis import fork
@@ -106,6 +106,7 @@ class _Wire(asyncio.Protocol):
         self.lost_reason = "the connection was closed"
         self.last_reply = 0.0
         self.poller: Any = None
+        self.on_lost: Callable[[Address], None] | None = None
         self.gone: asyncio.Future[None] = loop.create_future()  # done: socket closed
 
     # -- sending ---------------------------------------------------------------------
@@ -152,6 +153,8 @@ class _Wire(asyncio.Protocol):
             # read the close yet. Nothing of these calls was sent: they go to a fresh
             # connection rather than fail.
             self.kill("Redis closed the idle connection")
+            if self.on_lost is not None:
+                self.on_lost(self.address)
             return
         data = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
@@ -196,6 +199,8 @@ class _Wire(asyncio.Protocol):
                 f"Redis closed the connection ({exc})" if exc else "Redis closed the connection"
             )
             self._fail_all(reason)
+            if self.on_lost is not None:
+                self.on_lost(self.address)  # closed or reset by the other side
 
     # -- failing ---------------------------------------------------------------------
 
@@ -395,6 +400,7 @@ class AsyncConnection:
             async with asyncio.timeout(options.connect_timeout):
                 address = await self.resolver.resolve()
                 wire = await _open_wire(loop, address, options)
+                wire.on_lost = self.resolver.invalidate
                 replies = [
                     wire.send(command, float("inf"))
                     for command in handshake_commands(options, self._scripts.values())

@@ -84,7 +84,7 @@ class SyncConnection:
         self._sock_timeout = 0.0  # the timeout the socket has now
         self._last_used = 0.0
         self._quiet_since = 0.0
-        self._attempts = 0  # connect attempts started
+        self._attempts = 0  # connect attempts finished (read before waiting for the mutex)
         self._failure: tuple[int, str] | None = None  # the last attempt, if it failed
         self.connects = 0
         self.failed_connects = 0
@@ -185,10 +185,10 @@ class SyncConnection:
                 except TimeoutError:
                     continue
                 except OSError as exc:
-                    self._die(f"Redis connection broke: {type(exc).__name__}: {exc}")
+                    self._die(f"Redis connection broke: {type(exc).__name__}: {exc}", lost=True)
                     return self._outcome(slot)
                 if not data:
-                    self._die("Redis closed the connection")
+                    self._die("Redis closed the connection", lost=True)
                     return self._outcome(slot)
                 self._quiet_since = _monotonic()
                 reader.feed(data)
@@ -219,9 +219,14 @@ class SyncConnection:
             slot.abandoned = True
         self._hand_over()
 
-    def _die(self, reason: str) -> None:
+    def _die(self, reason: str, *, lost: bool = False) -> None:
+        """Kill the connection; ``lost``: the other side closed or reset it, so the
+        resolver is told (a Sentinel resolver then looks the master up again)."""
+        address = self._address
         with self._mutex:
             self._kill(reason)
+        if lost and address is not None:
+            self.resolver.invalidate(address)
 
     def _kill(self, reason: str) -> None:
         """Close the socket and fail every waiting call (under the mutex)."""
@@ -259,14 +264,16 @@ class SyncConnection:
         # Idle, and readable: the server closed it meanwhile (a restart); nothing sent yet.
         if idle and self._poller.poll(0):
             self._kill("Redis closed the idle connection")
+            if self._address is not None:
+                self.resolver.invalidate(self._address)
             sock = None
         if sock is not None:
             return
         failure = self._failure
         if failure is not None and self._attempts != seen:
-            # Another thread's attempt failed while this one waited for it: one failure.
+            # An attempt finished (failed) after this thread arrived: it waited on that
+            # attempt, which is one failure, not one more.
             raise ConnectFailed(failure[1], attempt=failure[0], is_repeat=True)
-        self._attempts += 1
         attempt = next_attempt()
         try:
             self._connect()
@@ -274,6 +281,8 @@ class SyncConnection:
             self._failure = (attempt, str(exc))
             self.failed_connects += 1
             raise ConnectFailed(str(exc), attempt=attempt) from None
+        finally:
+            self._attempts += 1
         self._failure = None
         self.connects += 1
 

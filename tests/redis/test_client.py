@@ -15,8 +15,10 @@ from hypothesis import strategies as st
 
 from sergas_guard.errors import StorageError, StorageUnavailable
 from sergas_guard.redis import (
+    Address,
     CallTimeout,
     ConnectFailed,
+    FixedAddress,
     RedisClient,
     Script,
     SingleTarget,
@@ -198,10 +200,14 @@ async def test_a_connect_in_progress_is_one_attempt_for_every_waiting_call() -> 
     await client.aclose()
 
 
-def test_threads_waiting_on_a_failed_connect_share_its_failure() -> None:
-    url = f"redis://127.0.0.1:{free_port()}/0"
-    client = SyncRedisClient(target(url, connect_timeout=1.0, socket_timeout=1.0, connections=1))
-    outcomes: list[BaseException] = []
+def test_threads_waiting_on_a_failed_connect_share_its_failure(own_redis: RedisServer) -> None:
+    # A frozen server accepts the connection (the kernel does) but never answers the
+    # handshake's SCRIPT LOAD: the connect times out after 0.5 s, while all threads wait.
+    client = SyncRedisClient(
+        target(own_redis.url, connect_timeout=0.5, socket_timeout=1.0, connections=1)
+    )
+    client.register(INCR)
+    outcomes: list[ConnectFailed] = []
     barrier = threading.Barrier(20)
 
     def one() -> None:
@@ -211,16 +217,20 @@ def test_threads_waiting_on_a_failed_connect_share_its_failure() -> None:
         except ConnectFailed as exc:
             outcomes.append(exc)
 
-    threads = [threading.Thread(target=one) for _ in range(20)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    own_redis.pause()
+    try:
+        threads = [threading.Thread(target=one) for _ in range(20)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        own_redis.resume()
     assert len(outcomes) == 20
-    attempts = client.connections[0].failed_connects
-    # Threads arriving while an attempt runs share it; a few may come after it ended.
-    assert attempts == sum(not getattr(o, "is_repeat", True) for o in outcomes)
-    assert attempts < 20
+    assert len({o.attempt for o in outcomes}) == 1
+    assert sum(not o.is_repeat for o in outcomes) == 1
+    assert client.connections[0].failed_connects == 1
+    assert client.call("PING") == b"PONG"  # the next call tries again, and connects
     client.close()
 
 
@@ -308,3 +318,66 @@ def test_threads_with_short_deadlines_on_a_stalled_server_stay_aligned(
     assert client.call("ECHO", b"mine") == b"mine"  # the 8 late replies were dropped
     assert client.connections[0].connects == 1
     client.close()
+
+
+# -- the address resolver -------------------------------------------------------------
+
+
+class RecordingResolver(FixedAddress):
+    """A fixed address that notes every ``invalidate`` (what a Sentinel resolver acts on)."""
+
+    def __init__(self, address: Address) -> None:
+        super().__init__(address)
+        self.invalidated: list[Address] = []
+
+    def invalidate(self, address: Address) -> None:
+        self.invalidated.append(address)
+
+
+def kill_clients(url: str) -> None:
+    admin = redis.Redis.from_url(url)
+    admin.client_kill_filter(skipme=True)
+    admin.close()
+
+
+async def test_the_resolver_hears_of_a_connection_the_server_closed(
+    own_redis: RedisServer,
+) -> None:
+    made = target(own_redis.url, connect_timeout=2.0, socket_timeout=2.0, connections=1)
+    resolver = RecordingResolver(made.address)
+    client = RedisClient(made, resolver=resolver)
+    sync = SyncRedisClient(made, resolver=resolver)
+    assert await client.call("PING") == b"PONG"
+    assert sync.call("PING") == b"PONG"
+    kill_clients(own_redis.url)  # CLIENT KILL: both sockets closed by the server
+    await asyncio.sleep(0.05)  # the loop reads the close
+    assert sync.call("PING") == b"PONG"  # a fresh socket: the old one was polled first
+    assert await client.call("PING") == b"PONG"
+    assert resolver.invalidated == [made.address, made.address]
+    sync.close()
+    await client.aclose()
+
+
+async def test_readonly_tells_the_resolver_and_is_unavailable(own_redis: RedisServer) -> None:
+    made = target(own_redis.url, connect_timeout=2.0, socket_timeout=2.0, connections=1)
+    resolver = RecordingResolver(made.address)
+    client = RedisClient(made, resolver=resolver)
+    sync = SyncRedisClient(made, resolver=resolver)
+    assert await client.evalsha(INCR, ["ro"], []) == 1
+    admin = redis.Redis.from_url(own_redis.url)
+    admin.replicaof("127.0.0.1", free_port())  # a replica now (of nobody that answers)
+    try:
+        with pytest.raises(StorageUnavailable, match="READONLY"):
+            await client.evalsha(INCR, ["ro"], [])
+        with pytest.raises(StorageUnavailable, match="READONLY"):
+            sync.evalsha(INCR, ["ro"], [])
+    finally:
+        admin.replicaof("NO", "ONE")
+    assert resolver.invalidated == [made.address, made.address]
+    # The connection that met READONLY was dropped; the next call reconnects (a Sentinel
+    # resolver would give the new master's address here).
+    assert await client.evalsha(INCR, ["ro"], []) == 2
+    assert client.connections[0].connects == 2
+    admin.close()
+    sync.close()
+    await client.aclose()
