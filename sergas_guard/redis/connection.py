@@ -6,8 +6,11 @@ turn, so the commands of every task that ran in that turn leave in one ``write``
 ioredis, lettuce and StackExchange.Redis pipeline), and replies, which Redis sends in
 order, resolve the futures in order.
 
-Deadlines: each call has one; a single watchdog timer per connection fires at the
-earliest and fails the overdue calls with :class:`~sergas_guard.redis.errors.CallTimeout`.
+Deadlines: a call given ``within`` seconds gets exactly that; by default a call may wait
+its turn in the pipeline up to :data:`PATIENCE` x ``socket_timeout`` while replies keep
+coming (queueing behind a burst of our own is not an outage). A single watchdog timer per
+connection fires at the earliest deadline and fails the overdue calls with
+:class:`~sergas_guard.redis.errors.CallTimeout`.
 A timed-out (or cancelled) call's slot stays in the FIFO: its reply, when it comes, is
 read and dropped, so replies never shift onto the wrong callers and a slow reply costs
 no reconnect. A connection that gets no reply at all for ``socket_timeout`` while calls
@@ -56,6 +59,10 @@ _EMPTY = contextvars.Context()
 _running_loop = asyncio.get_running_loop
 # A connection unused for this long is polled for a close by the server before a write.
 _IDLE_CHECK_AFTER = 0.001
+# A call with the default deadline waits its turn behind a burst as long as Redis keeps
+# replying (each reply within socket_timeout, else the connection is dead), but at most
+# PATIENCE x socket_timeout in all: a pipeline's queue is ours, not a sign of an outage.
+PATIENCE = 10
 # How long closing waits for the socket to be closed before aborting it.
 _CLOSE_WAIT = 1.0
 
@@ -308,7 +315,7 @@ class AsyncConnection:
             or wire.loop is not _running_loop()
         ):
             return self.call(command)
-        return wire.send(command, wire.loop.time() + self.options.socket_timeout)
+        return wire.send(command, wire.loop.time() + self.options.socket_timeout * PATIENCE)
 
     def check_reply(self, reply: Any) -> None:
         """After a reply to a :meth:`submit`: READONLY means the server is a replica now."""
@@ -324,7 +331,8 @@ class AsyncConnection:
 
         ``after``: a command sent just before ``command`` (e.g. ASKING), its reply dropped.
         Raises ConnectFailed (not connected; not sent), CallTimeout (no reply within
-        ``within`` seconds, default the socket timeout; may have run), ConnectionLost (the
+        ``within`` seconds, default PATIENCE x the socket timeout; may have run),
+        ConnectionLost (no reply at all for the socket timeout, or the
         connection broke after the command was written; may have run).
         """
         for attempt in (0, 1):
@@ -336,7 +344,7 @@ class AsyncConnection:
                 or wire.generation != fork.state.generation
             ):
                 wire = await self._connected(wire)
-            deadline = wire.loop.time() + (within or self.options.socket_timeout)
+            deadline = wire.loop.time() + (within or self.options.socket_timeout * PATIENCE)
             try:
                 if after is None:
                     reply = await wire.send(command, deadline)

@@ -29,7 +29,7 @@ from typing import Any
 
 from sergas_guard.redis import fork
 from sergas_guard.redis.address import Address, AddressResolver, UnixAddress
-from sergas_guard.redis.connection import handshake_commands
+from sergas_guard.redis.connection import PATIENCE, handshake_commands
 from sergas_guard.redis.errors import CallTimeout, ConnectFailed, ConnectionLost, next_attempt
 from sergas_guard.redis.protocol import ErrorReply, ProtocolError, Reader, make_reader
 from sergas_guard.redis.scripts import Script
@@ -99,7 +99,7 @@ class SyncConnection:
         """Send the encoded ``command``; return its reply (ErrorReply as a value).
         ``after``: a command sent just before it (e.g. ASKING), its reply dropped.
         Raises ConnectFailed, CallTimeout or ConnectionLost as the async face does."""
-        timeout = within or self.options.socket_timeout
+        timeout = within or self.options.socket_timeout * PATIENCE
         slot = _Slot()
         seen = self._attempts
         with self._mutex:

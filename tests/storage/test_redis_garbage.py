@@ -156,7 +156,7 @@ async def test_a_timed_out_decision_leaves_nothing(
         await _burst(storage)
 
     assert await _left_behind(timed_out_then_recovered) == {}
-    assert storage.get_metrics()["errors_by_type"] == {"CallTimeout": 1}
+    assert storage.get_metrics()["errors_by_type"] == {"ConnectionLost": 1}  # silent: dead
     await storage.aclose()
 
 
