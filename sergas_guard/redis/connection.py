@@ -51,7 +51,7 @@ from sergas_guard.redis.scripts import Script
 from sergas_guard.redis.url import ConnectOptions
 from sergas_guard.secrets import scrub
 
-__all__ = ["AsyncConnection", "NotSent", "handshake_commands"]
+__all__ = ["AsyncConnection", "NotSent", "handshake_commands", "script_loads"]
 
 # Handles we schedule (flushes, the watchdog, connects) run in an empty context: the
 # caller's (a web request's context variables) would otherwise live as long as they do.
@@ -73,8 +73,13 @@ class NotSent(Exception):
     a caller of :meth:`AsyncConnection.submit` does so through ``call``)."""
 
 
-def handshake_commands(options: ConnectOptions, scripts: Iterable[Script]) -> list[bytes]:
-    """The commands a new connection sends before any call, in order (each replies once)."""
+def handshake_commands(options: ConnectOptions) -> list[bytes]:
+    """The commands a new connection sends, and awaits, before any call (each replies once).
+
+    Scripts are not among them: their ``SCRIPT LOAD``s (:func:`script_loads`) go at the head
+    of the pipeline, their replies dropped, so that compiling them is not counted against
+    the connect timeout (a cold burst on a busy host would otherwise fail its connect).
+    """
     commands = []
     if options.password is not None:
         if options.username is not None:
@@ -85,8 +90,13 @@ def handshake_commands(options: ConnectOptions, scripts: Iterable[Script]) -> li
         commands.append(encode(b"SELECT", options.db))
     if options.client_name:
         commands.append(encode(b"CLIENT", b"SETNAME", options.client_name))
-    commands.extend(script.load_command for script in scripts)
     return commands
+
+
+def script_loads(scripts: Iterable[Script]) -> list[bytes]:
+    """The ``SCRIPT LOAD`` of each script, sent first on a new connection (replies dropped:
+    a failed load only means the first call meets NOSCRIPT and is resent as EVAL)."""
+    return [script.load_command for script in scripts]
 
 
 class _Wire(asyncio.Protocol):
@@ -410,14 +420,15 @@ class AsyncConnection:
                 wire = await _open_wire(loop, address, options)
                 wire.on_lost = self.resolver.invalidate
                 replies = [
-                    wire.send(command, float("inf"))
-                    for command in handshake_commands(options, self._scripts.values())
+                    wire.send(command, float("inf")) for command in handshake_commands(options)
                 ]
                 for reply in replies:
                     answer = await reply
                     if type(answer) is ErrorReply:
                         wire.kill("handshake refused")
                         return self._why(f"Redis refused the handshake: {answer}", address)
+            for load in script_loads(self._scripts.values()):
+                wire.send(load, float("inf")).cancel()  # ahead of every call; reply dropped
             return wire
         except TimeoutError:
             if wire is not None:

@@ -29,7 +29,7 @@ from typing import Any
 
 from sergas_guard.redis import fork
 from sergas_guard.redis.address import Address, AddressResolver, UnixAddress
-from sergas_guard.redis.connection import PATIENCE, handshake_commands
+from sergas_guard.redis.connection import PATIENCE, handshake_commands, script_loads
 from sergas_guard.redis.errors import CallTimeout, ConnectFailed, ConnectionLost, next_attempt
 from sergas_guard.redis.protocol import ErrorReply, ProtocolError, Reader, make_reader
 from sergas_guard.redis.scripts import Script
@@ -81,6 +81,7 @@ class SyncConnection:
         self._reading = False
         self._generation = fork.state.generation
         self._poller: Any = None
+        self._preamble: list[bytes] = []
         self._sock_timeout = 0.0  # the timeout the socket has now
         self._last_used = 0.0
         self._quiet_since = 0.0
@@ -107,8 +108,15 @@ class SyncConnection:
             self._ensure_open(now, seen)
             sock = self._sock
             assert sock is not None
+            # Commands ahead of this one, their replies dropped: the new connection's
+            # script loads, and the caller's ``after``.
+            preamble = self._preamble
+            dropped = len(preamble) + (after is not None)
+            if preamble:
+                self._preamble = []
+            prefix = b"".join(preamble) + (after or b"")
             try:
-                sock.sendall(command if after is None else after + command)
+                sock.sendall(prefix + command if prefix else command)
             except OSError as exc:
                 # Part of it may have gone out: never resent.
                 self._kill(f"cannot write to Redis: {type(exc).__name__}: {exc}")
@@ -116,10 +124,10 @@ class SyncConnection:
             slots = self._slots
             if not slots:
                 self._quiet_since = now
-            if after is not None:
-                dropped = _Slot()
-                dropped.abandoned = True  # its reply is read and dropped
-                slots.append(dropped)
+            for _ in range(dropped):
+                ahead = _Slot()
+                ahead.abandoned = True  # its reply is read and dropped
+                slots.append(ahead)
             slots.append(slot)
             self._last_used = now
             lead = not self._reading
@@ -308,7 +316,7 @@ class SyncConnection:
                         sock, server_hostname=options.server_hostname or address.host
                     )
             reader = make_reader()
-            commands = handshake_commands(options, self._scripts.values())
+            commands = handshake_commands(options)
             if commands:
                 sock.settimeout(max(0.001, options.connect_timeout - (_monotonic() - started)))
                 sock.sendall(b"".join(commands))
@@ -343,6 +351,8 @@ class SyncConnection:
         self._sock = sock
         self._address = address
         self._reader = reader
+        # Sent with the first call, ahead of it, replies dropped (see script_loads).
+        self._preamble = script_loads(self._scripts.values())
         if options.ssl is None:
             # Over TLS the socket may be readable while idle (session tickets): no check.
             poller = select.poll()

@@ -202,11 +202,9 @@ async def test_a_connect_in_progress_is_one_attempt_for_every_waiting_call() -> 
 
 def test_threads_waiting_on_a_failed_connect_share_its_failure(own_redis: RedisServer) -> None:
     # A frozen server accepts the connection (the kernel does) but never answers the
-    # handshake's SCRIPT LOAD: the connect times out after 0.5 s, while all threads wait.
-    client = SyncRedisClient(
-        target(own_redis.url, connect_timeout=0.5, socket_timeout=1.0, connections=1)
-    )
-    client.register(INCR)
+    # handshake's SELECT: the connect times out after 0.5 s, while all threads wait.
+    url = own_redis.url.rsplit("/", 1)[0] + "/1"
+    client = SyncRedisClient(target(url, connect_timeout=0.5, socket_timeout=1.0, connections=1))
     outcomes: list[ConnectFailed] = []
     barrier = threading.Barrier(20)
 
