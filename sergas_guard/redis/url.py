@@ -43,10 +43,11 @@ __all__ = [
 
 DEFAULT_PORT = 6379
 DEFAULT_SENTINEL_PORT = 26379
-#: Multiplexed connections per node and process. Two, not one: a connection that is
-#: reconnecting (or whose socket buffer is full) does not stall every call; more do not
-#: raise throughput, since every connection already pipelines (see docs/storage.md).
-DEFAULT_CONNECTIONS = 2
+#: Multiplexed connections per node and process (and face). One: every connection
+#: pipelines, and each more costs a write and a read per loop turn and splits the batches;
+#: against two it used less CPU per call in 5 of 5 runs and gave the higher rate in most
+#: (docs/storage.md), and it is one connect to fail under a cold burst.
+DEFAULT_CONNECTIONS = 1
 MAX_CONNECTIONS = 1000
 DEFAULT_CONNECT_TIMEOUT = 0.05
 DEFAULT_SOCKET_TIMEOUT = 0.05

@@ -47,7 +47,7 @@ from sergas_guard.redis.cluster import AsyncClusterClient, SyncClusterClient, ke
 from sergas_guard.redis.connection import NotSent
 from sergas_guard.redis.errors import from_exception
 from sergas_guard.redis.protocol import ErrorReply
-from sergas_guard.redis.url import ClusterTarget, SingleTarget, parse_url
+from sergas_guard.redis.url import DEFAULT_CONNECTIONS, ClusterTarget, SingleTarget, parse_url
 from sergas_guard.secrets import credentials_problem, scrub, scrub_url, url_secrets
 from sergas_guard.storage.base import LimitCheck
 from sergas_guard.storage.script import (
@@ -66,9 +66,8 @@ DEFAULT_SOCKET_TIMEOUT = 0.05
 # redis-py's immediate retries on a broken connection (cluster and ready-client paths
 # only); never on a timeout, since the script may have run and a retry would count twice.
 DEFAULT_RETRIES = 1
-# Multiplexed connections per process (per face) for decisions on a single server; every
-# one pipelines, so more do not help (see docs/storage.md), fewer connects under a burst.
-DEFAULT_MAX_CONNECTIONS = 2
+# Multiplexed connections per process (per face, per node): see DEFAULT_CONNECTIONS.
+DEFAULT_MAX_CONNECTIONS = DEFAULT_CONNECTIONS
 # Bounds of the options: more retries would only multiply an outage's latency, more
 # connections exhaust the server's file descriptors before helping.
 MAX_RETRIES = 10
@@ -528,8 +527,7 @@ class RedisStorage:
             return
         cursor = b"0"
         while True:
-            cursor, keys = await own.call(b"SCAN", cursor, b"MATCH", pattern, b"COUNT",
-                                          _SCAN_COUNT)
+            cursor, keys = await own.call(b"SCAN", cursor, b"MATCH", pattern, b"COUNT", _SCAN_COUNT)
             for key in keys:
                 yield key
             if cursor == b"0":
@@ -592,8 +590,8 @@ async def _one(key: bytes) -> AsyncIterator[bytes]:
 
 def _redis_py_options() -> frozenset[str]:
     """Query parameters redis-py's clients take (accepted in our URLs, used by them)."""
-    return _parameters(redis.Connection) | _parameters(redis.SSLConnection) | _parameters(
-        RedisCluster
+    return (
+        _parameters(redis.Connection) | _parameters(redis.SSLConnection) | _parameters(RedisCluster)
     )
 
 
