@@ -381,7 +381,11 @@ class AsyncConnection:
                 return stale
             # Another loop's, or the parent's after a fork: never write on it.
             self._wire = None
+            if stale.generation == fork.state.generation:
+                _discard(stale)
         task = self._connecting
+        if task is not None and task.get_loop() is not _running_loop():
+            task = None  # a connect begun on a loop that has since stopped: start afresh
         starter = task is None
         if task is None:
             loop = asyncio.get_running_loop()
@@ -455,8 +459,11 @@ class AsyncConnection:
         wire, self._wire = self._wire, None
         if wire is None or wire.closed:
             return
-        if wire.generation != fork.state.generation or wire.loop is not asyncio.get_running_loop():
-            return  # not ours to close: the parent's socket, or another loop's
+        if wire.generation != fork.state.generation:
+            return  # not ours to close: the parent's socket
+        if wire.loop is not asyncio.get_running_loop():
+            _discard(wire)  # another loop's: closed only if that loop has stopped
+            return
         wire._fail_all("the client was closed")
         transport = wire.transport
         if transport is not None:
@@ -468,6 +475,23 @@ class AsyncConnection:
             except TimeoutError:
                 transport.abort()
                 await asyncio.sleep(0)
+
+
+def _discard(wire: _Wire) -> None:
+    """Close the socket of a wire whose event loop has been closed (``asyncio.run`` ended
+    while it was open): that loop can no longer close its transport, which would warn
+    about an unclosed socket when collected. A wire of a loop still running (in another
+    thread) is left to that loop."""
+    if not wire.loop.is_closed():
+        return
+    wire.closed = True
+    transport = wire.transport
+    # The transport's own close needs its loop; its socket is reachable only through its
+    # private attribute (the public one is a wrapper without close()).
+    sock = getattr(transport, "_sock", None)
+    if sock is not None:
+        sock.close()
+        setattr(transport, "_sock", None)  # noqa: B010 - no warning for a socket closed here
 
 
 async def _open_wire(

@@ -5,6 +5,7 @@ shared, scripts come back after SCRIPT FLUSH, and threads share sockets too."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 from collections.abc import AsyncIterator, Iterator
 
@@ -379,3 +380,16 @@ async def test_readonly_tells_the_resolver_and_is_unavailable(own_redis: RedisSe
     admin.close()
     sync.close()
     await client.aclose()
+
+
+def test_a_client_used_from_successive_event_loops_leaks_no_socket(redis_url: str) -> None:
+    # asyncio.run() closes its loop with our socket open; the next loop opens its own and
+    # closes the stale one (collected unclosed, it would warn: an error in this suite).
+    client = RedisClient(target(redis_url, connect_timeout=2.0, socket_timeout=2.0))
+    before = clients_of(redis_url)
+    assert asyncio.run(client.call("ECHO", b"one")) == b"one"
+    assert asyncio.run(client.call("ECHO", b"two")) == b"two"
+    assert client.connections[0].connects == 2
+    assert clients_of(redis_url) - before == 1  # the first loop's socket was closed
+    asyncio.run(client.aclose())
+    gc.collect()
