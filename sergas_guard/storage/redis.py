@@ -2,12 +2,13 @@
 
 Every rate-limit decision is one EVALSHA of the script in
 :mod:`sergas_guard.storage.script`, which decides all the limits of one identity together
-on the server's clock. On a single server (``redis://``, ``rediss://``, ``unix://``, and
-``redis+sentinel://``) decisions, resets and clears go through :mod:`sergas_guard.redis`:
-a small fixed number of multiplexed connections per process (``max_connections``, default
-2) on which concurrent decisions are pipelined, with the pre-encoded call written as is.
-On a cluster, and for a storage built from ready redis-py clients, they go through
-redis-py (the per-node multiplexed cluster client is still to come).
+on the server's clock. Built from a URL, decisions go through :mod:`sergas_guard.redis`:
+a small fixed number of multiplexed connections per process and node
+(``max_connections``, default 1) on which concurrent decisions are pipelined, with the
+pre-encoded call written as is; on a cluster, to each key's node (``MOVED``/``ASK``
+followed). Resets and clears go through it too on a single server (through redis-py's
+``SCAN`` of every primary on a cluster). A storage built from ready redis-py clients
+decides through them.
 The redis-py clients (:attr:`RedisStorage.client`, :attr:`RedisStorage.sync_client`)
 remain for the capabilities that use them directly (flags, breakers, health).
 Errors surface as :class:`~sergas_guard.errors.StorageUnavailable` (cannot reach
@@ -270,8 +271,9 @@ class RedisStorage:
                     template, startup_nodes=[AsyncClusterNode(h, p) for h, p in nodes], **options
                 )
             else:
-                # Blocking: past max_connections, a command waits for a free connection
-                # instead of failing with "Too many connections".
+                # Blocking: past its 50 connections (for flags, breakers and health, not
+                # decisions), a command waits for a free one instead of failing with
+                # "Too many connections".
                 pool = aioredis.BlockingConnectionPool.from_url(
                     self.url, max_connections=50, timeout=self.socket_timeout, **options
                 )
