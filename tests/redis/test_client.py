@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import multiprocessing
+import os
 import threading
 from collections.abc import AsyncIterator, Iterator
 
@@ -393,3 +395,34 @@ def test_a_client_used_from_successive_event_loops_leaks_no_socket(redis_url: st
     assert clients_of(redis_url) - before == 1  # the first loop's socket was closed
     asyncio.run(client.aclose())
     gc.collect()
+
+
+def _child_uses_the_inherited_clients(client: RedisClient, sync: SyncRedisClient) -> None:
+    # Both clients' connections are the parent's: the child must open its own.
+    ok = asyncio.run(client.call("INCR", "forked")) == 2 and sync.call("INCR", "forked") == 3
+    os._exit(0 if ok else 1)
+
+
+def test_a_forked_child_never_touches_its_parents_sockets(redis_url: str) -> None:
+    made = target(redis_url, connect_timeout=2.0, socket_timeout=2.0)
+    client, sync = RedisClient(made), SyncRedisClient(made)
+    loop = asyncio.new_event_loop()
+    try:
+        assert loop.run_until_complete(client.call("INCR", "forked")) == 1
+        assert sync.call("PING") == b"PONG"  # both clients hold an open socket now
+        child = multiprocessing.get_context("fork").Process(
+            target=_child_uses_the_inherited_clients, args=(client, sync)
+        )
+        child.start()
+        child.join(30)
+        assert child.exitcode == 0
+        # The parent's sockets were neither written on nor closed by the child: its next
+        # calls use them, aligned.
+        assert loop.run_until_complete(client.call("INCR", "forked")) == 4
+        assert sync.call("INCR", "forked") == 5
+        assert client.connections[0].connects == 1
+        assert sync.connections[0].connects == 1
+        loop.run_until_complete(client.aclose())
+    finally:
+        loop.close()
+        sync.close()
