@@ -264,7 +264,7 @@ class RedisStorage:
             self._check_redis_py_url()
             options = self._options(redis.asyncio.retry.Retry(NoBackoff(), self.retries, _RETRIED))
             if self.is_cluster:
-                nodes, template = _cluster_nodes(self.url)
+                nodes, template = _cluster_nodes(_for_redis_py(self.url))
                 from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
 
                 self._client = AsyncRedisCluster.from_url(
@@ -275,7 +275,10 @@ class RedisStorage:
                 # decisions), a command waits for a free one instead of failing with
                 # "Too many connections".
                 pool = aioredis.BlockingConnectionPool.from_url(
-                    self.url, max_connections=50, timeout=self.socket_timeout, **options
+                    _for_redis_py(self.url),
+                    max_connections=50,
+                    timeout=self.socket_timeout,
+                    **options,
                 )
                 self._client = aioredis.Redis.from_pool(pool)
         return self._client
@@ -302,13 +305,13 @@ class RedisStorage:
         self._check_redis_py_url()
         options = self._options(redis.retry.Retry(NoBackoff(), self.retries, _RETRIED))
         if self.is_cluster:
-            nodes, template = _cluster_nodes(self.url)
+            nodes, template = _cluster_nodes(_for_redis_py(self.url))
             return RedisCluster.from_url(
                 template,
                 startup_nodes=[ClusterNode(h, p) for h, p in nodes],  # type: ignore[no-untyped-call]
                 **options,
             )
-        return redis.Redis.from_url(self.url, **options)
+        return redis.Redis.from_url(_for_redis_py(self.url), **options)
 
     # -- decisions ------------------------------------------------------------------
 
@@ -617,6 +620,7 @@ def check_redis_url(url: str, *, cluster: bool = False) -> None:
     known = _parameters(options.get("connection_class", redis.Connection))
     if cluster:
         known |= _parameters(RedisCluster)
+    known |= _OURS_ONLY
     unknown = sorted(name for name in options if name not in known)
     if unknown:
         raise ConfigurationError(
@@ -624,6 +628,19 @@ def check_redis_url(url: str, *, cluster: bool = False) -> None:
             "not take (percent-encode '&' and '=' in a password given as ?password=)",
             field="url",
         )
+
+
+# Query parameters of ours that redis-py's clients do not take (dropped for them).
+_OURS_ONLY = frozenset({"connections"})
+
+
+def _for_redis_py(url: str) -> str:
+    """``url`` without the query parameters only our connections take."""
+    parts = urlsplit(url)
+    if not parts.query:
+        return url
+    kept = [p for p in parts.query.split("&") if p.split("=", 1)[0] not in _OURS_ONLY]
+    return urlunsplit(parts._replace(query="&".join(kept)))
 
 
 def _parameters(client_class: type) -> frozenset[str]:

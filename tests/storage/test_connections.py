@@ -165,3 +165,21 @@ async def test_closing_with_decisions_in_flight_leaks_no_connection(redis_url: s
     gc.collect()  # an unclosed connection would warn (an error under this suite)
     assert len(admin.client_list()) <= before
     admin.close()
+
+
+async def test_the_url_may_set_the_connections_and_redis_py_clients_still_work(
+    redis_url: str,
+) -> None:
+    admin = redis.Redis.from_url(redis_url)
+    before = len(admin.client_list())
+    storage = RedisStorage(
+        redis_url + "?connections=3&client_name=sg-test", connect_timeout=2.0, socket_timeout=2.0
+    )
+    results = await asyncio.gather(*(storage.decide(checks("url"), 1) for _ in range(30)))
+    assert sorted(r[0].remaining for r in results) == list(range(970, 1000))
+    names = [c["name"] for c in admin.client_list()]
+    assert names.count("sg-test") == 3  # our handshake named them
+    assert len(names) - before == 3
+    assert storage.sync_client.ping()  # redis-py's client takes the URL without ours
+    admin.close()
+    await storage.aclose()
