@@ -14,15 +14,22 @@ over 1,000 identities with a limit of 100 per minute, as a service would see it.
 Contenders take turns in short slices (best slice counts) so a busy machine's noise
 falls on all alike. A second table gives the Redis CPU each script costs per call
 (``INFO commandstats``), which no client-side change can remove.
-Run: ``.venv/bin/python benchmarks/bench_redis.py [--ops N] [--rounds R]``.
+A third table (``--pipelined``) puts our async decisions at 50 and 500 in flight in one
+process beside ``redis-benchmark -c 50`` (the C client, 50 connections, no pipelining)
+running EVALSHA of a trivial ``INCR`` script against the same server, turn by turn: rate,
+client CPU µs per decision and p99 latency; our decisions only match it by pipelining.
+Run: ``.venv/bin/python benchmarks/bench_redis.py [--ops N] [--rounds R] [--pipelined]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import statistics
+import subprocess
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -40,6 +47,7 @@ import redis.asyncio as aioredis
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sergas_guard.ratelimit.result import LimitSpec, RateLimitStrategy
+from sergas_guard.redis import RedisClient, SingleTarget, SyncRedisClient, parse_url
 from sergas_guard.storage.base import LimitCheck
 from sergas_guard.storage.redis import RedisStorage
 from sergas_guard.storage.script import DECIDE_SCRIPT, DECIDE_SHA, script_args
@@ -271,11 +279,194 @@ def render(rows: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+INCR_SCRIPT = "return redis.call('INCR', KEYS[1])"
+PIPELINED_CONCURRENCY = (50, 500)
+PIPELINED_CONNECTIONS = (1, 2)
+
+
+def redis_benchmark(port: int, sha: str, requests: int) -> tuple[float, float]:
+    """``redis-benchmark -c 50`` running EVALSHA of ``sha`` on one key: (rate/s, p99 ms)."""
+    binary = shutil.which("redis-benchmark")
+    if binary is None:
+        raise SystemExit("redis-benchmark is not installed (apt-get install redis-tools)")
+    out = subprocess.run(
+        [binary, "-p", str(port), "-c", "50", "-n", str(requests), "--csv",
+         "evalsha", sha, "1", "k"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    fields = out.strip().splitlines()[-1].replace('"', "").split(",")
+    return float(fields[-7]), float(fields[-2])
+
+
+async def pipelined_slice(storage: RedisStorage, ops: int, concurrency: int) -> tuple[float, ...]:
+    """One slice of ``ops`` decisions by ``concurrency`` tasks on one storage:
+    (rate/s, client CPU µs per decision, p99 latency ms)."""
+    spec = LimitSpec(RateLimitStrategy.FIXED_WINDOW, 10**9, WINDOW_US, 10**9)
+    checks = [[LimitCheck(f"sg:pipe:{{{n}}}", spec)] for n in range(IDENTITIES)]
+    per_task = ops // concurrency
+    latencies: list[float] = []
+    clock = time.perf_counter
+
+    async def worker(offset: int) -> None:
+        record = latencies.append
+        for i in range(per_task):
+            started = clock()
+            await storage.decide(checks[(offset + i * concurrency) % IDENTITIES], 1)
+            record(clock() - started)
+
+    started, cpu_started = clock(), time.process_time()
+    await asyncio.gather(*(worker(k) for k in range(concurrency)))
+    elapsed, used = clock() - started, time.process_time() - cpu_started
+    done = per_task * concurrency
+    latencies.sort()
+    return done / elapsed, used / done * 1e6, latencies[int(len(latencies) * 0.99)] * 1e3
+
+
+def pipelined(server_port: int, url: str, ops: int, rounds: int) -> str:
+    """Our async decisions at 50 and 500 in flight beside redis-benchmark -c 50, by turns;
+    the best slice of each (the least CPU and p99 of any slice) as a Markdown table."""
+    admin = redis.Redis.from_url(url)
+    sha = admin.script_load(INCR_SCRIPT)
+    admin.close()
+    best: dict[str, list[float]] = {}
+
+    def keep(name: str, rate: float, cpu: float, p99: float) -> None:
+        old = best.setdefault(name, [0.0, float("inf"), float("inf")])
+        best[name] = [max(old[0], rate), min(old[1], cpu), min(old[2], p99)]
+
+    async def run() -> None:
+        storages = {
+            connections: RedisStorage(
+                url, connect_timeout=1.0, socket_timeout=1.0, max_connections=connections
+            )
+            for connections in PIPELINED_CONNECTIONS
+        }
+        for storage in storages.values():
+            await pipelined_slice(storage, 1000, 50)  # connect, load the script
+        for _ in range(rounds):
+            rate, p99 = redis_benchmark(server_port, sha, ops)
+            keep("redis-benchmark -c 50 (EVALSHA INCR)", rate, float("nan"), p99)
+            for concurrency in PIPELINED_CONCURRENCY:
+                for connections, storage in storages.items():
+                    rate, cpu, p99 = await pipelined_slice(storage, ops, concurrency)
+                    name = f"ours, {concurrency} in flight, {connections} connection(s)"
+                    keep(name, rate, cpu, p99)
+        for storage in storages.values():
+            await storage.aclose()
+
+    asyncio.run(run())
+    floor_rate = best["redis-benchmark -c 50 (EVALSHA INCR)"][0]
+    lines = [
+        "| client | decisions/s | vs redis-benchmark | client CPU µs/decision | p99 ms |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name, (rate, cpu, p99) in best.items():
+        shown = "—" if cpu == float("inf") else f"{cpu:.1f}"  # another process's CPU
+        lines.append(f"| {name} | {rate:,.0f} | {rate / floor_rate:.2f} | {shown} | {p99:.2f} |")
+    return "\n".join(lines)
+
+
+SYNC_THREADS = (1, 8)
+
+
+class IoThreadClient:
+    """The other design for the sync face, measured against ours: one asyncio loop in a
+    thread of its own per process, with threads handing it their calls."""
+
+    def __init__(self, url: str) -> None:
+        target = parse_url(url, connect_timeout=1.0, socket_timeout=1.0)
+        assert isinstance(target, SingleTarget)
+        self.loop = asyncio.new_event_loop()
+        self.client = RedisClient(target)
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def call(self, command: bytes) -> object:
+        return asyncio.run_coroutine_threadsafe(self.client.execute(command), self.loop).result()
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.client.aclose(), self.loop).result()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join()
+        self.loop.close()
+
+
+def sync_faces(url: str, ops: int, rounds: int) -> str:
+    """Calls/s and CPU µs per call of the two sync designs (and redis-py's pool), with 1
+    and 8 threads, by turns, best slice each, as a Markdown table."""
+    admin = redis.Redis.from_url(url)
+    sha = admin.script_load(INCR_SCRIPT)
+    target = parse_url(url, connect_timeout=1.0, socket_timeout=1.0)
+    assert isinstance(target, SingleTarget)
+    ours_client = SyncRedisClient(target)
+    io_thread = IoThreadClient(url)
+    pooled = redis.Redis.from_url(url)
+    command = b"*4\r\n$7\r\nEVALSHA\r\n$40\r\n" + sha.encode() + b"\r\n$1\r\n1\r\n$1\r\nk\r\n"
+    faces: dict[str, Callable[[], object]] = {
+        "ours: leader/follower on shared sockets": lambda: ours_client.execute(command),
+        "one I/O thread running asyncio": lambda: io_thread.call(command),
+        "redis-py pool (a socket per thread)": lambda: pooled.evalsha(sha, 1, "k"),
+    }
+    best: dict[tuple[str, int], tuple[float, float]] = {}
+    for _ in range(rounds):
+        for threads in SYNC_THREADS:
+            for name, face in faces.items():
+                per_thread = ops // threads
+
+                def work(face: Callable[[], object] = face, n: int = per_thread) -> None:
+                    for _ in range(n):
+                        face()
+
+                workers = [threading.Thread(target=work) for _ in range(threads)]
+                started, cpu_started = time.perf_counter(), time.process_time()
+                for worker in workers:
+                    worker.start()
+                for worker in workers:
+                    worker.join()
+                elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+                done = per_thread * threads
+                rate, usec = done / elapsed, cpu / done * 1e6
+                old = best.get((name, threads), (0.0, float("inf")))
+                best[name, threads] = (max(old[0], rate), min(old[1], usec))
+    ours_client.close()
+    io_thread.close()
+    pooled.close()
+    admin.close()
+    lines = [
+        "| sync face | "
+        + " | ".join(f"{t} thread(s): calls/s (CPU µs)" for t in SYNC_THREADS)
+        + " |",
+        "|" + " --- |" * (len(SYNC_THREADS) + 1),
+    ]
+    for name in faces:
+        cells = [f"{best[name, t][0]:,.0f} ({best[name, t][1]:.1f})" for t in SYNC_THREADS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--ops", type=int, default=400, help="decisions per timed slice")
     parser.add_argument("--rounds", type=int, default=20, help="slices per contender")
+    parser.add_argument(
+        "--pipelined",
+        action="store_true",
+        help="only the table against redis-benchmark -c 50 (--ops decisions per slice)",
+    )
+    parser.add_argument(
+        "--sync-face",
+        action="store_true",
+        help="only the table of sync designs (--ops calls per slice)",
+    )
     options = parser.parse_args()
+    if options.sync_face:
+        with redis_server() as server:
+            print(sync_faces(server.url, options.ops, options.rounds))
+        return
+    if options.pipelined:
+        with redis_server() as server:
+            print(pipelined(server.port, server.url, options.ops, options.rounds))
+        return
     # Each identity sees at most 3 modes x (rounds + 1) slices x ops / IDENTITIES requests:
     # keep that under the limit so every decision is an admission, for everyone alike.
     if 3 * (options.rounds + 1) * options.ops > LIMIT * IDENTITIES:

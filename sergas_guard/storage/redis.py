@@ -1,12 +1,16 @@
 """Redis storage: shared state for a fleet of workers.
 
-Connection handling lives here (URL parsing, pools, timeouts, cluster); every
-rate-limit decision is one EVALSHA of the script in :mod:`sergas_guard.storage.script`,
-which decides all the limits of one identity together on the server's clock. On a
-single server, decisions skip redis-py's per-command machinery (generic packing, pool
-bookkeeping and health polls, observability hooks, retry objects): they take a
-connection from a small pool of their own, write the pre-encoded call and read one
-reply, which more than halves the client's cost of a decision.
+Every rate-limit decision is one EVALSHA of the script in
+:mod:`sergas_guard.storage.script`, which decides all the limits of one identity together
+on the server's clock. Built from a URL, decisions go through :mod:`sergas_guard.redis`:
+a small fixed number of multiplexed connections per process and node
+(``max_connections``, default 1) on which concurrent decisions are pipelined, with the
+pre-encoded call written as is; on a cluster, to each key's node (``MOVED``/``ASK``
+followed). Resets and clears go through it too on a single server (through redis-py's
+``SCAN`` of every primary on a cluster). A storage built from ready redis-py clients
+decides through them.
+The redis-py clients (:attr:`RedisStorage.client`, :attr:`RedisStorage.sync_client`)
+remain for the capabilities that use them directly (flags, breakers, health).
 Errors surface as :class:`~sergas_guard.errors.StorageUnavailable` (cannot reach
 Redis) or :class:`~sergas_guard.errors.StorageError` (Redis answered with an error).
 """
@@ -27,7 +31,6 @@ import redis.retry
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
-from redis.crc import key_slot
 from redis.exceptions import (
     ClusterDownError,
     NoScriptError,
@@ -40,11 +43,18 @@ from redis.exceptions import (
 from sergas_guard import validation
 from sergas_guard.errors import ConfigurationError, StorageError, StorageUnavailable
 from sergas_guard.ratelimit.result import RateLimitResult
+from sergas_guard.redis.client import RedisClient, SyncRedisClient, client_target
+from sergas_guard.redis.cluster import AsyncClusterClient, SyncClusterClient, key_slot
+from sergas_guard.redis.connection import NotSent
+from sergas_guard.redis.errors import from_exception
+from sergas_guard.redis.protocol import ErrorReply
+from sergas_guard.redis.scripts import Script
+from sergas_guard.redis.url import DEFAULT_CONNECTIONS, ClusterTarget, SingleTarget, parse_url
 from sergas_guard.secrets import credentials_problem, scrub, scrub_url, url_secrets
 from sergas_guard.storage import peers
 from sergas_guard.storage.base import LimitCheck
-from sergas_guard.storage.redis_pool import AsyncConnections, SyncConnections
 from sergas_guard.storage.script import (
+    DECIDE,
     DECIDE_SCRIPT,
     DECIDE_SHA,
     encode_call,
@@ -54,18 +64,20 @@ from sergas_guard.storage.script import (
 
 __all__ = ["RedisStorage", "check_redis_url"]
 
+# The peer-count heartbeat behind fallback_share="auto" (storage/peers.py).
+HEARTBEAT = Script(peers.HEARTBEAT_SCRIPT)
+
 DEFAULT_CONNECT_TIMEOUT = 1.0
 DEFAULT_SOCKET_TIMEOUT = 5.0
-# One immediate retry on a broken connection (e.g. a pooled socket after a Redis restart);
-# never on a timeout, since the script may have run and a retry would count twice.
+# redis-py's immediate retries on a broken connection (cluster and ready-client paths
+# only); never on a timeout, since the script may have run and a retry would count twice.
 DEFAULT_RETRIES = 1
-# Connections one storage opens for concurrent async decisions; more tasks wait their turn
-# (up to the socket timeout) rather than fail.
-DEFAULT_MAX_CONNECTIONS = 100
+# Multiplexed connections per process (per face, per node): see DEFAULT_CONNECTIONS.
+DEFAULT_MAX_CONNECTIONS = DEFAULT_CONNECTIONS
 # Bounds of the options: more retries would only multiply an outage's latency, more
 # connections exhaust the server's file descriptors before helping.
 MAX_RETRIES = 10
-MAX_CONNECTIONS = 10_000
+MAX_CONNECTIONS = 1000
 _SCAN_COUNT = 1000
 _DELETE_BATCH = 500
 
@@ -103,17 +115,21 @@ def _cluster_nodes(url: str) -> tuple[list[tuple[str, int]], str]:
 
 
 class RedisStorage:
-    """State in Redis or Redis Cluster, through redis-py's sync and asyncio clients.
+    """State in Redis or Redis Cluster.
 
-    Build it from a URL (``redis://``, ``rediss://``, ``redis+cluster://h:p,h:p``) or
-    pass ready clients. ``client`` is the asyncio client, ``sync_client`` the sync one;
-    both are created lazily, each with its own connection pool, with the given connect
-    and socket timeouts (seconds) and at most ``retries`` immediate retries of a
-    command whose connection broke (never of one that timed out).
+    Build it from a URL (``redis://``, ``rediss://``, ``unix://``,
+    ``redis+cluster://h:p,h:p``, ``redis+sentinel://h:p,h:p/service``) or pass ready
+    redis-py clients. On a single server, decisions use :mod:`sergas_guard.redis`:
+    ``max_connections`` multiplexed connections per face (async, sync) however many
+    decisions are in flight, with the given connect and socket timeouts (seconds); a
+    decision is never retried once it may have reached the server. ``client`` (asyncio)
+    and ``sync_client`` are redis-py clients, created lazily, for the capabilities that
+    use redis-py directly and for decisions on a cluster (there ``retries`` immediate
+    retries of a command whose connection broke, never of one that timed out).
     ``key_prefix`` is what :meth:`clear` deletes when given no prefix.
-    Raises ConfigurationError naming the option for a timeout that is not a positive
-    number of seconds (at most 100 years), ``retries`` outside 0-10, ``max_connections``
-    outside 1-10,000 or an empty ``key_prefix``.
+    Raises ConfigurationError naming the option for a bad URL, a timeout that is not a
+    positive number of seconds (at most 100 years), ``retries`` outside 0-10,
+    ``max_connections`` outside 1-1,000 or an empty ``key_prefix``.
     """
 
     def __init__(
@@ -140,19 +156,39 @@ class RedisStorage:
         self.max_connections = validation.whole(
             max_connections, "max_connections", minimum=1, maximum=MAX_CONNECTIONS
         )
-        self.is_cluster = bool(url and "+cluster" in url.split("://", 1)[0]) or isinstance(
-            client or sync_client, RedisCluster | AsyncRedisCluster
-        )
         self._client = client
         self._sync_client = sync_client
         self._async_ready = False
         self._cluster_lock: asyncio.Lock | None = None
         self._build_lock = threading.Lock()
-        self._sync_connections: SyncConnections | None = None
-        self._async_connections: AsyncConnections | None = None
         self._secrets = url_secrets(url) if url else ()
+        # The single server our own connections serve (None: decisions go through redis-py).
+        self._target: SingleTarget | None = None
+        self._resolver: Any = None
+        self._redis: RedisClient | None = None
+        self._sync_redis: SyncRedisClient | None = None
+        # The cluster our own per-node connections serve (None: not a cluster URL).
+        self._cluster_target: ClusterTarget | None = None
+        self._cluster: AsyncClusterClient | None = None
+        self._sync_cluster: SyncClusterClient | None = None
+        self.is_cluster = isinstance(client or sync_client, RedisCluster | AsyncRedisCluster)
         if url:
-            check_redis_url(url, cluster=self.is_cluster)
+            sentinel = "+sentinel" in url.split("://", 1)[0].lower()
+            if not sentinel:
+                check_redis_url(url, cluster="+cluster" in url.split("://", 1)[0].lower())
+            target = parse_url(
+                url,
+                connect_timeout=self.connect_timeout,
+                socket_timeout=self.socket_timeout,
+                connections=self.max_connections,
+                foreign=_redis_py_options(),
+            )
+            if isinstance(target, ClusterTarget):
+                self.is_cluster = True
+                self._cluster_target = target
+            else:
+                self.is_cluster = False
+                self._target, self._resolver = client_target(target)
 
     def __repr__(self) -> str:
         return f"RedisStorage({self.safe_url or 'client'!r})"
@@ -174,26 +210,78 @@ class RedisStorage:
         }
 
     @property
+    def redis(self) -> RedisClient | None:
+        """Our asyncio client of the single server (None on a cluster or given clients)."""
+        if self._redis is None and self._target is not None:
+            self._redis = RedisClient(self._target, resolver=self._resolver, secrets=self._secrets)
+            self._redis.register(DECIDE)  # loaded by each connection's handshake
+        return self._redis
+
+    @property
+    def sync_redis(self) -> SyncRedisClient | None:
+        """Our client for threads of the single server (None on a cluster or given clients)."""
+        if self._sync_redis is None and self._target is not None:
+            with self._build_lock:  # threads racing to the first use share one client
+                if self._sync_redis is None:
+                    self._sync_redis = SyncRedisClient(
+                        self._target, resolver=self._resolver, secrets=self._secrets
+                    )
+                    self._sync_redis.register(DECIDE)
+        return self._sync_redis
+
+    @property
+    def cluster(self) -> AsyncClusterClient | None:
+        """Our asyncio client of the cluster (None unless built from a cluster URL)."""
+        if self._cluster is None and self._cluster_target is not None:
+            self._cluster = AsyncClusterClient(self._cluster_target, self._secrets)
+            self._cluster.register(DECIDE)
+        return self._cluster
+
+    @property
+    def sync_cluster(self) -> SyncClusterClient | None:
+        """Our client for threads of the cluster (None unless built from a cluster URL)."""
+        if self._sync_cluster is None and self._cluster_target is not None:
+            with self._build_lock:
+                if self._sync_cluster is None:
+                    self._sync_cluster = SyncClusterClient(self._cluster_target, self._secrets)
+                    self._sync_cluster.register(DECIDE)
+        return self._sync_cluster
+
+    def _slot(self, checks: Sequence[LimitCheck]) -> int:
+        """The one cluster slot of the keys decided together (ConfigurationError if not)."""
+        slot = key_slot(checks[0].key.encode())
+        for check in checks[1:]:
+            if key_slot(check.key.encode()) != slot:
+                keys = [c.key for c in checks]
+                raise ConfigurationError(
+                    "on Redis Cluster the keys decided together must share a hash slot; put "
+                    f"the identity in a {{hash tag}} (keys: {keys!r:.200})",
+                    field="checks",
+                )
+        return slot
+
+    @property
     def client(self) -> Any:
-        """The ``redis.asyncio`` client (``Redis`` or ``RedisCluster``)."""
+        """The ``redis.asyncio`` client (``Redis`` or ``RedisCluster``) of redis-py."""
         if self._client is None:
             if self.url is None:
                 raise ConfigurationError("no async client and no url to build one", field="url")
+            self._check_redis_py_url()
             options = self._options(redis.asyncio.retry.Retry(NoBackoff(), self.retries, _RETRIED))
             if self.is_cluster:
-                nodes, template = _cluster_nodes(self.url)
+                nodes, template = _cluster_nodes(_for_redis_py(self.url))
                 from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
 
                 self._client = AsyncRedisCluster.from_url(
                     template, startup_nodes=[AsyncClusterNode(h, p) for h, p in nodes], **options
                 )
             else:
-                # Blocking: past max_connections, a command waits for a free connection
-                # instead of failing with "Too many connections" (which would look like
-                # an outage to the failover policy).
+                # Blocking: past its 50 connections (for flags, breakers and health, not
+                # decisions), a command waits for a free one instead of failing with
+                # "Too many connections".
                 pool = aioredis.BlockingConnectionPool.from_url(
-                    self.url,
-                    max_connections=self.max_connections,
+                    _for_redis_py(self.url),
+                    max_connections=50,
                     timeout=self.socket_timeout,
                     **options,
                 )
@@ -202,7 +290,7 @@ class RedisStorage:
 
     @property
     def sync_client(self) -> Any:
-        """The sync ``redis`` client (``Redis`` or ``RedisCluster``)."""
+        """The sync ``redis`` client (``Redis`` or ``RedisCluster``) of redis-py."""
         if self._sync_client is None:
             # Threads may race to the first use; one of them builds the one pool.
             with self._build_lock:
@@ -210,18 +298,25 @@ class RedisStorage:
                     self._sync_client = self._build_sync_client()
         return self._sync_client
 
+    def _check_redis_py_url(self) -> None:
+        if self.url and "+sentinel" in self.url.split("://", 1)[0].lower():
+            raise ConfigurationError(
+                "redis-py clients are not built for redis+sentinel:// URLs", field="url"
+            )
+
     def _build_sync_client(self) -> Any:
         if self.url is None:
             raise ConfigurationError("no sync client and no url to build one", field="url")
+        self._check_redis_py_url()
         options = self._options(redis.retry.Retry(NoBackoff(), self.retries, _RETRIED))
         if self.is_cluster:
-            nodes, template = _cluster_nodes(self.url)
+            nodes, template = _cluster_nodes(_for_redis_py(self.url))
             return RedisCluster.from_url(
                 template,
                 startup_nodes=[ClusterNode(h, p) for h, p in nodes],  # type: ignore[no-untyped-call]
                 **options,
             )
-        return redis.Redis.from_url(self.url, **options)
+        return redis.Redis.from_url(_for_redis_py(self.url), **options)
 
     # -- decisions ------------------------------------------------------------------
 
@@ -239,6 +334,8 @@ class RedisStorage:
 
     def _error(self, exc: BaseException, doing: str) -> StorageError:
         """Our error for a driver's, with any password scrubbed out of its message."""
+        if isinstance(exc, StorageError):
+            return exc
         message = scrub(f"Redis {doing} failed: {type(exc).__name__}: {exc}", *self._secrets)
         if isinstance(exc, _UNAVAILABLE):
             return StorageUnavailable(message)
@@ -252,94 +349,81 @@ class RedisStorage:
         Raises ConfigurationError for a cost above a limit's capacity or, on a cluster,
         keys in different slots; StorageUnavailable / StorageError when Redis fails.
         """
-        if self.is_cluster:
+        client = self._sync_redis or self.sync_redis
+        if client is None:
+            if self._cluster_target is None:
+                return self._decide_redis_py_sync(checks, cost, now_us)
             return self._decide_cluster_sync(checks, cost, now_us)
         call = encode_call(checks, cost, now_us)
         try:
-            connections = self._sync_connections or self._open_sync_connections()
-            connection = connections.take()
-            try:
-                reply = self._round_trip_sync(connection, call, checks, cost, now_us)
-            finally:
-                connections.give(connection)
-        except ConfigurationError:
+            reply = client.run_script(DECIDE, call, doing="decision")
+        except StorageError:
             raise
-        except Exception as exc:  # the driver's errors, and its bugs, are storage errors
-            raise self._error(exc, "decision") from exc
+        except Exception as exc:  # our client's bugs are storage errors too
+            raise from_exception(exc, "decision", self._secrets) from exc
         return parse_reply(reply, checks)
-
-    def _round_trip_sync(
-        self,
-        connection: Any,
-        call: bytes,
-        checks: Sequence[LimitCheck],
-        cost: int,
-        now_us: int | None,
-    ) -> Any:
-        """Send one call and read its reply, retrying on a broken connection only.
-
-        redis-py disconnects a connection on any error while sending or reading, so a
-        connection goes back to the pool either clean or closed (it reconnects on use).
-        """
-        for attempt in range(self.retries + 1):
-            try:
-                try:
-                    connection.send_packed_command((call,), check_health=False)
-                    return connection.read_response()
-                except NoScriptError:
-                    # The script cache is empty (first use, SCRIPT FLUSH, a failover to a
-                    # replica): EVAL runs the script and caches it again.
-                    connection.send_packed_command(
-                        (encode_call(checks, cost, now_us, source=True),), check_health=False
-                    )
-                    return connection.read_response()
-            except redis.ConnectionError:
-                # Never after a timeout: the script may have run, and would count twice.
-                if attempt == self.retries:
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover
 
     async def decide(
         self, checks: Sequence[LimitCheck], cost: int, now_us: int | None = None
     ) -> list[RateLimitResult]:
         """Async face of :meth:`decide_sync`."""
-        if self.is_cluster:
+        client = self._redis or self.redis
+        if client is None:
+            if self._cluster_target is None:
+                return await self._decide_redis_py(checks, cost, now_us)
             return await self._decide_cluster(checks, cost, now_us)
         call = encode_call(checks, cost, now_us)
         try:
-            connections = self._async_connections or self._open_async_connections()
-            reply = await connections.call(call)
-            if reply is None:
-                # NOSCRIPT: the script cache is empty (first use, SCRIPT FLUSH, a failover
-                # to a replica); EVAL runs the script and caches it again.
-                reply = await connections.call(encode_call(checks, cost, now_us, source=True))
-        except ConfigurationError:
+            # The hot path: the pre-encoded call straight onto an open connection's
+            # pipeline (no coroutine layers in between).
+            connection = client.pick()
+            try:
+                reply = await connection.submit(call)
+            except NotSent:  # the connection dropped before writing it: once more
+                reply = await connection.call(call)
+            if type(reply) is ErrorReply:
+                reply = await client.settle(DECIDE, call, reply, "decision", connection)
+        except StorageError:
             raise
-        except Exception as exc:  # the driver's errors, and its bugs, are storage errors
-            raise self._error(exc, "decision") from exc
+        except Exception as exc:  # our client's bugs are storage errors too
+            raise from_exception(exc, "decision", self._secrets) from exc
         return parse_reply(reply, checks)
 
-    def _open_sync_connections(self) -> SyncConnections:
-        pool = self.sync_client.connection_pool
-        with self._build_lock:  # threads racing to the first decision share one pool
-            if self._sync_connections is None:
-                self._sync_connections = SyncConnections(pool)
-        return self._sync_connections
-
-    def _open_async_connections(self) -> AsyncConnections:
-        if self._async_connections is None:
-            self._async_connections = AsyncConnections(
-                self.client.connection_pool,
-                self.max_connections,
-                self.socket_timeout,
-                self.connect_timeout,
-                self.retries,
-            )
-        return self._async_connections
-
-    # -- decisions on a cluster: redis-py routes each call to the node of its slot ------
+    # -- decisions on a cluster: our per-node connections, following redirections -----
 
     def _decide_cluster_sync(
+        self, checks: Sequence[LimitCheck], cost: int, now_us: int | None
+    ) -> list[RateLimitResult]:
+        call = encode_call(checks, cost, now_us)
+        slot = self._slot(checks)
+        cluster = self._sync_cluster or self.sync_cluster
+        assert cluster is not None
+        try:
+            reply = cluster.run_script(DECIDE, call, slot, "decision")
+        except StorageError:
+            raise
+        except Exception as exc:  # our client's bugs are storage errors too
+            raise from_exception(exc, "decision", self._secrets) from exc
+        return parse_reply(reply, checks)
+
+    async def _decide_cluster(
+        self, checks: Sequence[LimitCheck], cost: int, now_us: int | None
+    ) -> list[RateLimitResult]:
+        call = encode_call(checks, cost, now_us)
+        slot = self._slot(checks)
+        cluster = self._cluster or self.cluster
+        assert cluster is not None
+        try:
+            reply = await cluster.run_script(DECIDE, call, slot, "decision")
+        except StorageError:
+            raise
+        except Exception as exc:  # our client's bugs are storage errors too
+            raise from_exception(exc, "decision", self._secrets) from exc
+        return parse_reply(reply, checks)
+
+    # -- decisions through redis-py, on the clients a caller gave (it routes a cluster's) --
+
+    def _decide_redis_py_sync(
         self, checks: Sequence[LimitCheck], cost: int, now_us: int | None
     ) -> list[RateLimitResult]:
         keys, args = self._prepare(checks, cost, now_us)
@@ -349,11 +433,13 @@ class RedisStorage:
                 reply = client.evalsha(DECIDE_SHA, len(keys), *keys, *args)
             except NoScriptError:
                 reply = client.eval(DECIDE_SCRIPT, len(keys), *keys, *args)
+        except ConfigurationError:
+            raise
         except Exception as exc:  # the driver's errors, and its bugs, are storage errors
             raise self._error(exc, "decision") from exc
         return parse_reply(reply, checks)
 
-    async def _decide_cluster(
+    async def _decide_redis_py(
         self, checks: Sequence[LimitCheck], cost: int, now_us: int | None
     ) -> list[RateLimitResult]:
         keys, args = self._prepare(checks, cost, now_us)
@@ -363,6 +449,8 @@ class RedisStorage:
                 reply = await client.evalsha(DECIDE_SHA, len(keys), *keys, *args)
             except NoScriptError:
                 reply = await client.eval(DECIDE_SCRIPT, len(keys), *keys, *args)
+        except ConfigurationError:
+            raise
         except Exception as exc:  # the driver's errors, and its bugs, are storage errors
             raise self._error(exc, "decision") from exc
         return parse_reply(reply, checks)
@@ -394,7 +482,22 @@ class RedisStorage:
         """
         key = peers.peers_key(self.key_prefix)
         try:
-            return peers.heartbeat_sync(self.sync_client, key, member, ttl_ms)
+            if self._target is not None:
+                client = self._sync_redis or self.sync_redis
+                assert client is not None
+                reply = client.run_script(
+                    HEARTBEAT, HEARTBEAT.call([key], [member, ttl_ms]), doing="heartbeat"
+                )
+            elif self._cluster_target is not None:
+                cluster = self._sync_cluster or self.sync_cluster
+                assert cluster is not None
+                call = HEARTBEAT.call([key], [member, ttl_ms])
+                reply = cluster.run_script(HEARTBEAT, call, key_slot(key.encode()), "heartbeat")
+            else:
+                return peers.heartbeat_sync(self.sync_client, key, member, ttl_ms)
+            return int(reply)
+        except StorageError:
+            raise
         except Exception as exc:  # the driver's errors, and its bugs, are storage errors
             raise self._error(exc, "heartbeat") from exc
 
@@ -402,7 +505,24 @@ class RedisStorage:
         """Async face of :meth:`heartbeat_sync`."""
         key = peers.peers_key(self.key_prefix)
         try:
-            return await peers.heartbeat(await self._ready_client(), key, member, ttl_ms)
+            if self._target is not None:
+                client = self._redis or self.redis
+                assert client is not None
+                reply = await client.run_script(
+                    HEARTBEAT, HEARTBEAT.call([key], [member, ttl_ms]), doing="heartbeat"
+                )
+            elif self._cluster_target is not None:
+                cluster = self._cluster or self.cluster
+                assert cluster is not None
+                call = HEARTBEAT.call([key], [member, ttl_ms])
+                reply = await cluster.run_script(
+                    HEARTBEAT, call, key_slot(key.encode()), "heartbeat"
+                )
+            else:
+                return await peers.heartbeat(await self._ready_client(), key, member, ttl_ms)
+            return int(reply)
+        except StorageError:
+            raise
         except Exception as exc:
             raise self._error(exc, "heartbeat") from exc
 
@@ -411,83 +531,131 @@ class RedisStorage:
     def _scan_pattern(self, prefix: str) -> str:
         return _glob_escape(prefix or self.key_prefix) + "*"
 
-    def _scan_sync(self, pattern: str) -> Iterator[bytes]:
-        return self.sync_client.scan_iter(match=pattern, count=_SCAN_COUNT)  # type: ignore[no-any-return]
+    def _scan_sync(self, pattern: str) -> Iterator[Any]:
+        own = self.sync_redis
+        if own is None:
+            return self.sync_client.scan_iter(match=pattern, count=_SCAN_COUNT)  # type: ignore[no-any-return]
+        return _scan_own_sync(own, pattern)
 
     def _delete_sync(self, keys: Iterator[Any]) -> int:
-        client = self.sync_client
+        own = self.sync_redis
         deleted = 0
         for batch in _batches(keys):
-            deleted += client.unlink(*batch)
+            if own is None:
+                deleted += self.sync_client.unlink(*batch)
+            else:
+                deleted += own.call(b"UNLINK", *batch)
         return deleted
 
     def reset_sync(self, key: str) -> None:
         """Delete ``key`` and every key it is a prefix of."""
         try:
-            self.sync_client.unlink(key)
+            self._delete_sync(iter([key.encode()]))
             self._delete_sync(self._scan_sync(_glob_escape(key) + "*"))
-        except (RedisError, RedisClusterException, OSError) as exc:
+        except (RedisError, RedisClusterException, OSError, StorageError) as exc:
             raise self._error(exc, "reset") from exc
 
     def clear_sync(self, prefix: str = "") -> int:
         """Delete every key starting with ``prefix`` (default: ``key_prefix``); returns how many."""
         try:
             return self._delete_sync(self._scan_sync(self._scan_pattern(prefix)))
-        except (RedisError, RedisClusterException, OSError) as exc:
+        except (RedisError, RedisClusterException, OSError, StorageError) as exc:
             raise self._error(exc, "clear") from exc
 
     async def _delete(self, keys: AsyncIterator[Any]) -> int:
-        client = self.client
+        own = self.redis
         deleted = 0
         batch: list[Any] = []
+
+        async def unlink(batch: list[Any]) -> int:
+            if own is None:
+                return int(await self.client.unlink(*batch))
+            return int(await own.call(b"UNLINK", *batch))
+
         async for key in keys:
             batch.append(key)
             if len(batch) >= _DELETE_BATCH:
-                deleted += await client.unlink(*batch)
+                deleted += await unlink(batch)
                 batch = []
         if batch:
-            deleted += await client.unlink(*batch)
+            deleted += await unlink(batch)
         return deleted
+
+    async def _scan(self, pattern: str) -> AsyncIterator[Any]:
+        own = self.redis
+        if own is None:
+            await self._ready_client()
+            async for key in self.client.scan_iter(match=pattern, count=_SCAN_COUNT):
+                yield key
+            return
+        cursor = b"0"
+        while True:
+            cursor, keys = await own.call(b"SCAN", cursor, b"MATCH", pattern, b"COUNT", _SCAN_COUNT)
+            for key in keys:
+                yield key
+            if cursor == b"0":
+                return
 
     async def reset(self, key: str) -> None:
         """Async face of :meth:`reset_sync`."""
         try:
-            await (await self._ready_client()).unlink(key)
-            await self._delete(
-                self.client.scan_iter(match=_glob_escape(key) + "*", count=_SCAN_COUNT)
-            )
-        except (RedisError, RedisClusterException, OSError) as exc:
+            await self._delete(_one(key.encode()))
+            await self._delete(self._scan(_glob_escape(key) + "*"))
+        except (RedisError, RedisClusterException, OSError, StorageError) as exc:
             raise self._error(exc, "reset") from exc
 
     async def clear(self, prefix: str = "") -> int:
         """Async face of :meth:`clear_sync`."""
         try:
-            await self._ready_client()
-            return await self._delete(
-                self.client.scan_iter(match=self._scan_pattern(prefix), count=_SCAN_COUNT)
-            )
-        except (RedisError, RedisClusterException, OSError) as exc:
+            return await self._delete(self._scan(self._scan_pattern(prefix)))
+        except (RedisError, RedisClusterException, OSError, StorageError) as exc:
             raise self._error(exc, "clear") from exc
 
     # -- lifecycle ------------------------------------------------------------------
 
     def close_sync(self) -> None:
-        if self._sync_connections is not None:
-            self._sync_connections.close()
-            self._sync_connections = None
+        if self._sync_cluster is not None:
+            self._sync_cluster.close()
+            self._sync_cluster = None
+        if self._sync_redis is not None:
+            self._sync_redis.close()
+            self._sync_redis = None
         if self._sync_client is not None:
             self._sync_client.close()
             self._sync_client = None
 
     async def aclose(self) -> None:
-        if self._async_connections is not None:
-            await self._async_connections.close()
-            self._async_connections = None
+        if self._cluster is not None:
+            await self._cluster.aclose()
+            self._cluster = None
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
         if self._client is not None:
             await self._client.aclose()
             self._client = None
             self._async_ready = False
         self.close_sync()
+
+
+def _scan_own_sync(client: SyncRedisClient, pattern: str) -> Iterator[Any]:
+    cursor = b"0"
+    while True:
+        cursor, keys = client.call(b"SCAN", cursor, b"MATCH", pattern, b"COUNT", _SCAN_COUNT)
+        yield from keys
+        if cursor == b"0":
+            return
+
+
+async def _one(key: bytes) -> AsyncIterator[bytes]:
+    yield key
+
+
+def _redis_py_options() -> frozenset[str]:
+    """Query parameters redis-py's clients take (accepted in our URLs, used by them)."""
+    return (
+        _parameters(redis.Connection) | _parameters(redis.SSLConnection) | _parameters(RedisCluster)
+    )
 
 
 def check_redis_url(url: str, *, cluster: bool = False) -> None:
@@ -510,6 +678,7 @@ def check_redis_url(url: str, *, cluster: bool = False) -> None:
     known = _parameters(options.get("connection_class", redis.Connection))
     if cluster:
         known |= _parameters(RedisCluster)
+    known |= _OURS_ONLY
     unknown = sorted(name for name in options if name not in known)
     if unknown:
         raise ConfigurationError(
@@ -517,6 +686,19 @@ def check_redis_url(url: str, *, cluster: bool = False) -> None:
             "not take (percent-encode '&' and '=' in a password given as ?password=)",
             field="url",
         )
+
+
+# Query parameters of ours that redis-py's clients do not take (dropped for them).
+_OURS_ONLY = frozenset({"connections"})
+
+
+def _for_redis_py(url: str) -> str:
+    """``url`` without the query parameters only our connections take."""
+    parts = urlsplit(url)
+    if not parts.query:
+        return url
+    kept = [p for p in parts.query.split("&") if p.split("=", 1)[0] not in _OURS_ONLY]
+    return urlunsplit(parts._replace(query="&".join(kept)))
 
 
 def _parameters(client_class: type) -> frozenset[str]:

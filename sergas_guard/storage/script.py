@@ -24,9 +24,11 @@ from sergas_guard.ratelimit.result import (
     RateLimitResult,
     RateLimitStrategy,
 )
+from sergas_guard.redis.scripts import Script
 from sergas_guard.storage.base import LimitCheck, too_costly
 
 __all__ = [
+    "DECIDE",
     "DECIDE_SCRIPT",
     "DECIDE_SHA",
     "encode_call",
@@ -62,6 +64,8 @@ def _load_source() -> str:
 
 DECIDE_SCRIPT = _load_source()
 DECIDE_SHA = hashlib.sha1(DECIDE_SCRIPT.encode("utf-8")).hexdigest()
+#: The script for :mod:`sergas_guard.redis` clients (which load it on each connection).
+DECIDE = Script(DECIDE_SCRIPT)
 
 
 _SPEC_FIELDS = ("limit", "window", "burst")
@@ -100,8 +104,25 @@ _SMALL_COSTS = tuple(_bulk(b"%d" % cost) for cost in range(64))
 
 
 @lru_cache(maxsize=1024)
-def _spec_bulk(spec: LimitSpec) -> bytes:
+def _spec_bulk_of(spec: LimitSpec) -> bytes:
     return _bulk(spec_arg(spec))
+
+
+# The encoded argument of each spec object in use, by identity: hashing a LimitSpec (a
+# dataclass: its fields, in Python) costs more than the rest of encoding a call. Each
+# entry keeps its spec alive, so an id is never reused while it is here; bounded.
+_BY_IDENTITY: dict[int, tuple[LimitSpec, bytes]] = {}
+
+
+def _spec_bulk(spec: LimitSpec) -> bytes:
+    entry = _BY_IDENTITY.get(id(spec))
+    if entry is not None and entry[0] is spec:
+        return entry[1]
+    encoded = _spec_bulk_of(spec)
+    if len(_BY_IDENTITY) >= 1024:
+        _BY_IDENTITY.clear()
+    _BY_IDENTITY[id(spec)] = (spec, encoded)
+    return encoded
 
 
 def encode_call(
@@ -168,6 +189,9 @@ def script_args(
     return keys, args
 
 
+_new_tuple = tuple.__new__
+
+
 def parse_reply(reply: object, checks: Sequence[LimitCheck]) -> list[RateLimitResult]:
     """The script's reply (five integers per limit in one string) as results, in order.
 
@@ -175,12 +199,23 @@ def parse_reply(reply: object, checks: Sequence[LimitCheck]) -> list[RateLimitRe
     very float the Python strategy computes from the same integer.
     Raises StorageError when the reply does not have the expected shape.
     """
-    fields = reply.split() if isinstance(reply, bytes | str) else ()
+    fields = reply.split() if type(reply) is bytes or isinstance(reply, bytes | str) else ()
     make = RateLimitResult._make
     if len(fields) == 5 and len(checks) == 1:  # one limit: the common case, unrolled
-        allowed, limit, remaining, retry_us, reset_us = map(int, fields)
-        retry_after, reset_after = retry_us / US_PER_SECOND, reset_us / US_PER_SECOND
-        return [make((allowed == 1, limit, remaining, retry_after, reset_after))]
+        allowed, limit, remaining, retry_us, reset_us = fields
+        # tuple.__new__ is what _make does, without its Python frame.
+        return [
+            _new_tuple(
+                RateLimitResult,
+                (
+                    allowed == b"1",
+                    int(limit),
+                    int(remaining),
+                    int(retry_us) / US_PER_SECOND,
+                    int(reset_us) / US_PER_SECOND,
+                ),
+            )
+        ]
     if len(fields) != 5 * len(checks):
         raise StorageError(f"unexpected reply from the rate-limit script: {reply!r:.200}")
     return [

@@ -10,15 +10,24 @@ from sergas_guard.secrets import credentials_problem, scrub_url
 
 __all__ = ["storage_from_url"]
 
-_REDIS_SCHEMES = {"redis", "rediss", "redis+cluster", "rediss+cluster", "unix"}
+_REDIS_SCHEMES = {
+    "redis",
+    "rediss",
+    "redis+cluster",
+    "rediss+cluster",
+    "redis+sentinel",
+    "rediss+sentinel",
+    "unix",
+}
 
 
 def storage_from_url(url: str, **options: Any) -> Any:
     """Build the storage a URL names; ``options`` go to its constructor.
 
     ``memory://`` (optionally ``memory://?max_keys=50000``) gives a
-    :class:`~sergas_guard.storage.MemoryStorage`; ``redis://``, ``rediss://`` and
-    ``redis+cluster://h1:p1,h2:p2`` give a :class:`~sergas_guard.storage.RedisStorage`.
+    :class:`~sergas_guard.storage.MemoryStorage`; ``redis://``, ``rediss://``, ``unix://``,
+    ``redis+cluster://h1:p1,h2:p2`` and ``redis+sentinel://s1:p1,s2:p2/service`` give a
+    :class:`~sergas_guard.storage.RedisStorage` (see :func:`sergas_guard.redis.parse_url`).
     Raises ConfigurationError for any other scheme, a malformed URL or a bad option; its
     message shows the URL with every secret in it replaced by ``***``.
     """
@@ -47,7 +56,7 @@ def storage_from_url(url: str, **options: Any) -> Any:
 
         return RedisStorage(url, **options)
     raise ConfigurationError(
-        f"unknown storage URL {scrub_url(url)!r}: expected memory://, redis://, rediss:// "
-        "or redis+cluster://",
+        f"unknown storage URL {scrub_url(url)!r}: expected memory://, redis://, rediss://, "
+        "unix://, redis+cluster:// or redis+sentinel://",
         field="storage",
     )

@@ -60,7 +60,7 @@ def test_processes_and_tasks_with_several_limits_admit_exactly_the_limit(
         admitted = {s: sum(f.result() for f in fs) for s, fs in futures.items()}
     assert admitted == dict.fromkeys(admitted, LIMIT)
     # The identities' keys landed on more than one master.
-    assert sum(size > 0 for size in node_sizes(cluster)) >= 2
+    assert sum(size > 0 for size in node_sizes(cluster)) >= 2, (node_sizes(cluster), identities)
 
 
 @pytest.mark.parametrize("strategy", ["sliding_log", "token_bucket"])

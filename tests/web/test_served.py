@@ -118,8 +118,8 @@ async def test_lifespan_closes_the_storage_connections(uvicorn_app: Serve, redis
     with uvicorn_app(app, lifespan="on") as base:
         async with httpx.AsyncClient() as client:
             assert (await client.get(base + "/")).status_code == 200
-        assert storage._client is not None
-    assert storage._client is None  # closed when the server's lifespan ended
+        assert storage._redis is not None  # the decision connections
+    assert storage._redis is None  # closed when the server's lifespan ended
 
 
 @pytest.mark.redis
