@@ -71,8 +71,12 @@ class Wire(asyncio.Protocol):
         """Queue ``command``; the future gets its reply (an ErrorReply is a value)."""
         future = self.loop.create_future()
         futures = self.futures
+        watch_at = deadline
         if not futures:
-            self.quiet_since = self.loop.time()
+            self.quiet_since = now = self.loop.time()
+            # The silence check comes before any default deadline (PATIENCE x longer):
+            # a frozen server must fail the calls after socket_timeout, not after that.
+            watch_at = min(deadline, now + self.socket_timeout)
         futures.append(future)
         self.deadlines.append(deadline)
         self.out.append(command)
@@ -80,8 +84,8 @@ class Wire(asyncio.Protocol):
         if not self.flush_pending:
             self.flush_pending = True
             self.loop.call_soon(self._flush, context=EMPTY_CONTEXT)
-        if self.watchdog is None or deadline < self.watch_at:
-            self._arm(deadline)
+        if self.watchdog is None or watch_at < self.watch_at:
+            self._arm(watch_at)
         return future
 
     def send_after(self, prefix: bytes, command: bytes, deadline: float) -> asyncio.Future[Any]:
