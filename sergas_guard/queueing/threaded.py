@@ -115,13 +115,15 @@ class ThreadedQueueManager:
     ) -> Future[R]:
         """Queue ``fn(*args, **kwargs)`` and return a future for its result.
 
-        ``future.cancel()`` withdraws a queued item. Raises QueueItemRejected (``"full"``
+        ``future.cancel()`` withdraws a queued item at once. Raises QueueItemRejected (``"full"``
         or ``"closed"``) when refused, ConfigurationError for a bad ``fn`` or ``priority``.
         """
         future: Future[R] = Future()
-        if self._admit(fn, args, kwargs, priority, request_id, future) is None:
+        entry = self._admit(fn, args, kwargs, priority, request_id, future)
+        if entry is None:
             reason = "closed" if self._core.closed else "full"
             raise QueueItemRejected(self.name, reason=reason, request_id=request_id)
+        future.add_done_callback(lambda done: done.cancelled() and self._withdraw(entry))
         return future
 
     def cancel(self, request_id: str) -> int:
@@ -206,6 +208,10 @@ class ThreadedQueueManager:
                 self._changed.notify()
         self._settle(purged)
         return entry
+
+    def _withdraw(self, entry: Entry[Job]) -> bool:
+        with self._changed:
+            return self._core.cancel(entry, self._clock.monotonic())
 
     def _work(self) -> None:
         core = self._core
