@@ -82,6 +82,9 @@ class QueueCore(Generic[T]):
             adaptive_lifo=adaptive_lifo,
         )
         self.policy = limit_policy(limit, self.max_workers)
+        #: How many items may run at once now: the policy's limit, at most ``max_workers``
+        #: (kept here, as it is read for every item and changes only after a sample).
+        self.limit = min(self.policy.limit, self.max_workers)
         self.in_flight = 0
         self.accepted = 0
         self.outcomes: Counter[Outcome] = Counter()
@@ -91,11 +94,6 @@ class QueueCore(Generic[T]):
         self.queue_times = RecentSamples()
         self._named: dict[str, list[Entry[T]]] = {}
         self.service_times = RecentSamples()
-
-    @property
-    def limit(self) -> int:
-        """How many items may run at once now: the policy's limit, at most ``max_workers``."""
-        return min(self.policy.limit, self.max_workers)
 
     @property
     def depth(self) -> int:
@@ -125,8 +123,10 @@ class QueueCore(Generic[T]):
     def next_entry(self, now: float) -> tuple[Entry[T] | None, list[Settled[T]]]:
         """The next item to start, if the limit allows one more, marked as running; and the
         items the discipline dropped on the way (already counted)."""
-        if self.in_flight >= self.limit or not len(self.discipline):
+        if self.in_flight >= self.limit:
             return None, []
+        # Asked even when empty: a free worker finding nothing to do is what tells the
+        # discipline that service keeps up.
         entry, dropped = self.discipline.take(now)
         settled = self._count(_settled(dropped)) if dropped else []
         if entry is not None:
@@ -150,9 +150,10 @@ class QueueCore(Generic[T]):
             return self.limit
         rtt = now - entry.started_at
         self.service_times.add(rtt)
-        self.policy.on_sample(
+        learned = self.policy.on_sample(
             entry.started_at, rtt, entry.in_flight_at_start, outcome is Outcome.TIMED_OUT
         )
+        self.limit = min(learned, self.max_workers)
         return self.limit
 
     def cancel(self, entry: Entry[T], now: float) -> bool:

@@ -7,10 +7,10 @@ monotonic clock). Lower priority numbers are served first; within a priority:
   is absorbing a burst, and its items wait as they must. A queue that has *not* been empty
   for ``interval`` is a standing queue: there, an item that has waited longer than
   ``target`` (5 ms) is dropped before it runs, as its caller has likely given up or soon
-  will, and serving it would only make the next item late too. Since every queued item
-  arrived after the queue was last empty, an item never waits beyond ``interval`` plus
-  ``target`` without being dropped, and nothing is ever dropped while the queue keeps
-  draining.
+  will, and serving it would only make the next item late too. The queue stays in that
+  mode while drops go on (a drop within the last ``interval``), so a moment of emptiness
+  between two rounds of drops does not end it. Nothing is dropped for delay before the
+  queue has stood non-empty for a whole ``interval``.
 * **Adaptive LIFO.** In a standing queue the newest item of a priority is served first
   (its caller is still waiting, and it meets its deadline), while the oldest ones age
   out under CoDel; once the queue drains, order returns to first in, first out.
@@ -69,6 +69,7 @@ class QueueDiscipline(Generic[T]):
 
     __slots__ = (
         "_lanes",
+        "_last_drop",
         "_last_empty",
         "_order",
         "_size",
@@ -105,6 +106,11 @@ class QueueDiscipline(Generic[T]):
         self._order: list[int] = []  # the priorities with a lane, ascending
         self._size = 0
         self._last_empty = -math.inf
+        # The last CoDel drop: a standing queue stays one while drops continue, even if a
+        # round of drops and service empties it for a moment (workers finishing together
+        # do that), else each such moment would reset CoDel and the queue would swing
+        # between 100 ms of FIFO build-up and a purge.
+        self._last_drop = -math.inf
 
     def __len__(self) -> int:
         return self._size
@@ -114,8 +120,11 @@ class QueueDiscipline(Generic[T]):
         return now if self._size == 0 else self._last_empty
 
     def standing(self, now: float) -> bool:
-        """Whether a standing queue has formed: not empty for longer than ``interval``."""
-        return self._size > 0 and now - self._last_empty > self.interval
+        """Whether a standing queue has formed: not empty for longer than ``interval``, or
+        CoDel dropped an item within the last ``interval`` (the overload goes on)."""
+        return self._size > 0 and (
+            now - self._last_empty > self.interval or now - self._last_drop <= self.interval
+        )
 
     def offer(self, entry: Entry[T], now: float) -> bool:
         """Queue ``entry`` unless the queue is full (then False, and nothing changes)."""
@@ -135,8 +144,9 @@ class QueueDiscipline(Generic[T]):
         """The next item to run (None when the queue is empty), and the items dropped on
         the way to it with why."""
         dropped: list[Dropped[T]] = []
-        standing = self.codel and self.standing(now)
-        lifo = self.adaptive_lifo and self.standing(now)
+        overloaded = self.standing(now)
+        standing = self.codel and overloaded
+        lifo = self.adaptive_lifo and overloaded
         while self._order:
             priority = self._order[0]
             lane = self._lanes[priority]
@@ -202,6 +212,7 @@ class QueueDiscipline(Generic[T]):
         if entry.deadline <= now:
             return Drop.DEADLINE
         if standing and now - entry.enqueued_at > self.target:
+            self._last_drop = now
             return Drop.QUEUE_DELAY
         return None
 

@@ -15,6 +15,9 @@ __all__ = ["Job", "ReturnedItem", "checked_callable", "is_async_callable", "unru
 def is_async_callable(fn: object) -> bool:
     """Whether calling ``fn`` gives a coroutine (coroutine functions, partials of them, and
     objects whose ``__call__`` is one)."""
+    code = getattr(fn, "__code__", None)
+    if code is not None:  # a function or a bound method: the flag answers, and fast
+        return bool(code.co_flags & inspect.CO_COROUTINE)
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
         getattr(fn, "__call__", None)  # noqa: B004 - the bound __call__ of an object, not callable()
     )
@@ -38,6 +41,7 @@ class Job:
     future: Any = None  # asyncio.Future or concurrent.futures.Future, when someone waits
     runner: Any = None  # the asyncio task running it, while it runs
     cancel_requested: bool = False
+    expired: bool = False  # its deadline passed while it ran
 
 
 @dataclass(frozen=True, slots=True)

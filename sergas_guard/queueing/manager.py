@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 from collections import deque
 from collections.abc import Callable, Coroutine, Generator
 from concurrent.futures import Executor
@@ -112,6 +113,8 @@ class QueueManager:
         self._workers: list[asyncio.Task[None]] = []
         self._idle: deque[asyncio.Future[None]] = deque()
         self._running: set[Entry[Job]] = set()
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._watch_until = math.inf  # when the watchdog fires (inf: not armed)
         self._state = "new"
 
     # -- the public face -----------------------------------------------------------------
@@ -232,6 +235,9 @@ class QueueManager:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         self._state = "stopped"
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         for entry in returned:
             self._resolve(
                 entry, QueueItemRejected(self.name, reason="returned", request_id=entry.request_id)
@@ -286,7 +292,7 @@ class QueueManager:
     def _cancel_entry(self, entry: Entry[Job]) -> bool:
         job = entry.payload
         if entry in self._running:
-            if job.cancel_requested or job.runner is None:
+            if job.cancel_requested or job.expired or job.runner is None:
                 return False
             job.cancel_requested = True
             job.runner.cancel()
@@ -337,39 +343,71 @@ class QueueManager:
 
     async def _run(self, entry: Entry[Job]) -> None:
         job = entry.payload
-        core = self._core
         self._running.add(entry)
+        if entry.deadline < self._watch_until:
+            self._watch(entry.deadline)
         outcome = Outcome.DONE
         reason = ""
         result: Any = None
         error: BaseException | None = None
         try:
-            if core.timeout is None:
-                result = await self._call(job)
+            if job.is_async:
+                result = await job.fn(*job.args, **job.kwargs)
             else:
-                result = await self._call_before(job, entry.deadline - self._clock.monotonic())
+                call = functools.partial(job.fn, *job.args, **job.kwargs)
+                result = await asyncio.get_running_loop().run_in_executor(self._executor, call)
         except asyncio.CancelledError:
-            if not job.cancel_requested:
+            if not (job.expired or job.cancel_requested):
                 # The worker itself is being cancelled (stop's deadline): record, then go.
                 self._end(entry, Outcome.REJECTED, "stopped", None, _stopped(self.name, entry))
                 raise
-            outcome, reason = Outcome.REJECTED, "cancelled"
-            error = asyncio.CancelledError()
-        except _Expired:
-            outcome = Outcome.TIMED_OUT
-            error = unrun_error(self.name, core.timeout, entry.request_id, True, "")
+            if job.cancel_requested:
+                outcome, reason, error = Outcome.REJECTED, "cancelled", asyncio.CancelledError()
         except Exception as exc:  # a failing item must never take its worker down
             outcome, error = Outcome.FAILED, exc
             if job.future is None:
                 logger.warning(
                     "queue %r: item %r failed", self.name, entry.request_id, exc_info=exc
                 )
-        if job.cancel_requested:
+        if job.expired or job.cancel_requested:
             # The cancellation was for the item, not the worker: the worker carries on.
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 task.uncancel()
+            if job.expired and not job.cancel_requested:
+                # Past its deadline: even a result it managed to return is discarded.
+                outcome, result = Outcome.TIMED_OUT, None
+                error = unrun_error(self.name, self._core.timeout, entry.request_id, True, "")
         self._end(entry, outcome, reason, result, error)
+
+    def _watch(self, deadline: float) -> None:
+        """Have the watchdog fire by ``deadline``.
+
+        One timer for the whole pool, armed for the earliest deadline among running items,
+        instead of one per item: with a uniform timeout items mostly start in deadline
+        order, so starting one rarely re-arms it, and the per-item cost is a comparison.
+        """
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        self._watch_until = deadline
+        delay = max(0.0, deadline - self._clock.monotonic())
+        self._watchdog = asyncio.get_running_loop().call_later(delay, self._expire_overdue)
+
+    def _expire_overdue(self) -> None:
+        self._watchdog = None
+        self._watch_until = math.inf
+        now = self._clock.monotonic()
+        earliest = math.inf
+        for entry in self._running:
+            job = entry.payload
+            if entry.deadline <= now:
+                if not (job.expired or job.cancel_requested) and job.runner is not None:
+                    job.expired = True
+                    job.runner.cancel()
+            elif entry.deadline < earliest:
+                earliest = entry.deadline
+        if earliest < math.inf:
+            self._watch(earliest)
 
     def _end(
         self,
@@ -391,26 +429,6 @@ class QueueManager:
             self._resolve(entry, error, result)
         if after > before and self._idle:
             self._wake(after - before)
-
-    async def _call(self, job: Job) -> Any:
-        if job.is_async:
-            return await job.fn(*job.args, **job.kwargs)
-        call = functools.partial(job.fn, *job.args, **job.kwargs)
-        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
-
-    async def _call_before(self, job: Job, remaining: float) -> Any:
-        scope = asyncio.timeout(max(0.0, remaining))
-        try:
-            async with scope:
-                return await self._call(job)
-        except TimeoutError:
-            if scope.expired():
-                raise _Expired from None
-            raise
-
-
-class _Expired(Exception):
-    """The item's deadline passed while it ran (told apart from a TimeoutError it raised)."""
 
 
 def _stopped(queue: str, entry: Entry[Job]) -> QueueItemRejected:

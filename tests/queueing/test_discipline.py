@@ -37,6 +37,7 @@ def test_every_accepted_item_meets_exactly_one_fate(
     now = 0.0
     accepted: list[Entry[int]] = []
     fates: dict[int, str] = {}
+    last_drop = -math.inf
 
     def record(entry: Entry[int], fate: str) -> None:
         assert entry.payload not in fates, "an item met two fates"
@@ -51,13 +52,16 @@ def test_every_accepted_item_meets_exactly_one_fate(
                 assert len(queue) == max_size  # refused only when full
         elif op == "take":
             drained_recently = now - queue.last_empty(now) <= INTERVAL
+            dropping = now - last_drop <= INTERVAL
             taken, dropped = queue.take(now)
             for gone, why in dropped:
                 record(gone, why.value)
                 if why is Drop.QUEUE_DELAY:
-                    # CoDel never drops while the queue keeps draining, nor a fresh item.
-                    assert not drained_recently
+                    # CoDel never starts dropping while the queue keeps emptying within
+                    # the interval, and never drops a fresh item.
+                    assert dropping or not drained_recently
                     assert now - gone.enqueued_at > TARGET
+                    last_drop = now
                 else:
                     assert gone.deadline <= now
             if taken is not None:
@@ -66,6 +70,8 @@ def test_every_accepted_item_meets_exactly_one_fate(
         elif op == "purge":
             for gone, why in queue.purge(now):
                 record(gone, why.value)
+                if why is Drop.QUEUE_DELAY:
+                    last_drop = now
         elif op == "remove" and number < len(accepted):
             if queue.remove(accepted[number], now):
                 record(accepted[number], "removed")
@@ -113,6 +119,22 @@ def test_a_standing_queue_serves_the_newest_first_and_drops_stale_items() -> Non
     # what survived is fresh: it waited at most the target
     for entry in queue.drain(now):
         assert now - entry.enqueued_at <= TARGET
+
+
+def test_a_queue_that_never_stood_never_drops_for_delay() -> None:
+    queue: QueueDiscipline[int] = QueueDiscipline(1000, target=TARGET, interval=INTERVAL)
+    number = 0
+    now = 0.0
+    for cycle in range(30):  # bursts of 30 items, served 3 ms apart, the queue empties each
+        for _ in range(30):
+            queue.offer(Entry(number, 0, now), now)
+            number += 1
+        while len(queue):
+            now += 0.003
+            taken, dropped = queue.take(now)
+            assert dropped == [], cycle
+            assert taken is not None
+        now += 0.01
 
 
 def test_a_burst_that_drains_within_the_interval_waits_rather_than_drops() -> None:
