@@ -24,8 +24,8 @@ Run: ``.venv/bin/python -m benchmarks.bench_queueing [--seconds 30] [--quick]``
 from __future__ import annotations
 
 import argparse
-import contextlib
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from enum import Enum
+from enum import IntEnum
 from typing import Any, Generic, TypeVar
 
 from sergas_guard import validation
 from sergas_guard.queueing.discipline import Drop, Entry, QueueDiscipline
 from sergas_guard.queueing.limits import limit_policy
-from sergas_guard.queueing.policy import LimitPolicy
+from sergas_guard.queueing.policy import FixedLimit, LimitPolicy
 from sergas_guard.queueing.stats import RecentSamples
 
 __all__ = ["Outcome", "QueueCore", "Settled"]
@@ -33,14 +33,14 @@ __all__ = ["Outcome", "QueueCore", "Settled"]
 T = TypeVar("T")
 
 
-class Outcome(Enum):
-    """How an accepted item ended."""
+class Outcome(IntEnum):
+    """How an accepted item ended (an IntEnum: counted per item, it must hash fast)."""
 
-    DONE = "done"
-    FAILED = "failed"
-    TIMED_OUT = "timed_out"
-    REJECTED = "rejected"
-    RETURNED = "returned"
+    DONE = 0
+    FAILED = 1
+    TIMED_OUT = 2
+    REJECTED = 3
+    RETURNED = 4
 
 
 #: An item that ended without running to completion, with its outcome and reason.
@@ -82,6 +82,7 @@ class QueueCore(Generic[T]):
             adaptive_lifo=adaptive_lifo,
         )
         self.policy = limit_policy(limit, self.max_workers)
+        self._learns = not isinstance(self.policy, FixedLimit)  # a fixed limit needs no samples
         #: How many items may run at once now: the policy's limit, at most ``max_workers``
         #: (kept here, as it is read for every item and changes only after a sample).
         self.limit = min(self.policy.limit, self.max_workers)
@@ -144,16 +145,18 @@ class QueueCore(Generic[T]):
         """
         self.in_flight -= 1
         self.outcomes[outcome] += 1
-        self._forget(entry)
+        if entry.request_id is not None:
+            self._forget(entry)
         if outcome is Outcome.REJECTED:
             self.rejected[reason] += 1
             return self.limit
         rtt = now - entry.started_at
         self.service_times.add(rtt)
-        learned = self.policy.on_sample(
-            entry.started_at, rtt, entry.in_flight_at_start, outcome is Outcome.TIMED_OUT
-        )
-        self.limit = min(learned, self.max_workers)
+        if self._learns:
+            learned = self.policy.on_sample(
+                entry.started_at, rtt, entry.in_flight_at_start, outcome is Outcome.TIMED_OUT
+            )
+            self.limit = min(learned, self.max_workers)
         return self.limit
 
     def cancel(self, entry: Entry[T], now: float) -> bool:

@@ -147,23 +147,25 @@ class QueueDiscipline(Generic[T]):
         overloaded = self.standing(now)
         standing = self.codel and overloaded
         lifo = self.adaptive_lifo and overloaded
-        while self._order:
-            priority = self._order[0]
+        order = self._order
+        entry: Entry[T] | None = None
+        while order:
+            priority = order[0]
             lane = self._lanes[priority]
-            self._purge_head(lane, now, standing, dropped)
-            if not lane:
-                self._close_lane(priority)
-                continue
+            # The head is the oldest: only a standing queue or a passed deadline can make
+            # it stale (this check is the whole cost of a take that drops nothing).
+            if standing or lane[0].deadline <= now:
+                self._purge_head(lane, now, standing, dropped)
+                if not lane:
+                    self._close_lane(priority)
+                    continue
             entry = lane.pop() if lifo else lane.popleft()
             self._size -= 1
             if not lane:
                 self._close_lane(priority)
-            reason = self._drop_reason(entry, now, standing)
-            if reason is not None:
-                dropped.append((entry, reason))
-                continue
-            break
-        else:
+            if entry.deadline > now and not (standing and now - entry.enqueued_at > self.target):
+                break
+            dropped.append((entry, self._drop_reason(entry, now, standing) or Drop.DEADLINE))
             entry = None
         if self._size == 0:
             self._last_empty = now

@@ -270,7 +270,9 @@ class QueueManager:
         request_id: str | None,
         future: asyncio.Future[Any] | None,
     ) -> Entry[Job] | None:
-        job = Job(checked_callable(fn), args, kwargs, is_async_callable(fn), future)
+        if not callable(fn):
+            checked_callable(fn)  # raises, naming the field
+        job = Job(fn, args, kwargs, is_async_callable(fn), future)
         if type(priority) is not int:
             priority = validation.whole(priority, "priority")
         entry, purged = self._core.admit(job, priority, request_id, self._clock.monotonic())
@@ -339,7 +341,7 @@ class QueueManager:
                 await waiter
                 continue
             entry.payload.runner = task
-            await self._run(entry)
+            await self._run(entry)  # never raises but for the worker's own cancellation
 
     async def _run(self, entry: Entry[Job]) -> None:
         job = entry.payload
@@ -419,14 +421,17 @@ class QueueManager:
     ) -> None:
         self._running.discard(entry)
         entry.payload.runner = None
-        before = self._core.limit
-        after = self._core.finish(entry, outcome, self._clock.monotonic(), reason)
-        if isinstance(error, asyncio.CancelledError):
-            future = entry.payload.future
-            if future is not None and not future.done():
+        core = self._core
+        before = core.limit
+        after = core.finish(entry, outcome, self._clock.monotonic(), reason)
+        future = entry.payload.future
+        if future is not None and not future.done():
+            if error is None:
+                future.set_result(result)
+            elif isinstance(error, asyncio.CancelledError):
                 future.cancel()
-        else:
-            self._resolve(entry, error, result)
+            else:
+                future.set_exception(error)
         if after > before and self._idle:
             self._wake(after - before)
 

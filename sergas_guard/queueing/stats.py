@@ -29,10 +29,16 @@ class RecentSamples:
 
     def add(self, sample: float) -> None:
         """Record one sample, forgetting the oldest once the ring is full."""
-        self._ring[self._next] = sample
-        self._next = (self._next + 1) % self.size
-        if self._count < self.size:
-            self._count += 1
+        slot = self._next
+        self._ring[slot] = sample
+        slot += 1
+        if slot == self.size:
+            slot = 0
+        self._next = slot
+        if self._count < slot:
+            self._count = slot
+        elif slot == 0:
+            self._count = self.size
 
     def percentiles(self, *quantiles: float) -> tuple[float, ...]:
         """The nearest-rank percentile for each quantile in [0, 1]; 0.0 for each when empty."""
