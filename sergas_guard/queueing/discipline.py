@@ -144,7 +144,9 @@ class QueueDiscipline(Generic[T]):
         """The next item to run (None when the queue is empty), and the items dropped on
         the way to it with why."""
         dropped: list[Dropped[T]] = []
-        overloaded = self.standing(now)
+        overloaded = self._size > 0 and (  # self.standing(now), inlined: it runs per item
+            now - self._last_empty > self.interval or now - self._last_drop <= self.interval
+        )
         standing = self.codel and overloaded
         lifo = self.adaptive_lifo and overloaded
         order = self._order

@@ -109,6 +109,7 @@ class QueueManager:
             adaptive_lifo=adaptive_lifo,
         )
         self._clock = clock
+        self._monotonic = clock.monotonic
         self._executor = executor
         self._workers: list[asyncio.Task[None]] = []
         self._idle: deque[asyncio.Future[None]] = deque()
@@ -224,13 +225,13 @@ class QueueManager:
         self._core.close()
         returned: list[Entry[Job]] = []
         if not drain or not self._workers:
-            returned += self._core.hand_back(self._clock.monotonic())
+            returned += self._core.hand_back(self._monotonic())
         self._wake(len(self._idle))
         pending: set[asyncio.Task[None]] = set()
         if self._workers:
             _, pending = await asyncio.wait(self._workers, timeout=deadline)
         if pending:
-            returned += self._core.hand_back(self._clock.monotonic())
+            returned += self._core.hand_back(self._monotonic())
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
@@ -254,7 +255,7 @@ class QueueManager:
         p50/p99 time in queue and service time (seconds), seconds since last empty."""
         return {
             "name": self.name,
-            **self._core.metrics(self._clock.monotonic()),
+            **self._core.metrics(self._monotonic()),
             "limit_policy": type(self._core.policy).__name__,
             "state": self._state,
         }
@@ -275,7 +276,7 @@ class QueueManager:
         job = Job(fn, args, kwargs, is_async_callable(fn), future)
         if type(priority) is not int:
             priority = validation.whole(priority, "priority")
-        entry, purged = self._core.admit(job, priority, request_id, self._clock.monotonic())
+        entry, purged = self._core.admit(job, priority, request_id, self._monotonic())
         if purged:
             self._settle(purged)
         if entry is None:
@@ -299,7 +300,7 @@ class QueueManager:
             job.cancel_requested = True
             job.runner.cancel()
             return True
-        if not self._core.cancel(entry, self._clock.monotonic()):
+        if not self._core.cancel(entry, self._monotonic()):
             return False
         if job.future is not None and not job.future.done():
             job.future.cancel()
@@ -326,7 +327,7 @@ class QueueManager:
 
     async def _work(self) -> None:
         core = self._core
-        monotonic = self._clock.monotonic
+        monotonic = self._monotonic
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         while True:
@@ -392,13 +393,13 @@ class QueueManager:
         if self._watchdog is not None:
             self._watchdog.cancel()
         self._watch_until = deadline
-        delay = max(0.0, deadline - self._clock.monotonic())
+        delay = max(0.0, deadline - self._monotonic())
         self._watchdog = asyncio.get_running_loop().call_later(delay, self._expire_overdue)
 
     def _expire_overdue(self) -> None:
         self._watchdog = None
         self._watch_until = math.inf
-        now = self._clock.monotonic()
+        now = self._monotonic()
         earliest = math.inf
         for entry in self._running:
             job = entry.payload
@@ -423,7 +424,7 @@ class QueueManager:
         entry.payload.runner = None
         core = self._core
         before = core.limit
-        after = core.finish(entry, outcome, self._clock.monotonic(), reason)
+        after = core.finish(entry, outcome, self._monotonic(), reason)
         future = entry.payload.future
         if future is not None and not future.done():
             if error is None:
