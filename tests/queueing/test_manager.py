@@ -332,3 +332,32 @@ async def test_bad_items_are_refused_naming_the_field() -> None:
     with pytest.raises(ConfigurationError) as caught:
         await queue.enqueue(time.sleep, 0, priority=1.5)  # type: ignore[arg-type]
     assert caught.value.field == "priority"
+
+
+async def test_a_plain_function_past_its_deadline_times_out_and_frees_the_worker() -> None:
+    queue = QueueManager("thread-deadline", max_workers=1, timeout=0.05, codel=False)
+    await queue.start()
+    started = time.perf_counter()
+    with pytest.raises(QueueItemTimeout):
+        await queue.submit(time.sleep, 0.5)  # the thread sleeps on; its result is discarded
+    assert time.perf_counter() - started < 0.4
+    assert await queue.submit(echo, "next") == "next"
+    await queue.stop()
+    assert queue.get_metrics()["timed_out"] == 1
+
+
+async def test_an_older_deadline_starting_later_is_still_enforced_on_time() -> None:
+    # One watchdog timer serves the pool: an item whose deadline is earlier than the one
+    # the timer is armed for (it waited at a lower priority) must re-arm it.
+    queue = QueueManager("watchdog", max_workers=2, timeout=0.3, codel=False)
+    origin = time.perf_counter()
+    older = queue.submit(asyncio.sleep, 5, priority=1)  # deadline origin + 0.3
+    await asyncio.sleep(0.1)
+    newer = queue.submit(asyncio.sleep, 5, priority=0)  # deadline origin + 0.4, starts first
+    await queue.start()
+    with pytest.raises(QueueItemTimeout):
+        await older
+    assert time.perf_counter() - origin < 0.38
+    with pytest.raises(QueueItemTimeout):
+        await newer
+    await queue.stop()
