@@ -221,6 +221,10 @@ class QueueManager:
             deadline = validation.seconds(deadline, "deadline", allow_zero=True)
         if self._state == "stopped":
             return []
+        if self._state == "stopping":  # another stop is under way: wait for it to end
+            if self._workers:
+                await asyncio.wait(self._workers, timeout=deadline)
+            return []
         self._state = "stopping"
         self._core.close()
         returned: list[Entry[Job]] = []

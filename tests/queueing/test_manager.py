@@ -361,3 +361,18 @@ async def test_an_older_deadline_starting_later_is_still_enforced_on_time() -> N
     with pytest.raises(QueueItemTimeout):
         await newer
     await queue.stop()
+
+
+async def test_two_stops_at_once_hand_each_item_back_once() -> None:
+    gate = asyncio.Event()
+    queue = QueueManager("two-stops", max_workers=1, timeout=None)
+    await queue.start()
+    for n in range(4):
+        await queue.enqueue(gate.wait, request_id=str(n))
+    await asyncio.sleep(0.01)
+    first, second = await asyncio.gather(
+        queue.stop(drain=False, deadline=0.05), queue.stop(drain=False, deadline=0.05)
+    )
+    assert sorted(item.request_id or "" for item in first + second) == ["1", "2", "3"]
+    assert queue.get_metrics()["returned"] == 3
+    assert queue.core.unaccounted() == 0
