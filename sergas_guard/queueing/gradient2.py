@@ -23,7 +23,7 @@ of them): it needs no timeout to be tuned.
 from __future__ import annotations
 
 from sergas_guard import validation
-from sergas_guard.queueing.policy import LimitBounds
+from sergas_guard.queueing.policy import AdaptiveLimit
 
 __all__ = ["ExponentialAverage", "Gradient2Limit"]
 
@@ -55,12 +55,10 @@ class ExponentialAverage:
         return self.value
 
 
-class Gradient2Limit:
+class Gradient2Limit(AdaptiveLimit):
     """The Gradient2 concurrency limit (see the module docstring for the formula)."""
 
     __slots__ = (
-        "_bounds",
-        "_estimate",
         "_long_rtt",
         "last_rtt",
         "queue_size",
@@ -82,7 +80,7 @@ class Gradient2Limit:
         """Raises ConfigurationError naming the field for bad bounds, ``smoothing``
         outside (0, 1], ``rtt_tolerance`` below 1, a ``long_window`` below 1 or a
         negative ``queue_size``."""
-        self._bounds = LimitBounds(min_limit, max_limit, initial_limit)
+        super().__init__(min_limit, max_limit, initial_limit)
         self.smoothing = validation.number(
             smoothing, "smoothing", minimum=0.0, maximum=1.0, exclusive_minimum=True
         )
@@ -90,20 +88,7 @@ class Gradient2Limit:
         window = validation.whole(long_window, "long_window", minimum=1, maximum=1_000_000)
         self.queue_size = validation.whole(queue_size, "queue_size", minimum=0, maximum=1_000_000)
         self._long_rtt = ExponentialAverage(window)
-        self._estimate = float(self._bounds.initial_limit)
         self.last_rtt = 0.0
-
-    @property
-    def limit(self) -> int:
-        return int(self._estimate)
-
-    @property
-    def min_limit(self) -> int:
-        return self._bounds.min_limit
-
-    @property
-    def max_limit(self) -> int:
-        return self._bounds.max_limit
 
     @property
     def long_rtt(self) -> float:
@@ -126,6 +111,3 @@ class Gradient2Limit:
         smoothed = self._estimate * (1.0 - self.smoothing) + target * self.smoothing
         self._estimate = self._bounds.clamp(smoothed)
         return int(self._estimate)
-
-    def __repr__(self) -> str:
-        return f"Gradient2Limit(limit={self.limit}, min={self.min_limit}, max={self.max_limit})"

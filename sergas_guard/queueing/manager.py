@@ -22,8 +22,9 @@ from typing import Any, Generic, TypeVar, overload
 from sergas_guard import validation
 from sergas_guard.clock import SYSTEM_CLOCK, Clock
 from sergas_guard.errors import GuardError, QueueItemRejected
-from sergas_guard.queueing.core import Outcome, QueueCore, Settled
+from sergas_guard.queueing.core import Outcome, Settled
 from sergas_guard.queueing.discipline import Entry
+from sergas_guard.queueing.face import QueueFace
 from sergas_guard.queueing.job import (
     Job,
     ReturnedItem,
@@ -72,7 +73,7 @@ class QueueHandle(Generic[R]):
         return self._manager._cancel_entry(self._entry)
 
 
-class QueueManager:
+class QueueManager(QueueFace):
     """A bounded priority queue with a pool of workers, CoDel deadlines and a concurrency limit.
 
     ``timeout`` is each item's deadline from acceptance (queued and running time together;
@@ -97,37 +98,26 @@ class QueueManager:
         executor: Executor | None = None,
     ) -> None:
         """Raises ConfigurationError naming the field for any bad setting."""
-        self.name = validation.name(name)
-        self._core: QueueCore[Job] = QueueCore(
-            max_size=max_size,
-            max_workers=max_workers,
-            timeout=timeout,
+        super().__init__(
+            name,
+            max_size,
+            max_workers,
+            timeout,
             limit=limit,
             target_delay=target_delay,
             interval=interval,
             codel=codel,
             adaptive_lifo=adaptive_lifo,
+            clock=clock,
         )
-        self._clock = clock
-        self._monotonic = clock.monotonic
         self._executor = executor
         self._workers: list[asyncio.Task[None]] = []
         self._idle: deque[asyncio.Future[None]] = deque()
         self._running: set[Entry[Job]] = set()
         self._watchdog: asyncio.TimerHandle | None = None
         self._watch_until = math.inf  # when the watchdog fires (inf: not armed)
-        self._state = "new"
 
     # -- the public face -----------------------------------------------------------------
-
-    @property
-    def core(self) -> QueueCore[Job]:
-        """The bookkeeping this face drives (for the backpressure handler and tests)."""
-        return self._core
-
-    @property
-    def policy(self) -> LimitPolicy:
-        return self._core.policy
 
     async def start(self) -> None:
         """Start the workers (again: nothing). Raises GuardError once the queue was stopped."""
@@ -247,22 +237,14 @@ class QueueManager:
             self._resolve(
                 entry, QueueItemRejected(self.name, reason="returned", request_id=entry.request_id)
             )
-        return [
-            ReturnedItem(e.payload.fn, e.payload.args, e.payload.kwargs, e.priority, e.request_id)
-            for e in returned
-        ]
+        return self._returned(returned)
 
     def get_metrics(self) -> dict[str, Any]:
         """The seed's queue metrics (name, queue_size, max_size, utilization_percent,
         active_workers, processed_count, failed_count, timeout_count) and the detailed
         ones: depth, capacity, utilization, in_flight, limit, rejected by reason,
         p50/p99 time in queue and service time (seconds), seconds since last empty."""
-        return {
-            "name": self.name,
-            **self._core.metrics(self._monotonic()),
-            "limit_policy": type(self._core.policy).__name__,
-            "state": self._state,
-        }
+        return self._metrics()
 
     # -- admission and settling ------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from typing import Protocol, runtime_checkable
 from sergas_guard import validation
 from sergas_guard.errors import ConfigurationError
 
-__all__ = ["AIMDLimit", "FixedLimit", "LimitBounds", "LimitPolicy"]
+__all__ = ["AIMDLimit", "AdaptiveLimit", "FixedLimit", "LimitBounds", "LimitPolicy"]
 
 #: The most concurrent calls any policy may allow: far beyond any sane pool, small
 #: enough that arithmetic on it stays exact.
@@ -78,6 +78,35 @@ class LimitBounds:
         return min(float(self.max_limit), max(float(self.min_limit), value))
 
 
+class AdaptiveLimit:
+    """What the learning policies share: bounds checked at construction, and an estimate
+    kept as a float (small steps add up) but reported as a whole limit."""
+
+    __slots__ = ("_bounds", "_estimate")
+
+    def __init__(self, min_limit: int, max_limit: int, initial_limit: int) -> None:
+        """Raises ConfigurationError naming the field for bad bounds (see LimitBounds)."""
+        self._bounds = LimitBounds(min_limit, max_limit, initial_limit)
+        self._estimate = float(self._bounds.initial_limit)
+
+    @property
+    def limit(self) -> int:
+        return int(self._estimate)
+
+    @property
+    def min_limit(self) -> int:
+        return self._bounds.min_limit
+
+    @property
+    def max_limit(self) -> int:
+        return self._bounds.max_limit
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(limit={self.limit}, min={self.min_limit}, max={self.max_limit})"
+        )
+
+
 class FixedLimit:
     """A limit that never moves (resilience4j's bulkhead, uvicorn's ``--limit-concurrency``)."""
 
@@ -106,7 +135,7 @@ class FixedLimit:
         return f"FixedLimit({self._limit})"
 
 
-class AIMDLimit:
+class AIMDLimit(AdaptiveLimit):
     """Additive increase, multiplicative decrease, as TCP Reno does.
 
     Each call that finishes in time while the limit is in use (``in_flight * 2 >= limit``,
@@ -116,7 +145,7 @@ class AIMDLimit:
     signal exists (timeouts, 503s) but latency itself is noisy.
     """
 
-    __slots__ = ("_bounds", "_estimate", "backoff_ratio", "timeout")
+    __slots__ = ("backoff_ratio", "timeout")
 
     def __init__(
         self,
@@ -129,26 +158,13 @@ class AIMDLimit:
     ) -> None:
         """Raises ConfigurationError naming the field for bad bounds, a ``backoff_ratio``
         outside [0.5, 1) or a ``timeout`` that is not a positive number of seconds."""
-        self._bounds = LimitBounds(min_limit, max_limit, initial_limit)
+        super().__init__(min_limit, max_limit, initial_limit)
         self.backoff_ratio = validation.number(backoff_ratio, "backoff_ratio", minimum=0.5)
         if self.backoff_ratio >= 1.0:
             raise ConfigurationError(
                 f"backoff_ratio must be below 1, not {backoff_ratio!r}", field="backoff_ratio"
             )
         self.timeout = validation.seconds(timeout, "timeout")
-        self._estimate = float(self._bounds.initial_limit)
-
-    @property
-    def limit(self) -> int:
-        return int(self._estimate)
-
-    @property
-    def min_limit(self) -> int:
-        return self._bounds.min_limit
-
-    @property
-    def max_limit(self) -> int:
-        return self._bounds.max_limit
 
     def on_sample(self, start: float, rtt: float, in_flight: int, dropped: bool) -> int:
         estimate = self._estimate
@@ -158,6 +174,3 @@ class AIMDLimit:
             estimate += 1.0
         self._estimate = self._bounds.clamp(estimate)
         return int(self._estimate)
-
-    def __repr__(self) -> str:
-        return f"AIMDLimit(limit={self.limit}, min={self.min_limit}, max={self.max_limit})"

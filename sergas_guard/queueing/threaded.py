@@ -19,8 +19,9 @@ from typing import Any, TypeVar
 from sergas_guard import validation
 from sergas_guard.clock import SYSTEM_CLOCK, Clock
 from sergas_guard.errors import ConfigurationError, GuardError, QueueItemRejected
-from sergas_guard.queueing.core import Outcome, QueueCore, Settled
+from sergas_guard.queueing.core import Outcome, Settled
 from sergas_guard.queueing.discipline import Entry
+from sergas_guard.queueing.face import QueueFace
 from sergas_guard.queueing.job import (
     Job,
     ReturnedItem,
@@ -35,7 +36,7 @@ __all__ = ["ThreadedQueueManager"]
 R = TypeVar("R")
 
 
-class ThreadedQueueManager:
+class ThreadedQueueManager(QueueFace):
     """The threaded face of the queue: same parameters and metrics as QueueManager."""
 
     def __init__(
@@ -53,25 +54,20 @@ class ThreadedQueueManager:
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         """Raises ConfigurationError naming the field for any bad setting."""
-        self.name = validation.name(name)
-        self._core: QueueCore[Job] = QueueCore(
-            max_size=max_size,
-            max_workers=max_workers,
-            timeout=timeout,
+        super().__init__(
+            name,
+            max_size,
+            max_workers,
+            timeout,
             limit=limit,
             target_delay=target_delay,
             interval=interval,
             codel=codel,
             adaptive_lifo=adaptive_lifo,
+            clock=clock,
         )
-        self._clock = clock
         self._changed = threading.Condition()
         self._threads: list[threading.Thread] = []
-        self._state = "new"
-
-    @property
-    def core(self) -> QueueCore[Job]:
-        return self._core
 
     def start(self) -> None:
         """Start the worker threads (again: nothing). Raises GuardError once stopped."""
@@ -131,7 +127,7 @@ class ThreadedQueueManager:
         interrupted); how many were."""
         cancelled: list[Entry[Job]] = []
         with self._changed:
-            now = self._clock.monotonic()
+            now = self._monotonic()
             for entry in self._core.named(request_id):
                 if self._core.cancel(entry, now):
                     cancelled.append(entry)
@@ -155,13 +151,13 @@ class ThreadedQueueManager:
             self._state = "stopping"
             self._core.close()
             if not drain or not self._threads:
-                returned += self._core.hand_back(self._clock.monotonic())
+                returned += self._core.hand_back(self._monotonic())
             self._changed.notify_all()
-        end = None if deadline is None else self._clock.monotonic() + deadline
+        end = None if deadline is None else self._monotonic() + deadline
         for thread in self._threads:
-            thread.join(None if end is None else max(0.0, end - self._clock.monotonic()))
+            thread.join(None if end is None else max(0.0, end - self._monotonic()))
         with self._changed:
-            returned += self._core.hand_back(self._clock.monotonic())
+            returned += self._core.hand_back(self._monotonic())
             self._state = "stopped"
         for entry in returned:
             future = entry.payload.future
@@ -169,20 +165,12 @@ class ThreadedQueueManager:
                 future.set_exception(
                     QueueItemRejected(self.name, reason="returned", request_id=entry.request_id)
                 )
-        return [
-            ReturnedItem(e.payload.fn, e.payload.args, e.payload.kwargs, e.priority, e.request_id)
-            for e in returned
-        ]
+        return self._returned(returned)
 
     def get_metrics(self) -> dict[str, Any]:
         """The same metrics as :meth:`QueueManager.get_metrics`."""
         with self._changed:
-            return {
-                "name": self.name,
-                **self._core.metrics(self._clock.monotonic()),
-                "limit_policy": type(self._core.policy).__name__,
-                "state": self._state,
-            }
+            return self._metrics()
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -203,7 +191,7 @@ class ThreadedQueueManager:
         if type(priority) is not int:
             priority = validation.whole(priority, "priority")
         with self._changed:
-            entry, purged = self._core.admit(job, priority, request_id, self._clock.monotonic())
+            entry, purged = self._core.admit(job, priority, request_id, self._monotonic())
             if entry is not None:
                 self._changed.notify()
         self._settle(purged)
@@ -211,11 +199,11 @@ class ThreadedQueueManager:
 
     def _withdraw(self, entry: Entry[Job]) -> bool:
         with self._changed:
-            return self._core.cancel(entry, self._clock.monotonic())
+            return self._core.cancel(entry, self._monotonic())
 
     def _work(self) -> None:
         core = self._core
-        monotonic = self._clock.monotonic
+        monotonic = self._monotonic
         while True:
             with self._changed:
                 while True:
@@ -245,7 +233,7 @@ class ThreadedQueueManager:
             outcome, error, result = Outcome.FAILED, exc, None
         else:
             outcome = Outcome.DONE
-        if self._clock.monotonic() > entry.deadline:
+        if self._monotonic() > entry.deadline:
             outcome = Outcome.TIMED_OUT
             error = unrun_error(self.name, self._core.timeout, entry.request_id, True, "")
         self._end(entry, outcome, "")
@@ -258,7 +246,7 @@ class ThreadedQueueManager:
     def _end(self, entry: Entry[Job], outcome: Outcome, reason: str) -> None:
         with self._changed:
             before = self._core.limit
-            after = self._core.finish(entry, outcome, self._clock.monotonic(), reason)
+            after = self._core.finish(entry, outcome, self._monotonic(), reason)
             if after > before:
                 self._changed.notify(after - before)
 

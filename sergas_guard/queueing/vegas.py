@@ -24,7 +24,7 @@ import math
 import random
 
 from sergas_guard import validation
-from sergas_guard.queueing.policy import LimitBounds
+from sergas_guard.queueing.policy import AdaptiveLimit
 
 __all__ = ["VegasLimit"]
 
@@ -34,12 +34,10 @@ def _log10_step(limit: float) -> int:
     return max(1, int(math.log10(max(1.0, limit))))
 
 
-class VegasLimit:
+class VegasLimit(AdaptiveLimit):
     """The Vegas concurrency limit (see the module docstring for the rules)."""
 
     __slots__ = (
-        "_bounds",
-        "_estimate",
         "_probe_count",
         "_probe_jitter",
         "_random",
@@ -61,7 +59,7 @@ class VegasLimit:
         """Raises ConfigurationError naming the field for bad bounds, ``smoothing``
         outside (0, 1] or a ``probe_multiplier`` below 1. ``rng`` draws the probe jitter
         (seed one for reproducible runs)."""
-        self._bounds = LimitBounds(min_limit, max_limit, initial_limit)
+        super().__init__(min_limit, max_limit, initial_limit)
         self.smoothing = validation.number(
             smoothing, "smoothing", minimum=0.0, maximum=1.0, exclusive_minimum=True
         )
@@ -69,22 +67,9 @@ class VegasLimit:
             probe_multiplier, "probe_multiplier", minimum=1, maximum=1_000_000
         )
         self._random = rng if rng is not None else random.Random()
-        self._estimate = float(self._bounds.initial_limit)
         self._probe_count = 0
         self._probe_jitter = self._random.uniform(0.5, 1.0)
         self.rtt_noload = 0.0
-
-    @property
-    def limit(self) -> int:
-        return int(self._estimate)
-
-    @property
-    def min_limit(self) -> int:
-        return self._bounds.min_limit
-
-    @property
-    def max_limit(self) -> int:
-        return self._bounds.max_limit
 
     def on_sample(self, start: float, rtt: float, in_flight: int, dropped: bool) -> int:
         if not rtt > 0.0:
@@ -119,6 +104,3 @@ class VegasLimit:
             (1.0 - self.smoothing) * estimate + self.smoothing * target
         )
         return int(self._estimate)
-
-    def __repr__(self) -> str:
-        return f"VegasLimit(limit={self.limit}, min={self.min_limit}, max={self.max_limit})"
