@@ -61,6 +61,9 @@ _EXPORTS: dict[str, str] = {
     "HttpHealthCheck": "sergas_guard.health",
     "DiskSpaceHealthCheck": "sergas_guard.health",
     "health_router": "sergas_guard.health",
+    # queues
+    "QueueManager": "sergas_guard.queueing",
+    "ThreadedQueueManager": "sergas_guard.queueing",
     # retries
     "with_retry": "sergas_guard.circuit_breaker",
     # backups (the optional ``backup`` extra: imported only when used)
@@ -120,6 +123,8 @@ if TYPE_CHECKING:  # the lazy names, spelled out for type checkers
     from sergas_guard.health import HttpHealthCheck as HttpHealthCheck
     from sergas_guard.health import ServiceHealthCheck as ServiceHealthCheck
     from sergas_guard.health import health_router as health_router
+    from sergas_guard.queueing import QueueManager as QueueManager
+    from sergas_guard.queueing import ThreadedQueueManager as ThreadedQueueManager
     from sergas_guard.ratelimit import RateLimitConfig as RateLimitConfig
     from sergas_guard.ratelimit import RateLimiter as RateLimiter
     from sergas_guard.ratelimit import RateLimitResult as RateLimitResult

@@ -10,6 +10,8 @@ so callers can catch the whole family with one ``except`` or a precise leaf::
     ├── RequestTooCostly          a request costs more than its limit can ever admit
     ├── CircuitOpenError          a circuit breaker refused the call (carries retry_after)
     ├── FeatureDisabledError      a feature flag is off for this call
+    ├── QueueItemRejected         a queue refused or dropped an item (carries reason)
+    ├── QueueItemTimeout          a queued item's deadline passed (also a TimeoutError)
     ├── StorageError              a store misbehaved
     │   └── StorageUnavailable    the store cannot be reached (timeout, refused, down)
     └── BackupError               a backup or restore failed
@@ -34,6 +36,8 @@ __all__ = [
     "GuardError",
     "HealthCheckError",
     "IntegrityError",
+    "QueueItemRejected",
+    "QueueItemTimeout",
     "RateLimitExceeded",
     "RequestTooCostly",
     "StorageError",
@@ -121,6 +125,34 @@ class FeatureDisabledError(GuardError):
         self.flag = flag
         self.reason = reason
         super().__init__(f"feature {flag!r} is off for this call ({reason})")
+
+
+class QueueItemRejected(GuardError):
+    """A queue refused an item or dropped it unrun: ``reason`` says why.
+
+    Reasons: ``"full"`` and ``"closed"`` (refused at the door), ``"queue_delay"`` (dropped
+    by the queue discipline in a standing queue), ``"stopped"`` (the queue stopped before
+    it could finish) and ``"returned"`` (handed back to whoever stopped the queue).
+    """
+
+    def __init__(self, queue: str, *, reason: str, request_id: str | None = None) -> None:
+        self.queue = queue
+        self.reason = reason
+        self.request_id = request_id
+        shown = "" if request_id is None else f" {request_id!r}"
+        super().__init__(f"queue {queue!r} did not run item{shown}: {reason}")
+
+
+class QueueItemTimeout(GuardError, TimeoutError):
+    """A queued item's deadline (the queue's ``timeout``, from acceptance) passed before
+    it finished; it was dropped unrun, cancelled, or its late result discarded."""
+
+    def __init__(self, queue: str, *, timeout: float, request_id: str | None = None) -> None:
+        self.queue = queue
+        self.timeout = timeout
+        self.request_id = request_id
+        shown = "" if request_id is None else f" {request_id!r}"
+        super().__init__(f"queue {queue!r} item{shown} did not finish within {timeout:g}s")
 
 
 class StorageError(GuardError):

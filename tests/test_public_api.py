@@ -57,6 +57,7 @@ CONTRACT = {
         "SQLiteBackupStrategy",
         "PostgresBackupStrategy",
     ],
+    "sergas_guard.queueing": ["QueueManager", "ThreadedQueueManager"],
     "sergas_guard.errors": [
         "GuardError",
         "RateLimitExceeded",
@@ -67,6 +68,8 @@ CONTRACT = {
         "ConfigurationError",
         "BackupError",
         "IntegrityError",
+        "QueueItemRejected",
+        "QueueItemTimeout",
     ],
 }
 
