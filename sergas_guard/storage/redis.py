@@ -43,12 +43,14 @@ from redis.exceptions import (
 from sergas_guard import validation
 from sergas_guard.errors import ConfigurationError, StorageError, StorageUnavailable
 from sergas_guard.ratelimit.result import RateLimitResult
+from sergas_guard.redis.backend import DEFAULT_CONNECT_TIMEOUT, DEFAULT_SOCKET_TIMEOUT
 from sergas_guard.redis.client import RedisClient, SyncRedisClient, client_target
 from sergas_guard.redis.cluster import AsyncClusterClient, SyncClusterClient, key_slot
 from sergas_guard.redis.connection import NotSent
 from sergas_guard.redis.errors import from_exception
 from sergas_guard.redis.protocol import ErrorReply
-from sergas_guard.redis.scripts import Script
+from sergas_guard.redis.runner import run_script_on, run_script_on_sync
+from sergas_guard.redis.scripts import Script, ScriptArg
 from sergas_guard.redis.url import DEFAULT_CONNECTIONS, ClusterTarget, SingleTarget, parse_url
 from sergas_guard.secrets import credentials_problem, scrub, scrub_url, url_secrets
 from sergas_guard.storage import peers
@@ -67,8 +69,6 @@ __all__ = ["RedisStorage", "check_redis_url"]
 # The peer-count heartbeat behind fallback_share="auto" (storage/peers.py).
 HEARTBEAT = Script(peers.HEARTBEAT_SCRIPT)
 
-DEFAULT_CONNECT_TIMEOUT = 1.0
-DEFAULT_SOCKET_TIMEOUT = 5.0
 # redis-py's immediate retries on a broken connection (cluster and ready-client paths
 # only); never on a timeout, since the script may have run and a retry would count twice.
 DEFAULT_RETRIES = 1
@@ -473,6 +473,59 @@ class RedisStorage:
                     self._async_ready = True
         return client
 
+    # -- scripts of every capability: one dispatch over single, Sentinel, Cluster, given ----
+
+    def run_script_sync(
+        self,
+        script: Script,
+        keys: Sequence[str | bytes],
+        args: Sequence[ScriptArg],
+        doing: str = "script",
+    ) -> Any:
+        """Run ``script`` on ``keys`` with ``args``; its reply (bytes, int, None or lists).
+
+        Goes to our connections on a single server, Sentinel's master or a cluster
+        (EVALSHA, EVAL once after NOSCRIPT, never retried after a timeout), through
+        redis-py on given clients. ``doing`` names the work in error messages. Raises
+        ConfigurationError when a cluster's keys are on different slots,
+        StorageUnavailable when Redis cannot answer, StorageError for an error reply.
+        """
+        own = self._sync_redis or self.sync_redis or self._sync_cluster or self.sync_cluster
+        if own is not None:
+            return run_script_on_sync(own, script, keys, args, doing)
+        try:
+            redis_py = self.sync_client  # a cluster client connects on creation
+            try:
+                return redis_py.evalsha(script.sha, len(keys), *keys, *args)
+            except NoScriptError:
+                return redis_py.eval(script.body, len(keys), *keys, *args)
+        except (StorageError, ConfigurationError):
+            raise
+        except Exception as exc:  # the drivers' errors, and their bugs, are storage errors
+            raise self._error(exc, doing) from exc
+
+    async def run_script(
+        self,
+        script: Script,
+        keys: Sequence[str | bytes],
+        args: Sequence[ScriptArg],
+        doing: str = "script",
+    ) -> Any:
+        """Async face of :meth:`run_script_sync`."""
+        own = self._redis or self.redis or self._cluster or self.cluster
+        if own is not None:
+            return await run_script_on(own, script, keys, args, doing)
+        try:
+            redis_py = self._client if self._async_ready else await self._ready_client()
+            try:
+                return await redis_py.evalsha(script.sha, len(keys), *keys, *args)
+            except NoScriptError:
+                return await redis_py.eval(script.body, len(keys), *keys, *args)
+        except (StorageError, ConfigurationError):
+            raise
+        except Exception as exc:
+            raise self._error(exc, doing) from exc
+
     # -- peers: the heartbeat behind fallback_share="auto" (storage/peers.py) ----------
 
     def heartbeat_sync(self, member: str, ttl_ms: int) -> int:
@@ -481,50 +534,12 @@ class RedisStorage:
         Raises StorageUnavailable / StorageError when Redis fails.
         """
         key = peers.peers_key(self.key_prefix)
-        try:
-            if self._target is not None:
-                client = self._sync_redis or self.sync_redis
-                assert client is not None
-                reply = client.run_script(
-                    HEARTBEAT, HEARTBEAT.call([key], [member, ttl_ms]), doing="heartbeat"
-                )
-            elif self._cluster_target is not None:
-                cluster = self._sync_cluster or self.sync_cluster
-                assert cluster is not None
-                call = HEARTBEAT.call([key], [member, ttl_ms])
-                reply = cluster.run_script(HEARTBEAT, call, key_slot(key.encode()), "heartbeat")
-            else:
-                return peers.heartbeat_sync(self.sync_client, key, member, ttl_ms)
-            return int(reply)
-        except StorageError:
-            raise
-        except Exception as exc:  # the driver's errors, and its bugs, are storage errors
-            raise self._error(exc, "heartbeat") from exc
+        return int(self.run_script_sync(HEARTBEAT, [key], [member, ttl_ms], "heartbeat"))
 
     async def heartbeat(self, member: str, ttl_ms: int) -> int:
         """Async face of :meth:`heartbeat_sync`."""
         key = peers.peers_key(self.key_prefix)
-        try:
-            if self._target is not None:
-                client = self._redis or self.redis
-                assert client is not None
-                reply = await client.run_script(
-                    HEARTBEAT, HEARTBEAT.call([key], [member, ttl_ms]), doing="heartbeat"
-                )
-            elif self._cluster_target is not None:
-                cluster = self._cluster or self.cluster
-                assert cluster is not None
-                call = HEARTBEAT.call([key], [member, ttl_ms])
-                reply = await cluster.run_script(
-                    HEARTBEAT, call, key_slot(key.encode()), "heartbeat"
-                )
-            else:
-                return await peers.heartbeat(await self._ready_client(), key, member, ttl_ms)
-            return int(reply)
-        except StorageError:
-            raise
-        except Exception as exc:
-            raise self._error(exc, "heartbeat") from exc
+        return int(await self.run_script(HEARTBEAT, [key], [member, ttl_ms], "heartbeat"))
 
     # -- reset and clear: SCAN, never KEYS (on a cluster, every primary) -----------
 
