@@ -101,9 +101,10 @@ class RedisFlagStore:
         self.storage = storage
         self._runner: ScriptRunner = _runner_of(storage)
         tag = f"{{flags:{namespace}}}"
-        self.defs_key = f"{storage.key_prefix}:{tag}:defs"
-        self.version_key = f"{storage.key_prefix}:{tag}:version"
-        self.settings_key = f"{storage.key_prefix}:{tag}:settings"
+        prefix = self._runner.key_prefix
+        self.defs_key = f"{prefix}:{tag}:defs"
+        self.version_key = f"{prefix}:{tag}:version"
+        self.settings_key = f"{prefix}:{tag}:settings"
 
     def _run_sync(self, script: Script, keys: list[str], args: list[ScriptArg]) -> Any:
         try:

@@ -9,8 +9,10 @@ pre-encoded call written as is; on a cluster, to each key's node (``MOVED``/``AS
 followed). Resets and clears go through it too on a single server (through redis-py's
 ``SCAN`` of every primary on a cluster). A storage built from ready redis-py clients
 decides through them.
-The redis-py clients (:attr:`RedisStorage.client`, :attr:`RedisStorage.sync_client`)
-remain for the capabilities that use them directly (flags, breakers, health).
+Breakers, flags and the peer-count heartbeat run their scripts through
+:meth:`RedisStorage.run_script` (the same clients, every URL kind). The redis-py clients
+(:attr:`RedisStorage.client`, :attr:`RedisStorage.sync_client`) remain for given
+clients and a cluster's ``SCAN``.
 Errors surface as :class:`~sergas_guard.errors.StorageUnavailable` (cannot reach
 Redis) or :class:`~sergas_guard.errors.StorageError` (Redis answered with an error).
 """
@@ -123,9 +125,9 @@ class RedisStorage:
     ``max_connections`` multiplexed connections per face (async, sync) however many
     decisions are in flight, with the given connect and socket timeouts (seconds); a
     decision is never retried once it may have reached the server. ``client`` (asyncio)
-    and ``sync_client`` are redis-py clients, created lazily, for the capabilities that
-    use redis-py directly and for decisions on a cluster (there ``retries`` immediate
-    retries of a command whose connection broke, never of one that timed out).
+    and ``sync_client`` are redis-py clients, created lazily, for given clients and a
+    cluster's ``SCAN`` (there ``retries`` immediate retries of a command whose
+    connection broke, never of one that timed out).
     ``key_prefix`` is what :meth:`clear` deletes when given no prefix.
     Raises ConfigurationError naming the option for a bad URL, a timeout that is not a
     positive number of seconds (at most 100 years), ``retries`` outside 0-10,
