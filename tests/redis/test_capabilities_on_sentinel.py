@@ -17,10 +17,13 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from sergas_guard.circuit_breaker import CircuitBreaker, CircuitOpenError, CircuitState
+from sergas_guard.circuit_breaker.redis_store import RedisBreakerStore
+from sergas_guard.circuit_breaker.store import store_for
 from sergas_guard.clock import ManualClock
 from sergas_guard.degradation import FeatureFlags
 from sergas_guard.errors import StorageUnavailable
 from sergas_guard.health import CacheHealthCheck, HealthStatus
+from sergas_guard.redis.backend import ScriptBackend
 from sergas_guard.storage.redis import RedisStorage
 from tests.circuit_breaker.support import Boom, config, fail, is_refused, state, succeed
 from tests.servers import RedisSentinel, redis_sentinel
@@ -91,7 +94,26 @@ def test_a_breaker_decides_through_a_master_kill(
 ) -> None:
     settings = config(storage_retry_interval=RETRY)
     here = CircuitBreaker("payments", settings, storage=new_storage())
-    there = CircuitBreaker("payments", settings, storage=new_storage())
+    # The other process names the store by its URL: no rate-limit storage behind it.
+    store = store_for(topology.url)
+    assert isinstance(store, RedisBreakerStore)
+    backend = store.storage
+    assert isinstance(backend, ScriptBackend)
+    try:
+        breaker_through_a_kill(
+            topology, new_storage, here, CircuitBreaker("payments", settings, storage=store)
+        )
+    finally:
+        backend.close_sync()
+
+
+def breaker_through_a_kill(
+    topology: RedisSentinel,
+    new_storage: Callable[[], RedisStorage],
+    here: CircuitBreaker,
+    there: CircuitBreaker,
+) -> None:
+    settings = here.config
     assert opens_there(here, there)  # shared through the first master
     here.reset()
 
