@@ -59,8 +59,6 @@ from sergas_guard.storage import peers
 from sergas_guard.storage.base import LimitCheck
 from sergas_guard.storage.script import (
     DECIDE,
-    DECIDE_SCRIPT,
-    DECIDE_SHA,
     encode_call,
     parse_reply,
     script_args,
@@ -429,33 +427,43 @@ class RedisStorage:
         self, checks: Sequence[LimitCheck], cost: int, now_us: int | None
     ) -> list[RateLimitResult]:
         keys, args = self._prepare(checks, cost, now_us)
-        try:
-            client = self.sync_client  # a cluster client connects on creation
-            try:
-                reply = client.evalsha(DECIDE_SHA, len(keys), *keys, *args)
-            except NoScriptError:
-                reply = client.eval(DECIDE_SCRIPT, len(keys), *keys, *args)
-        except ConfigurationError:
-            raise
-        except Exception as exc:  # the driver's errors, and its bugs, are storage errors
-            raise self._error(exc, "decision") from exc
-        return parse_reply(reply, checks)
+        return parse_reply(self._run_redis_py_sync(DECIDE, keys, args, "decision"), checks)
 
     async def _decide_redis_py(
         self, checks: Sequence[LimitCheck], cost: int, now_us: int | None
     ) -> list[RateLimitResult]:
         keys, args = self._prepare(checks, cost, now_us)
+        return parse_reply(await self._run_redis_py(DECIDE, keys, args, "decision"), checks)
+
+    def _run_redis_py_sync(
+        self, script: Script, keys: Sequence[str | bytes], args: Sequence[ScriptArg], doing: str
+    ) -> Any:
+        """``script`` through the given redis-py client: EVALSHA, EVAL after NOSCRIPT."""
         try:
-            client = self._client if self._async_ready else await self._ready_client()
+            client = self.sync_client  # a cluster client connects on creation
             try:
-                reply = await client.evalsha(DECIDE_SHA, len(keys), *keys, *args)
+                return client.evalsha(script.sha, len(keys), *keys, *args)
             except NoScriptError:
-                reply = await client.eval(DECIDE_SCRIPT, len(keys), *keys, *args)
+                return client.eval(script.body, len(keys), *keys, *args)
         except ConfigurationError:
             raise
         except Exception as exc:  # the driver's errors, and its bugs, are storage errors
-            raise self._error(exc, "decision") from exc
-        return parse_reply(reply, checks)
+            raise self._error(exc, doing) from exc
+
+    async def _run_redis_py(
+        self, script: Script, keys: Sequence[str | bytes], args: Sequence[ScriptArg], doing: str
+    ) -> Any:
+        """Async face of :meth:`_run_redis_py_sync`."""
+        try:
+            client = self._client if self._async_ready else await self._ready_client()
+            try:
+                return await client.evalsha(script.sha, len(keys), *keys, *args)
+            except NoScriptError:
+                return await client.eval(script.body, len(keys), *keys, *args)
+        except ConfigurationError:
+            raise
+        except Exception as exc:
+            raise self._error(exc, doing) from exc
 
     async def _ready_client(self) -> Any:
         """The async client; a cluster client learns its slot map once, before any command.
@@ -495,16 +503,7 @@ class RedisStorage:
         own = self._sync_redis or self.sync_redis or self._sync_cluster or self.sync_cluster
         if own is not None:
             return run_script_on_sync(own, script, keys, args, doing)
-        try:
-            redis_py = self.sync_client  # a cluster client connects on creation
-            try:
-                return redis_py.evalsha(script.sha, len(keys), *keys, *args)
-            except NoScriptError:
-                return redis_py.eval(script.body, len(keys), *keys, *args)
-        except (StorageError, ConfigurationError):
-            raise
-        except Exception as exc:  # the drivers' errors, and their bugs, are storage errors
-            raise self._error(exc, doing) from exc
+        return self._run_redis_py_sync(script, keys, args, doing)
 
     async def run_script(
         self,
@@ -517,16 +516,7 @@ class RedisStorage:
         own = self._redis or self.redis or self._cluster or self.cluster
         if own is not None:
             return await run_script_on(own, script, keys, args, doing)
-        try:
-            redis_py = self._client if self._async_ready else await self._ready_client()
-            try:
-                return await redis_py.evalsha(script.sha, len(keys), *keys, *args)
-            except NoScriptError:
-                return await redis_py.eval(script.body, len(keys), *keys, *args)
-        except (StorageError, ConfigurationError):
-            raise
-        except Exception as exc:
-            raise self._error(exc, doing) from exc
+        return await self._run_redis_py(script, keys, args, doing)
 
     # -- peers: the heartbeat behind fallback_share="auto" (storage/peers.py) ----------
 
