@@ -103,8 +103,8 @@ if TYPE_CHECKING:  # the lazy names, spelled out for type checkers
     from sergas_guard.degradation import FeatureFlags as FeatureFlags
     from sergas_guard.degradation import ServiceFallback as ServiceFallback
     from sergas_guard.degradation import StaticFallback as StaticFallback
-    from sergas_guard.degradation import feature_flag as feature_flag
-    from sergas_guard.degradation import with_fallback as with_fallback
+    from sergas_guard.degradation.feature_flag import feature_flag as feature_flag
+    from sergas_guard.degradation.with_fallback import with_fallback as with_fallback
     from sergas_guard.errors import BackupError as BackupError
     from sergas_guard.errors import CircuitOpenError as CircuitOpenError
     from sergas_guard.errors import ConfigurationError as ConfigurationError

@@ -10,6 +10,7 @@ from sergas_guard import validation
 from sergas_guard.circuit_breaker.breaker import CircuitBreaker, Listener
 from sergas_guard.circuit_breaker.config import CircuitBreakerConfig
 from sergas_guard.circuit_breaker.state import CircuitState
+from sergas_guard.circuit_breaker.store import store_for
 from sergas_guard.clock import SYSTEM_CLOCK, Clock
 from sergas_guard.errors import ConfigurationError
 
@@ -46,9 +47,7 @@ class CircuitBreakerManager:
         )
         self._configs = dict(configs or {})
         if isinstance(storage, str):
-            from sergas_guard.storage.url import storage_from_url
-
-            storage = storage_from_url(storage)  # one storage (one pool) for every breaker
+            storage = store_for(storage, clock)  # one store (one connection) for every breaker
         self.storage = storage
         self.clock = clock
         self._breakers: dict[str, CircuitBreaker] = {}

@@ -14,13 +14,10 @@ trip per call in the steady state, see :mod:`~sergas_guard.circuit_breaker.share
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Sequence
 from importlib import resources
-from typing import TYPE_CHECKING, Any
-
-from redis.exceptions import NoScriptError, RedisClusterException, RedisError
+from typing import Any
 
 from sergas_guard.circuit_breaker.config import CircuitBreakerConfig
 from sergas_guard.circuit_breaker.core import Decision, Snapshot
@@ -34,26 +31,32 @@ from sergas_guard.circuit_breaker.state import CircuitBreakerEvent, CircuitState
 from sergas_guard.circuit_breaker.store import Events
 from sergas_guard.circuit_breaker.window import rate
 from sergas_guard.clock import SYSTEM_CLOCK, Clock
-from sergas_guard.errors import StorageUnavailable
-from sergas_guard.secrets import scrub
-
-if TYPE_CHECKING:
-    from sergas_guard.storage.redis import RedisStorage
+from sergas_guard.errors import StorageError, StorageUnavailable
+from sergas_guard.redis.runner import ScriptRunner
+from sergas_guard.redis.scripts import Script
 
 __all__ = ["RedisBreakerHandle", "RedisBreakerStore", "ScriptReply", "breaker_key"]
 
-SCRIPT = resources.files("sergas_guard.circuit_breaker").joinpath("lua/breaker.lua").read_text()
-SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
-
-# What the driver raises when Redis cannot answer (a cluster client's errors are not
-# RedisErrors).
-_UNREACHABLE = (RedisError, RedisClusterException, OSError)
+SCRIPT = Script(
+    resources.files("sergas_guard.circuit_breaker").joinpath("lua/breaker.lua").read_text()
+)
 _DAY = 86_400
 _MAX_TTL = 30 * _DAY
 _EVENT_FIELDS = 5
 _FIRST_EVENT = 14
 # The script's op arguments are ARGV[16..20]; the caller's refusals come after them.
 _OP_ARGS = 5
+
+
+_DOING = "circuit breaker step"
+
+
+def _unavailable(error: StorageError) -> StorageUnavailable:
+    """Any failure of the store, an error reply too (an ``OOM`` refusal, say), sends the
+    breaker to its local state: the protected call must not fail for the store's sake."""
+    if isinstance(error, StorageUnavailable):
+        return error
+    return StorageUnavailable(str(error))  # already scrubbed by the storage
 
 
 def breaker_key(prefix: str, name: str) -> str:
@@ -139,7 +142,8 @@ class ScriptReply:
 
 
 class RedisBreakerStore:
-    """Breaker state shared through a :class:`~sergas_guard.storage.RedisStorage`.
+    """Breaker state shared through a :class:`~sergas_guard.storage.RedisStorage` (any
+    :class:`~sergas_guard.redis.runner.ScriptRunner`: single server, Sentinel, Cluster).
 
     ``clock`` replaces the server's ``TIME`` and this process's monotonic clock (tests
     only: it lets a test drive Redis and the local core with the same manual clock).
@@ -150,7 +154,7 @@ class RedisBreakerStore:
     kind = "redis"
 
     def __init__(
-        self, storage: RedisStorage, clock: Clock | None = None, *, cache_state: bool = True
+        self, storage: ScriptRunner, clock: Clock | None = None, *, cache_state: bool = True
     ) -> None:
         self.storage = storage
         self.clock = clock
@@ -190,36 +194,24 @@ class RedisBreakerHandle:
         return args
 
     def run_sync(self, op: str, extra: Sequence[str] = (), refused: int = 0) -> ScriptReply:
-        """Run one operation with the sync client; raises StorageUnavailable on any failure.
+        """Run one operation from a thread; raises StorageUnavailable on any failure.
 
         ``refused`` calls this process refused on its own are added to the shared count.
         """
         args = self._args(op, extra, refused)
         try:
-            client = self.store.storage.sync_client  # a cluster client connects on creation
-            try:
-                raw = client.evalsha(SCRIPT_SHA, 1, self.key, *args)
-            except NoScriptError:
-                raw = client.eval(SCRIPT, 1, self.key, *args)
-        except _UNREACHABLE as error:
-            raise self._unavailable(error) from error
+            raw = self.store.storage.run_script_sync(SCRIPT, [self.key], args, _DOING)
+        except StorageError as error:
+            raise _unavailable(error) from error
         return ScriptReply(self.name, raw)
-
-    def _unavailable(self, error: Exception) -> StorageUnavailable:
-        secrets = self.store.storage.secrets()
-        return StorageUnavailable(scrub(f"circuit breaker store: {error}", *secrets))
 
     async def run(self, op: str, extra: Sequence[str] = (), refused: int = 0) -> ScriptReply:
         """Async face of :meth:`run_sync`."""
         args = self._args(op, extra, refused)
         try:
-            client = self.store.storage.client
-            try:
-                raw = await client.evalsha(SCRIPT_SHA, 1, self.key, *args)
-            except NoScriptError:
-                raw = await client.eval(SCRIPT, 1, self.key, *args)
-        except _UNREACHABLE as error:
-            raise self._unavailable(error) from error
+            raw = await self.store.storage.run_script(SCRIPT, [self.key], args, _DOING)
+        except StorageError as error:
+            raise _unavailable(error) from error
         return ScriptReply(self.name, raw)
 
     # -- the BreakerHandle protocol --------------------------------------------------------

@@ -9,7 +9,6 @@ The Redis twin lives in :mod:`sergas_guard.circuit_breaker.redis_store`.
 
 from __future__ import annotations
 
-import sys
 import threading
 import weakref
 from collections.abc import Sequence
@@ -20,6 +19,7 @@ from sergas_guard.circuit_breaker.core import BreakerCore, Decision, Snapshot
 from sergas_guard.circuit_breaker.state import CircuitBreakerEvent, CircuitState
 from sergas_guard.clock import SYSTEM_CLOCK, Clock
 from sergas_guard.errors import ConfigurationError
+from sergas_guard.redis.runner import ScriptRunner
 
 __all__ = [
     "NO_EVENTS",
@@ -200,46 +200,68 @@ _STORES: weakref.WeakKeyDictionary[Any, LocalBreakerStore] = weakref.WeakKeyDict
 _STORES_LOCK = threading.Lock()
 
 
+@runtime_checkable
+class _Guarding(Protocol):
+    """A storage that guards another (FailoverStorage): the breaker uses the guarded one."""
+
+    primary: Any
+
+
+@runtime_checkable
+class _InProcess(Protocol):
+    """A storage holding its state in this process (MemoryStorage), on its clock."""
+
+    clock: Clock
+    max_keys: int
+
+
 def store_for(storage: Any, clock: Clock = SYSTEM_CLOCK) -> BreakerStore:
     """The breaker store for a ``storage=`` argument.
 
     ``None`` gives a private in-process store on ``clock``; a
     :class:`~sergas_guard.storage.MemoryStorage` gives the in-process store shared by
     every breaker given that storage (on the storage's clock); a
-    :class:`~sergas_guard.storage.RedisStorage` gives the Redis store shared by every
-    process using that Redis (a ``FailoverStorage`` counts as the storage it guards,
-    since the breaker has its own fallback); a URL (``"redis://..."``) gives the store of a new
-    storage built by :func:`~sergas_guard.storage.storage_from_url`; a
-    :class:`BreakerStore` is used as it is. Raises ConfigurationError for anything else.
+    :class:`~sergas_guard.storage.RedisStorage` (any
+    :class:`~sergas_guard.redis.runner.ScriptRunner`) gives the Redis store shared by
+    every process using that Redis (a ``FailoverStorage`` counts as the storage it
+    guards, since the breaker has its own fallback); a URL gives a private in-process
+    store (``"memory://"``) or the Redis store of a
+    :class:`~sergas_guard.redis.backend.ScriptBackend` of it (``"redis://..."``,
+    ``"redis+sentinel://..."``, ...); a :class:`BreakerStore` is used as it is.
+    Raises ConfigurationError for anything else.
     """
     if storage is None:
         return LocalBreakerStore(clock)
     if isinstance(storage, str):
-        from sergas_guard.storage.url import storage_from_url
-
-        storage = storage_from_url(storage)
+        return _store_for_url(storage, clock)
     if isinstance(storage, BreakerStore):
         return storage
-    # An instance of a storage class exists only if its module was imported, so look
-    # there instead of importing the storage package (and its drivers) for nothing.
-    failover = sys.modules.get("sergas_guard.storage.failover")
-    if failover is not None and isinstance(storage, failover.FailoverStorage):
+    if isinstance(storage, _Guarding):
         storage = storage.primary  # the breaker brings its own fallback to local state
-    memory = sys.modules.get("sergas_guard.storage.memory")
-    redis = sys.modules.get("sergas_guard.storage.redis")
-    is_memory = memory is not None and isinstance(storage, memory.MemoryStorage)
-    if not is_memory and not (redis is not None and isinstance(storage, redis.RedisStorage)):
+    if isinstance(storage, ScriptRunner):
+        from sergas_guard.circuit_breaker.redis_store import RedisBreakerStore
+
+        return RedisBreakerStore(storage)  # its state is in Redis; each handle keeps a view
+    if not isinstance(storage, _InProcess):
         raise ConfigurationError(
             f"storage must be a MemoryStorage, a RedisStorage or a BreakerStore, "
             f"not {type(storage).__name__}",
             field="storage",
         )
-    if not is_memory:
-        from sergas_guard.circuit_breaker.redis_store import RedisBreakerStore
-
-        return RedisBreakerStore(storage)  # its state is in Redis; each handle keeps a view
     with _STORES_LOCK:
         store = _STORES.get(storage)
         if store is None:
             store = _STORES[storage] = LocalBreakerStore(storage.clock)
         return store
+
+
+def _store_for_url(url: str, clock: Clock) -> BreakerStore:
+    if url.split("://", 1)[0].lower() == "memory" and "://" in url:
+        return LocalBreakerStore(clock)  # a new memory storage: nobody else shares it
+    from sergas_guard.circuit_breaker.redis_store import RedisBreakerStore
+    from sergas_guard.redis.backend import ScriptBackend
+
+    try:
+        return RedisBreakerStore(ScriptBackend(url))
+    except ConfigurationError as error:
+        raise ConfigurationError(str(error), field="storage") from None

@@ -1,41 +1,63 @@
 """Flags in Redis, shared by every worker: one hash of definitions and a version counter.
 
-Writers ``HSET`` the definition and then ``INCR`` the version; readers ``GET`` the
-version (one cheap round trip per refresh) and re-read the hash only when it moved.
-A reader that fetches the hash between a writer's two commands gets the newer data
-under the older version and simply reads once more next time, so no transaction is
-needed. Both keys share a ``{hash tag}`` so they live on one Redis Cluster slot.
-Flag keys carry no TTL: they are configuration, not traffic state.
+Each operation is one small Lua script run through the storage's one Redis backend
+(:class:`~sergas_guard.redis.runner.ScriptRunner`: a server, Sentinel's master or a
+cluster, one error translation). Writers set and delete definitions and bump the
+version in one script, atomically; readers read the version (one cheap round trip per
+refresh) and re-read the hash, with the version, only when it moved. The keys share a
+``{hash tag}`` so they live on one Redis Cluster slot. Flag keys carry no TTL: they are
+configuration, not traffic state.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sergas_guard.degradation.definitions import FlagDefinition
-from sergas_guard.errors import ConfigurationError, StorageUnavailable
-from sergas_guard.secrets import scrub, secrets_of
+from sergas_guard.errors import ConfigurationError, StorageError, StorageUnavailable
+from sergas_guard.redis.runner import ScriptRunner
+from sergas_guard.redis.scripts import Script, ScriptArg
 
 __all__ = ["RedisFlagStore", "is_redis_storage"]
 
+# KEYS: version. The version, 0 before the first write.
+VERSION = Script("return tonumber(redis.call('GET', KEYS[1]) or '0') or 0")
+# KEYS: version, defs. {version, {name, json, name, json, ...}}, read together.
+LOAD = Script(
+    "return {tonumber(redis.call('GET', KEYS[1]) or '0') or 0, redis.call('HGETALL', KEYS[2])}"
+)
+# KEYS: version, defs; ARGV: n, then n (name, json) pairs, then names to delete. The
+# new version. One field per call: no unpack() of a long list (Lua's stack is bounded).
+PUT = Script("""
+local n = tonumber(ARGV[1])
+for i = 2, 2 * n, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+for i = 2 * n + 2, #ARGV do redis.call('HDEL', KEYS[2], ARGV[i]) end
+return redis.call('INCR', KEYS[1])
+""")
+# KEYS: settings; ARGV: field [, value]. Reads the field, or sets it when given a value.
+SETTING = Script("""
+if #ARGV > 1 then return redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+return redis.call('HGET', KEYS[1], ARGV[1])
+""")
+
 
 def is_redis_storage(storage: object) -> bool:
-    """Whether ``storage`` looks like a RedisStorage (has clients and a key prefix).
+    """Whether ``storage`` keeps state in Redis (a RedisStorage, any ScriptRunner).
 
-    The clients are looked up on the class: reading them builds them, and a cluster
-    client connects as it is built (and raises when it cannot). A FailoverStorage
-    counts as the storage it guards.
+    A FailoverStorage counts as the storage it guards. Nothing is built or connected.
     """
-    inner = getattr(storage, "primary", storage)
-    has_clients = all(hasattr(type(inner), attr) for attr in ("client", "sync_client"))
-    return has_clients and hasattr(inner, "key_prefix")
+    return isinstance(_runner_of(storage), ScriptRunner)
 
 
-def _decode(raw: dict[Any, Any]) -> dict[str, FlagDefinition]:
+def _runner_of(storage: object) -> Any:
+    return getattr(storage, "primary", storage)
+
+
+def _decode(raw: Sequence[Any]) -> dict[str, FlagDefinition]:
     flags: dict[str, FlagDefinition] = {}
-    for field, value in raw.items():
+    for field, value in zip(raw[::2], raw[1::2], strict=True):
         name = field.decode() if isinstance(field, bytes) else str(field)
         try:
             body = json.loads(value)
@@ -53,108 +75,89 @@ def _encode(definition: FlagDefinition) -> str:
     return json.dumps(definition.as_json(), sort_keys=True)
 
 
-def _unavailable(exc: Exception, storage: Any) -> StorageUnavailable:
-    message = scrub(str(exc), *secrets_of(storage))
-    return StorageUnavailable(f"flag store in Redis is unavailable: {message}")
+def _put_args(definitions: Iterable[FlagDefinition], removed: Iterable[str]) -> list[ScriptArg]:
+    pairs = [(d.name, _encode(d)) for d in definitions]
+    return [len(pairs), *(part for pair in pairs for part in pair), *removed]
 
 
-def _version(raw: Any) -> int:
-    return int(raw) if raw is not None else 0
+def _unavailable(error: StorageError) -> StorageUnavailable:
+    # Messages come scrubbed from the backend. An error reply too means "no flags from
+    # Redis now": the flags keep their last known state.
+    return StorageUnavailable(f"flag store in Redis is unavailable: {error}")
+
+
+def _text(value: Any) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 class RedisFlagStore:
-    """Sync and async access to the shared flag hash of one namespace."""
+    """Sync and async access to the shared flag hash of one namespace.
+
+    ``storage`` is a RedisStorage (or a FailoverStorage guarding one). Every method
+    raises StorageUnavailable when Redis fails.
+    """
 
     def __init__(self, storage: Any, namespace: str = "default") -> None:
         self.storage = storage
+        self._runner: ScriptRunner = _runner_of(storage)
         tag = f"{{flags:{namespace}}}"
-        self.defs_key = f"{storage.key_prefix}:{tag}:defs"
-        self.version_key = f"{storage.key_prefix}:{tag}:version"
-        self.settings_key = f"{storage.key_prefix}:{tag}:settings"
+        prefix = self._runner.key_prefix
+        self.defs_key = f"{prefix}:{tag}:defs"
+        self.version_key = f"{prefix}:{tag}:version"
+        self.settings_key = f"{prefix}:{tag}:settings"
+
+    def _run_sync(self, script: Script, keys: list[str], args: list[ScriptArg]) -> Any:
+        try:
+            return self._runner.run_script_sync(script, keys, args, "flag store")
+        except StorageError as error:
+            raise _unavailable(error) from error
+
+    async def _run(self, script: Script, keys: list[str], args: list[ScriptArg]) -> Any:
+        try:
+            return await self._runner.run_script(script, keys, args, "flag store")
+        except StorageError as error:
+            raise _unavailable(error) from error
 
     # -- sync face -----------------------------------------------------------------
     def version_sync(self) -> int:
-        """The current version (0 when nothing was ever written); raises StorageUnavailable."""
-        try:
-            return _version(self.storage.sync_client.get(self.version_key))
-        except Exception as exc:
-            raise _unavailable(exc, self.storage) from exc
+        """The current version (0 when nothing was ever written)."""
+        return int(self._run_sync(VERSION, [self.version_key], []))
 
     def load_sync(self) -> tuple[int, dict[str, FlagDefinition]]:
-        """(version, flags); the version is read first so a racing write is re-read later."""
-        try:
-            client = self.storage.sync_client
-            version = _version(client.get(self.version_key))
-            raw = client.hgetall(self.defs_key)
-        except Exception as exc:
-            raise _unavailable(exc, self.storage) from exc
-        return version, _decode(raw)
+        """(version, flags), read together. Raises ConfigurationError for a definition in
+        Redis that is not a valid flag."""
+        version, raw = self._run_sync(LOAD, [self.version_key, self.defs_key], [])
+        return int(version), _decode(raw)
 
     def put_sync(self, definitions: Iterable[FlagDefinition], removed: Iterable[str] = ()) -> int:
-        """Store definitions, delete ``removed`` names, bump the version; returns it."""
-        mapping = {d.name: _encode(d) for d in definitions}
-        gone = list(removed)
-        try:
-            client = self.storage.sync_client
-            if mapping:
-                client.hset(self.defs_key, mapping=mapping)
-            if gone:
-                client.hdel(self.defs_key, *gone)
-            return int(client.incr(self.version_key))
-        except Exception as exc:
-            raise _unavailable(exc, self.storage) from exc
+        """Store definitions, delete ``removed`` names, bump the version (atomically);
+        returns the new version."""
+        args = _put_args(definitions, removed)
+        return int(self._run_sync(PUT, [self.version_key, self.defs_key], args))
 
     def get_setting_sync(self, field: str) -> str | None:
         """A shared setting beside the flags (e.g. the operator's degradation level)."""
-        try:
-            value = self.storage.sync_client.hget(self.settings_key, field)
-        except Exception as exc:
-            raise _unavailable(exc, self.storage) from exc
-        return value.decode() if isinstance(value, bytes) else value
+        return _text(self._run_sync(SETTING, [self.settings_key], [field]))
 
     def set_setting_sync(self, field: str, value: str) -> None:
-        """Store a shared setting; raises StorageUnavailable."""
-        try:
-            self.storage.sync_client.hset(self.settings_key, field, value)
-        except Exception as exc:
-            raise _unavailable(exc, self.storage) from exc
+        """Store a shared setting."""
+        self._run_sync(SETTING, [self.settings_key], [field, value])
 
     # -- async face ----------------------------------------------------------------
     async def version(self) -> int:
         """Async face of :meth:`version_sync`."""
-        try:
-            return _version(await self.storage.client.get(self.version_key))
-        except Exception as exc:
-            raise _unavailable(exc, self.storage) from exc
+        return int(await self._run(VERSION, [self.version_key], []))
 
     async def load(self) -> tuple[int, dict[str, FlagDefinition]]:
         """Async face of :meth:`load_sync`."""
-        try:
-            client = self.storage.client
-            version = _version(await client.get(self.version_key))
-            raw = await client.hgetall(self.defs_key)
-        except Exception as exc:
-            raise _unavailable(exc, self.storage) from exc
-        return version, _decode(raw)
+        version, raw = await self._run(LOAD, [self.version_key, self.defs_key], [])
+        return int(version), _decode(raw)
 
     async def put(self, definitions: Iterable[FlagDefinition], removed: Iterable[str] = ()) -> int:
         """Async face of :meth:`put_sync`."""
-        mapping = {d.name: _encode(d) for d in definitions}
-        gone = list(removed)
-        try:
-            client = self.storage.client
-            if mapping:
-                await client.hset(self.defs_key, mapping=mapping)
-            if gone:
-                await client.hdel(self.defs_key, *gone)
-            return int(await client.incr(self.version_key))
-        except Exception as exc:
-            raise _unavailable(exc, self.storage) from exc
+        args = _put_args(definitions, removed)
+        return int(await self._run(PUT, [self.version_key, self.defs_key], args))
 
     async def get_setting(self, field: str) -> str | None:
         """Async face of :meth:`get_setting_sync`."""
-        try:
-            value = await self.storage.client.hget(self.settings_key, field)
-        except Exception as exc:
-            raise _unavailable(exc, self.storage) from exc
-        return value.decode() if isinstance(value, bytes) else value
+        return _text(await self._run(SETTING, [self.settings_key], [field]))

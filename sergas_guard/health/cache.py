@@ -1,14 +1,14 @@
-"""Redis health: PING round trip and memory use against ``maxmemory``."""
+"""Redis health: PING round trip and memory use against ``maxmemory``.
+
+Probes go through :mod:`sergas_guard.redis` (a server, Sentinel's master, a cluster's
+primaries) on connections of their own, opened and closed by each probe.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from typing import Any
-
-import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from sergas_guard.clock import SYSTEM_CLOCK, Clock
 from sergas_guard.errors import ConfigurationError, HealthCheckError
@@ -20,27 +20,30 @@ from sergas_guard.health.thresholds import (
     latency_observation,
     ratio_in_range,
 )
+from sergas_guard.redis.client import RedisClient, client_target
+from sergas_guard.redis.cluster import AsyncClusterClient
+from sergas_guard.redis.url import ClusterTarget, Target, parse_url
 from sergas_guard.secrets import scrub, scrub_url, url_secrets
-from sergas_guard.storage.redis import RedisStorage, check_redis_url
 
 __all__ = ["CacheHealthCheck"]
 
-_SCHEMES = {"redis", "rediss", "unix"}
+_SCHEMES = {"redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel"}
 _CLUSTER_SCHEMES = {"redis+cluster", "rediss+cluster"}
 
 
 class CacheHealthCheck(HealthCheck):
     """Checks a Redis server at ``redis_url`` (``redis://``, ``rediss://``, ``unix://``),
-    or a Redis Cluster (``redis+cluster://h1:p1,h2:p2``, as the storages spell it).
+    the master of a Sentinel service (``redis+sentinel://s1:p1,s2:p2/service``) or a
+    Redis Cluster (``redis+cluster://h1:p1,h2:p2``), as the storages spell them.
 
-    Reports the time to connect and get the ``PING`` reply (from every node of a
-    cluster, after slot discovery), in ms: DEGRADED above ``degraded_latency`` seconds.
-    When the server has a ``maxmemory`` limit, ``INFO memory`` use at or above
-    ``memory_threshold`` of it is DEGRADED too (evictions or OOM errors are near); in a
-    cluster the fullest primary counts.
-    Each probe opens its own connection without retries, so a dead server is reported
-    at once instead of after the client's back-off. Raises HealthCheckError for an
-    unsupported URL or a bad threshold.
+    Reports the time to connect and get the ``PING`` reply (a Sentinel lookup included;
+    from every primary of a cluster, after slot discovery), in ms: DEGRADED above
+    ``degraded_latency`` seconds. When the server has a ``maxmemory`` limit, ``INFO
+    memory`` use at or above ``memory_threshold`` of it is DEGRADED too (evictions or OOM
+    errors are near); in a cluster the fullest primary counts.
+    Each probe opens its own connection and never retries, so a dead server is reported
+    at once. Raises HealthCheckError for an unsupported URL (only our URL options are
+    accepted, see :func:`sergas_guard.redis.parse_url`) or a bad threshold.
     """
 
     component_type = "datastore"
@@ -63,12 +66,15 @@ class CacheHealthCheck(HealthCheck):
         scheme = redis_url.split("://", 1)[0].lower() if "://" in redis_url else ""
         if scheme not in _SCHEMES | _CLUSTER_SCHEMES:
             raise HealthCheckError(
-                f"{name!r}: unsupported Redis URL {scrub_url(redis_url)!r} "
-                "(expected redis://, rediss://, unix:// or redis+cluster://)"
+                f"{name!r}: unsupported Redis URL {scrub_url(redis_url)!r} (expected "
+                "redis://, rediss://, unix://, redis+sentinel:// or redis+cluster://)"
             )
         self.is_cluster = scheme in _CLUSTER_SCHEMES
         try:
-            check_redis_url(redis_url, cluster=self.is_cluster)
+            # One connection: a probe sends two commands, one after the other.
+            self._target: Target = parse_url(
+                redis_url, connect_timeout=self.timeout, socket_timeout=self.timeout, connections=1
+            )
         except ConfigurationError as exc:  # the URL's secrets are scrubbed from it
             raise HealthCheckError(f"{name!r}: {exc}") from None
         if not ratio_in_range(memory_threshold):
@@ -86,42 +92,39 @@ class CacheHealthCheck(HealthCheck):
         return scrub(self._redis_url, *self.secrets())
 
     async def probe(self) -> Observation:
-        if self.is_cluster:
-            return await self._probe_cluster()
-        client = aioredis.Redis.from_url(
-            self._redis_url,
-            socket_connect_timeout=self.timeout,
-            socket_timeout=self.timeout,
-            retry=Retry(NoBackoff(), 0),
-        )
+        target = self._target
+        if isinstance(target, ClusterTarget):
+            return await self._probe_cluster(target)
+        single, resolver = client_target(target)
+        client = RedisClient(single, resolver=resolver, secrets=self._secrets)
         try:
             # Timed from before the connection is opened: a server that stalls during the
             # handshake is as slow for a new client as one that stalls on PING.
             started = self.clock.monotonic()
-            await client.ping()
+            await client.call("PING", within=self.timeout)
             elapsed = self.clock.monotonic() - started
-            memory: dict[str, Any] = await client.info("memory")
+            memory = _memory(await client.call("INFO", "memory", within=self.timeout))
         finally:
             await client.aclose()
-        return self._judge(elapsed, _memory(memory), {})
+        return self._judge(elapsed, memory, {})
 
-    async def _probe_cluster(self) -> Observation:
-        storage = RedisStorage(
-            self._redis_url, connect_timeout=self.timeout, socket_timeout=self.timeout
-        )
+    async def _probe_cluster(self, target: ClusterTarget) -> Observation:
+        cluster = AsyncClusterClient(target, self._secrets)
         try:
-            # Slot discovery first: its extra round trips say nothing about the nodes.
-            await storage.client.initialize()
+            # Slot discovery first: its round trip says nothing about the nodes.
+            await cluster.refresh()
+            primaries = list(dict.fromkeys(a for a in cluster.slots if a is not None))
+            nodes = [cluster.node(address) for address in primaries]
             started = self.clock.monotonic()
-            await storage.client.ping(target_nodes=AsyncRedisCluster.ALL_NODES)
+            await asyncio.gather(*(node.call("PING", within=self.timeout) for node in nodes))
             elapsed = self.clock.monotonic() - started
-            infos = await storage.client.info("memory", target_nodes=AsyncRedisCluster.PRIMARIES)
+            infos = await asyncio.gather(
+                *(node.call("INFO", "memory", within=self.timeout) for node in nodes)
+            )
         finally:
-            await storage.aclose()
-        # One primary answers with its own mapping, several with {node: mapping}.
-        per_node = [infos] if "used_memory" in infos else list(infos.values())
-        fullest = max((_memory(info) for info in per_node), key=_usage)
-        return self._judge(elapsed, fullest, {"primaries": len(per_node)})
+            await cluster.aclose()
+        fullest = max((_memory(info) for info in infos), key=_usage)
+        return self._judge(elapsed, fullest, {"primaries": len(primaries)})
 
     def _judge(self, elapsed: float, memory: tuple[int, int], extra: dict[str, Any]) -> Observation:
         used, limit = memory
@@ -138,9 +141,11 @@ class CacheHealthCheck(HealthCheck):
         return observation
 
 
-def _memory(info: dict[str, Any]) -> tuple[int, int]:
+def _memory(reply: Any) -> tuple[int, int]:
     """``(used_memory, maxmemory)`` from an ``INFO memory`` reply (0 = no limit)."""
-    return int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
+    text = reply.decode() if isinstance(reply, bytes) else str(reply)
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    return int(fields.get("used_memory", 0)), int(fields.get("maxmemory", 0))
 
 
 def _usage(memory: tuple[int, int]) -> float:

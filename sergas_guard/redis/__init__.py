@@ -12,11 +12,13 @@ from sergas_guard.redis.address import (
     TcpAddress,
     UnixAddress,
 )
+from sergas_guard.redis.backend import ScriptBackend
 from sergas_guard.redis.client import RedisClient, SyncRedisClient, client_target
 from sergas_guard.redis.cluster import AsyncClusterClient, SyncClusterClient, key_slot
 from sergas_guard.redis.errors import CallTimeout, ConnectFailed, ConnectionLost
 from sergas_guard.redis.protocol import ErrorReply
-from sergas_guard.redis.scripts import Script
+from sergas_guard.redis.runner import ScriptRunner
+from sergas_guard.redis.scripts import Script, ScriptArg
 from sergas_guard.redis.url import (
     ClusterTarget,
     ConnectOptions,
@@ -39,6 +41,9 @@ __all__ = [
     "FixedAddress",
     "RedisClient",
     "Script",
+    "ScriptArg",
+    "ScriptBackend",
+    "ScriptRunner",
     "SentinelTarget",
     "SingleTarget",
     "SyncClusterClient",

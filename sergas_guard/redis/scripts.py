@@ -14,7 +14,10 @@ import hashlib
 
 from sergas_guard.redis.protocol import bulk, encode
 
-__all__ = ["Script"]
+__all__ = ["Script", "ScriptArg"]
+
+#: What a script may be given as an argument (encoded as RESP bulk strings).
+ScriptArg = bytes | str | int | float
 
 _EVALSHA = bulk(b"EVALSHA")
 

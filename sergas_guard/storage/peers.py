@@ -21,14 +21,13 @@ stops beating and drops out of the count: it uses no share.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import math
 import os
 import secrets
 import socket
 import threading
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from sergas_guard.clock import Clock
 
@@ -39,8 +38,6 @@ __all__ = [
     "PEER_TTL_SECONDS",
     "HeartbeatStorage",
     "Peers",
-    "heartbeat",
-    "heartbeat_sync",
     "process_id",
 ]
 
@@ -61,7 +58,6 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - ttl)
 redis.call('PEXPIRE', KEYS[1], ttl)
 return redis.call('ZCARD', KEYS[1])
 """
-HEARTBEAT_SHA = hashlib.sha1(HEARTBEAT_SCRIPT.encode()).hexdigest()
 
 
 def peers_key(key_prefix: str) -> str:
@@ -79,31 +75,6 @@ def process_id() -> str:
     if _identity is None or _identity[0] != pid:
         _identity = (pid, f"{socket.gethostname()}:{pid}:{secrets.token_hex(4)}")
     return _identity[1]
-
-
-def heartbeat_sync(client: Any, key: str, member: str, ttl_ms: int) -> int:
-    """Run the heartbeat script with a redis-py client; the number of live peers.
-
-    Raises redis-py's errors.
-    """
-    from redis.exceptions import NoScriptError
-
-    try:
-        reply = client.evalsha(HEARTBEAT_SHA, 1, key, member, ttl_ms)
-    except NoScriptError:
-        reply = client.eval(HEARTBEAT_SCRIPT, 1, key, member, ttl_ms)
-    return int(reply)
-
-
-async def heartbeat(client: Any, key: str, member: str, ttl_ms: int) -> int:
-    """Async face of :func:`heartbeat_sync` (a ``redis.asyncio`` client)."""
-    from redis.exceptions import NoScriptError
-
-    try:
-        reply = await client.evalsha(HEARTBEAT_SHA, 1, key, member, ttl_ms)
-    except NoScriptError:
-        reply = await client.eval(HEARTBEAT_SCRIPT, 1, key, member, ttl_ms)
-    return int(reply)
 
 
 @runtime_checkable

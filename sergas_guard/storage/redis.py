@@ -9,8 +9,10 @@ pre-encoded call written as is; on a cluster, to each key's node (``MOVED``/``AS
 followed). Resets and clears go through it too on a single server (through redis-py's
 ``SCAN`` of every primary on a cluster). A storage built from ready redis-py clients
 decides through them.
-The redis-py clients (:attr:`RedisStorage.client`, :attr:`RedisStorage.sync_client`)
-remain for the capabilities that use them directly (flags, breakers, health).
+Breakers, flags and the peer-count heartbeat run their scripts through
+:meth:`RedisStorage.run_script` (the same clients, every URL kind). The redis-py clients
+(:attr:`RedisStorage.client`, :attr:`RedisStorage.sync_client`) remain for given
+clients and a cluster's ``SCAN``.
 Errors surface as :class:`~sergas_guard.errors.StorageUnavailable` (cannot reach
 Redis) or :class:`~sergas_guard.errors.StorageError` (Redis answered with an error).
 """
@@ -43,20 +45,20 @@ from redis.exceptions import (
 from sergas_guard import validation
 from sergas_guard.errors import ConfigurationError, StorageError, StorageUnavailable
 from sergas_guard.ratelimit.result import RateLimitResult
+from sergas_guard.redis.backend import DEFAULT_CONNECT_TIMEOUT, DEFAULT_SOCKET_TIMEOUT
 from sergas_guard.redis.client import RedisClient, SyncRedisClient, client_target
 from sergas_guard.redis.cluster import AsyncClusterClient, SyncClusterClient, key_slot
 from sergas_guard.redis.connection import NotSent
 from sergas_guard.redis.errors import from_exception
 from sergas_guard.redis.protocol import ErrorReply
-from sergas_guard.redis.scripts import Script
+from sergas_guard.redis.runner import run_script_on, run_script_on_sync
+from sergas_guard.redis.scripts import Script, ScriptArg
 from sergas_guard.redis.url import DEFAULT_CONNECTIONS, ClusterTarget, SingleTarget, parse_url
 from sergas_guard.secrets import credentials_problem, scrub, scrub_url, url_secrets
 from sergas_guard.storage import peers
 from sergas_guard.storage.base import LimitCheck
 from sergas_guard.storage.script import (
     DECIDE,
-    DECIDE_SCRIPT,
-    DECIDE_SHA,
     encode_call,
     parse_reply,
     script_args,
@@ -67,8 +69,6 @@ __all__ = ["RedisStorage", "check_redis_url"]
 # The peer-count heartbeat behind fallback_share="auto" (storage/peers.py).
 HEARTBEAT = Script(peers.HEARTBEAT_SCRIPT)
 
-DEFAULT_CONNECT_TIMEOUT = 1.0
-DEFAULT_SOCKET_TIMEOUT = 5.0
 # redis-py's immediate retries on a broken connection (cluster and ready-client paths
 # only); never on a timeout, since the script may have run and a retry would count twice.
 DEFAULT_RETRIES = 1
@@ -123,9 +123,9 @@ class RedisStorage:
     ``max_connections`` multiplexed connections per face (async, sync) however many
     decisions are in flight, with the given connect and socket timeouts (seconds); a
     decision is never retried once it may have reached the server. ``client`` (asyncio)
-    and ``sync_client`` are redis-py clients, created lazily, for the capabilities that
-    use redis-py directly and for decisions on a cluster (there ``retries`` immediate
-    retries of a command whose connection broke, never of one that timed out).
+    and ``sync_client`` are redis-py clients, created lazily, for given clients and a
+    cluster's ``SCAN`` (there ``retries`` immediate retries of a command whose
+    connection broke, never of one that timed out).
     ``key_prefix`` is what :meth:`clear` deletes when given no prefix.
     Raises ConfigurationError naming the option for a bad URL, a timeout that is not a
     positive number of seconds (at most 100 years), ``retries`` outside 0-10,
@@ -427,33 +427,43 @@ class RedisStorage:
         self, checks: Sequence[LimitCheck], cost: int, now_us: int | None
     ) -> list[RateLimitResult]:
         keys, args = self._prepare(checks, cost, now_us)
-        try:
-            client = self.sync_client  # a cluster client connects on creation
-            try:
-                reply = client.evalsha(DECIDE_SHA, len(keys), *keys, *args)
-            except NoScriptError:
-                reply = client.eval(DECIDE_SCRIPT, len(keys), *keys, *args)
-        except ConfigurationError:
-            raise
-        except Exception as exc:  # the driver's errors, and its bugs, are storage errors
-            raise self._error(exc, "decision") from exc
-        return parse_reply(reply, checks)
+        return parse_reply(self._run_redis_py_sync(DECIDE, keys, args, "decision"), checks)
 
     async def _decide_redis_py(
         self, checks: Sequence[LimitCheck], cost: int, now_us: int | None
     ) -> list[RateLimitResult]:
         keys, args = self._prepare(checks, cost, now_us)
+        return parse_reply(await self._run_redis_py(DECIDE, keys, args, "decision"), checks)
+
+    def _run_redis_py_sync(
+        self, script: Script, keys: Sequence[str | bytes], args: Sequence[ScriptArg], doing: str
+    ) -> Any:
+        """``script`` through the given redis-py client: EVALSHA, EVAL after NOSCRIPT."""
         try:
-            client = self._client if self._async_ready else await self._ready_client()
+            client = self.sync_client  # a cluster client connects on creation
             try:
-                reply = await client.evalsha(DECIDE_SHA, len(keys), *keys, *args)
+                return client.evalsha(script.sha, len(keys), *keys, *args)
             except NoScriptError:
-                reply = await client.eval(DECIDE_SCRIPT, len(keys), *keys, *args)
+                return client.eval(script.body, len(keys), *keys, *args)
         except ConfigurationError:
             raise
         except Exception as exc:  # the driver's errors, and its bugs, are storage errors
-            raise self._error(exc, "decision") from exc
-        return parse_reply(reply, checks)
+            raise self._error(exc, doing) from exc
+
+    async def _run_redis_py(
+        self, script: Script, keys: Sequence[str | bytes], args: Sequence[ScriptArg], doing: str
+    ) -> Any:
+        """Async face of :meth:`_run_redis_py_sync`."""
+        try:
+            client = self._client if self._async_ready else await self._ready_client()
+            try:
+                return await client.evalsha(script.sha, len(keys), *keys, *args)
+            except NoScriptError:
+                return await client.eval(script.body, len(keys), *keys, *args)
+        except ConfigurationError:
+            raise
+        except Exception as exc:
+            raise self._error(exc, doing) from exc
 
     async def _ready_client(self) -> Any:
         """The async client; a cluster client learns its slot map once, before any command.
@@ -473,6 +483,41 @@ class RedisStorage:
                     self._async_ready = True
         return client
 
+    # -- scripts of every capability: one dispatch over single, Sentinel, Cluster, given ----
+
+    def run_script_sync(
+        self,
+        script: Script,
+        keys: Sequence[str | bytes],
+        args: Sequence[ScriptArg],
+        doing: str = "script",
+    ) -> Any:
+        """Run ``script`` on ``keys`` with ``args``; its reply (bytes, int, None or lists).
+
+        Goes to our connections on a single server, Sentinel's master or a cluster
+        (EVALSHA, EVAL once after NOSCRIPT, never retried after a timeout), through
+        redis-py on given clients. ``doing`` names the work in error messages. Raises
+        ConfigurationError when a cluster's keys are on different slots,
+        StorageUnavailable when Redis cannot answer, StorageError for an error reply.
+        """
+        own = self._sync_redis or self.sync_redis or self._sync_cluster or self.sync_cluster
+        if own is not None:
+            return run_script_on_sync(own, script, keys, args, doing)
+        return self._run_redis_py_sync(script, keys, args, doing)
+
+    async def run_script(
+        self,
+        script: Script,
+        keys: Sequence[str | bytes],
+        args: Sequence[ScriptArg],
+        doing: str = "script",
+    ) -> Any:
+        """Async face of :meth:`run_script_sync`."""
+        own = self._redis or self.redis or self._cluster or self.cluster
+        if own is not None:
+            return await run_script_on(own, script, keys, args, doing)
+        return await self._run_redis_py(script, keys, args, doing)
+
     # -- peers: the heartbeat behind fallback_share="auto" (storage/peers.py) ----------
 
     def heartbeat_sync(self, member: str, ttl_ms: int) -> int:
@@ -481,50 +526,12 @@ class RedisStorage:
         Raises StorageUnavailable / StorageError when Redis fails.
         """
         key = peers.peers_key(self.key_prefix)
-        try:
-            if self._target is not None:
-                client = self._sync_redis or self.sync_redis
-                assert client is not None
-                reply = client.run_script(
-                    HEARTBEAT, HEARTBEAT.call([key], [member, ttl_ms]), doing="heartbeat"
-                )
-            elif self._cluster_target is not None:
-                cluster = self._sync_cluster or self.sync_cluster
-                assert cluster is not None
-                call = HEARTBEAT.call([key], [member, ttl_ms])
-                reply = cluster.run_script(HEARTBEAT, call, key_slot(key.encode()), "heartbeat")
-            else:
-                return peers.heartbeat_sync(self.sync_client, key, member, ttl_ms)
-            return int(reply)
-        except StorageError:
-            raise
-        except Exception as exc:  # the driver's errors, and its bugs, are storage errors
-            raise self._error(exc, "heartbeat") from exc
+        return int(self.run_script_sync(HEARTBEAT, [key], [member, ttl_ms], "heartbeat"))
 
     async def heartbeat(self, member: str, ttl_ms: int) -> int:
         """Async face of :meth:`heartbeat_sync`."""
         key = peers.peers_key(self.key_prefix)
-        try:
-            if self._target is not None:
-                client = self._redis or self.redis
-                assert client is not None
-                reply = await client.run_script(
-                    HEARTBEAT, HEARTBEAT.call([key], [member, ttl_ms]), doing="heartbeat"
-                )
-            elif self._cluster_target is not None:
-                cluster = self._cluster or self.cluster
-                assert cluster is not None
-                call = HEARTBEAT.call([key], [member, ttl_ms])
-                reply = await cluster.run_script(
-                    HEARTBEAT, call, key_slot(key.encode()), "heartbeat"
-                )
-            else:
-                return await peers.heartbeat(await self._ready_client(), key, member, ttl_ms)
-            return int(reply)
-        except StorageError:
-            raise
-        except Exception as exc:
-            raise self._error(exc, "heartbeat") from exc
+        return int(await self.run_script(HEARTBEAT, [key], [member, ttl_ms], "heartbeat"))
 
     # -- reset and clear: SCAN, never KEYS (on a cluster, every primary) -----------
 

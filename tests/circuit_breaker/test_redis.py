@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 from collections import Counter
 from collections.abc import Iterator
@@ -9,12 +10,18 @@ from typing import Any
 
 import pytest
 
-from sergas_guard.circuit_breaker import CircuitBreaker, CircuitOpenError, CircuitState
+from sergas_guard.circuit_breaker import (
+    CircuitBreaker,
+    CircuitBreakerManager,
+    CircuitOpenError,
+    CircuitState,
+)
 from sergas_guard.circuit_breaker.redis_store import RedisBreakerStore, breaker_key
 from sergas_guard.clock import ManualClock
+from sergas_guard.redis.backend import ScriptBackend
 from sergas_guard.storage.redis import RedisStorage
 from tests.circuit_breaker import workers
-from tests.circuit_breaker.support import config, fail_times, is_refused, state, succeed
+from tests.circuit_breaker.support import Boom, config, fail_times, is_refused, state, succeed
 from tests.servers import RedisCluster, RedisServer
 
 pytestmark = pytest.mark.redis
@@ -229,3 +236,30 @@ async def test_works_on_redis_cluster(redis_cluster_session: RedisCluster) -> No
     finally:
         await writer.aclose()
         await reader.aclose()
+
+
+@pytest.mark.cluster
+async def test_a_manager_given_a_cluster_url_shares_with_a_storage(
+    redis_cluster_session: RedisCluster,
+) -> None:
+    # The URL becomes one ScriptBackend for every breaker of the manager, no storage.
+    manager = CircuitBreakerManager(config(), storage=redis_cluster_session.url)
+    backend = manager.storage.storage
+    assert isinstance(backend, ScriptBackend)
+    assert backend.is_cluster
+    reader = RedisStorage(redis_cluster_session.url, socket_timeout=5.0, connect_timeout=5.0)
+    try:
+        for name in (f"url-{i}" for i in range(4)):  # over several slots
+            breaker = manager.get_or_create(name)
+            for _ in range(4):
+                with contextlib.suppress(Boom):
+                    await breaker.call(fail_async)
+            with pytest.raises(CircuitOpenError):
+                await CircuitBreaker(name, config(), storage=reader).call(succeed)
+    finally:
+        await reader.aclose()
+        await backend.aclose()
+
+
+async def fail_async() -> None:
+    raise Boom("dependency failed")

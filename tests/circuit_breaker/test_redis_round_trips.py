@@ -31,7 +31,7 @@ PATIENCE = 60.0
 @pytest.fixture
 def storage(redis_url: str) -> Iterator[RedisStorage]:
     storage = RedisStorage(redis_url, socket_timeout=5.0, connect_timeout=5.0)
-    storage.sync_client.script_load(SCRIPT)  # so no EVAL of a missing script muddles a count
+    storage.sync_client.script_load(SCRIPT.body)  # so no EVAL of a missing script muddles a count
     yield storage
     storage.close_sync()
 

@@ -95,6 +95,11 @@ CASES = [
     Case("cache", Form(f"redis://:{{}}@127.0.0.1:{CLOSED}/0", percent_encoded)),
     Case("cache", query(f"redis://127.0.0.1:{CLOSED}/0?password={{}}")),
     Case("cache", Form(f"redis+cluster://app:{{}}@127.0.0.1:{CLOSED},127.0.0.1:{CLOSED_TOO}")),
+    Case(
+        "cache",
+        Form(f"redis+sentinel://app:{{}}@127.0.0.1:{CLOSED},127.0.0.1:{CLOSED_TOO}/mymaster"),
+    ),
+    Case("cache", query(f"redis+sentinel://127.0.0.1:{CLOSED}/mymaster?sentinel_password={{}}")),
     Case("cache", Form("mysql://app:{}@db.internal/app")),  # unsupported
     Case("database", Form(f"postgresql://app:{{}}@127.0.0.1:{CLOSED}/app")),
     Case("database", Form(f"postgresql://app:{{}}@127.0.0.1:{CLOSED}/app", percent_encoded)),
