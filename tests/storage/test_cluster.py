@@ -9,6 +9,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 import redis
+from redis.crc import key_slot
 
 from sergas_guard.errors import ConfigurationError
 from sergas_guard.ratelimit import RateLimitConfig, RateLimiter, RateLimitStrategy
@@ -44,10 +45,30 @@ def node_sizes(cluster: RedisCluster) -> list[int]:
     return sizes
 
 
+def spread_identities(cluster: RedisCluster, count: int) -> list[str]:
+    """``count`` random identities whose hash tags fall on at least two masters (random
+    ones all land on one of three masters now and then, which proves nothing)."""
+    host, port = cluster.startup_nodes[0]
+    node = redis.Redis(host=host, port=port)
+    ranges = node.execute_command("CLUSTER SLOTS", NEVER_DECODE=True)
+    owners = [(int(start), int(end), int(master[1])) for start, end, master, *_ in ranges]
+    node.close()
+    while True:
+        identities = [uuid.uuid4().hex for _ in range(count)]
+        masters = {
+            port
+            for identity in identities
+            for start, end, port in owners
+            if start <= key_slot(identity.encode()) <= end
+        }
+        if len(masters) >= 2:
+            return identities
+
+
 def test_processes_and_tasks_with_several_limits_admit_exactly_the_limit(
     cluster: RedisCluster,
 ) -> None:
-    identities = [uuid.uuid4().hex for _ in RateLimitStrategy]
+    identities = spread_identities(cluster, len(RateLimitStrategy))
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(4, mp_context=context) as pool:
         futures = {
