@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
 import shutil
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,6 +42,7 @@ from sergas_guard.errors import (
 from sergas_guard.recovery.filesystem import FileSystemBackupStrategy, back_up_tree
 from sergas_guard.recovery.maintenance import clear_verified, read_verified
 from sergas_guard.recovery.manifest import Entry, Manifest, metadata_of, parse_manifest
+from sergas_guard.recovery.read_ahead import ReadAhead
 from sergas_guard.recovery.repository import GcReport, Repository, VerifyReport
 from sergas_guard.recovery.restore_target import RestoreTarget
 from sergas_guard.recovery.retention import Candidate, Decision, RetentionPolicy, select
@@ -406,22 +406,25 @@ class BackupManager:
     def _restore_tree(
         self, manifest: Manifest, root: Path, overwrite: bool, counter: _Counter
     ) -> None:
+        """Write the tree of ``manifest`` under ``root``: chunks are decoded ahead on a
+        thread pool (``read_ahead``) while the target writes and publishes the files
+        (``restore_target``); both bound their memory, and a file whose content fails
+        a check is never published."""
         repo = self._open(create=False)
         # Shared: a concurrent garbage collection must not remove chunks being read.
-        with repo.lock(exclusive=False), RestoreTarget(root, overwrite=overwrite) as target:
-            for entry in manifest.entries:
+        with (
+            repo.lock(exclusive=False),
+            RestoreTarget(root, overwrite=overwrite) as target,
+            ReadAhead(repo, manifest.backup_id) as ahead,
+        ):
+            for entry, content in ahead.entries(manifest.entries):
                 if entry.type == "dir":
                     target.directory(entry.path, mode=entry.mode, mtime_ns=entry.mtime_ns)
                 elif entry.type == "symlink":
                     assert entry.target is not None
                     target.symlink(entry.path, entry.target, mtime_ns=entry.mtime_ns)
                 else:
-                    target.file(
-                        entry.path,
-                        _checked_content(repo, entry, manifest.backup_id),
-                        mode=entry.mode,
-                        mtime_ns=entry.mtime_ns,
-                    )
+                    target.file(entry.path, content, mode=entry.mode, mtime_ns=entry.mtime_ns)
                     counter.done(entry)
             target.finish()
 
@@ -542,19 +545,3 @@ async def _scratch_directory(prefix: str) -> AsyncIterator[Path]:
         yield path
     finally:
         await asyncio.to_thread(shutil.rmtree, path, True)
-
-
-def _checked_content(repo: Repository, entry: Entry, backup_id: str) -> Iterator[bytes]:
-    """The content of ``entry``, chunk by chunk; raises IntegrityError at the end when
-    it does not hash to the recorded SHA-256 (so the file is never put in place)."""
-    digest = hashlib.sha256()
-    size = 0
-    for chunk_id in entry.chunks:
-        data = repo.read_chunk(chunk_id)
-        digest.update(data)
-        size += len(data)
-        yield data
-    if size != entry.size or digest.hexdigest() != entry.sha256:
-        raise IntegrityError(
-            f"file {entry.path!r} of backup {backup_id!r} does not match its recorded hash"
-        )

@@ -76,7 +76,9 @@ def encode_blob(
     return sealer.seal(bytes((_RAW,)) + data, bytes.fromhex(cid))
 
 
-def decode_blob(sealer: Sealer, mac_key: bytes, entry: PackEntry, blob: bytes) -> bytes:
+def decode_blob(
+    sealer: Sealer, mac_key: bytes, entry: PackEntry, blob: bytes | memoryview
+) -> bytes:
     """The plaintext of ``entry`` from its stored ``blob``.
 
     Raises IntegrityError when the blob fails authentication, does not decompress, or its
