@@ -71,6 +71,7 @@ from types import TracebackType
 from typing import Literal
 
 from sergas_guard.errors import BackupError, ConfigurationError, UnsafeRestoreError
+from sergas_guard.recovery.atomic import start_writeback
 
 __all__ = ["BATCH_BYTES", "BATCH_FILES", "TEMP_PREFIX", "RestoreTarget", "split_relpath"]
 
@@ -83,7 +84,9 @@ BATCH_BYTES = 64 * 1024 * 1024
 # Files up to this size are written by a writer thread, and how much data may wait for one.
 _SMALL_FILE = 1024 * 1024
 _IN_FLIGHT_BYTES = 16 * 1024 * 1024
-_WRITERS = 2
+_WRITERS = int(os.environ.get("SG_WRITERS", "2"))
+# A large file is sent on its way to the disk every this many bytes while it is written.
+_WRITEBACK_STEP = 8 * 1024 * 1024
 
 # Zero runs of whole blocks of this size (aligned to the file offset) become holes.
 _BLOCK = 4096
@@ -97,14 +100,15 @@ _ATTEMPTS = 4
 _Kind = Literal["dir", "file", "symlink"]
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Pending:
-    """A file written to a temporary name, waiting for its batch's rename."""
+    """A file written to a temporary name, waiting for its batch's fsync and rename."""
 
     key: int  # the owned directory fd in RestoreTarget._temps
     parts: tuple[str, ...]
     temp: str
-    write: Future[None] | None  # a writer thread's job; None: written and fsynced already
+    write: Future[int] | None  # a writer thread's job, giving ``fd``; None: written
+    fd: int = -1  # the written file, open until the batch is fsynced
 
 
 def split_relpath(relpath: object) -> tuple[str, ...]:
@@ -137,10 +141,13 @@ def _write_sparse(fd: int, chunks: Iterable[bytes]) -> int:
     """Write ``chunks`` from offset 0 of the new, empty file ``fd`` and return its size.
 
     Aligned whole blocks of zeros are left as holes (a new file reads zeros there) and the
-    file is truncated to its size at the end, in case it ends in a hole. Raises OSError.
+    file is truncated to its size at the end, in case it ends in a hole. The data is sent
+    on its way to the disk every few MiB and at the end (:func:`start_writeback`), so the
+    ``fsync`` that makes it durable later finds little left to do. Raises OSError.
     """
     pos = 0  # file offset of the current chunk
     written = 0  # end of the last data written
+    sent = 0  # data before this offset was handed to start_writeback
     for chunk in chunks:
         view = memoryview(chunk)
         size = len(view)
@@ -169,29 +176,33 @@ def _write_sparse(fd: int, chunks: Iterable[bytes]) -> int:
             _pwrite_all(fd, view[start:], pos + start)
             written = pos + size
         pos += size
+        if pos - sent >= _WRITEBACK_STEP:
+            start_writeback(fd, sent, pos - sent)
+            sent = pos
     if written < pos:
         os.ftruncate(fd, pos)
+    start_writeback(fd, sent)
     return pos
 
 
-def _write_temp(parent: int, temp: str, chunks: list[bytes], mode: int, mtime_ns: int) -> None:
-    """Create ``temp`` in ``parent`` (never an existing name) holding ``chunks``, fsynced.
+def _write_temp(parent: int, temp: str, chunks: Iterable[bytes], mode: int, mtime_ns: int) -> int:
+    """Create ``temp`` in ``parent`` (never an existing name) holding ``chunks``, with
+    ``mode`` and ``mtime_ns``; its open descriptor, for the batch's ``fsync``.
 
-    Removes the file and raises OSError when that fails.
+    Removes the file and raises OSError when that fails (as well as an exception from
+    ``chunks``).
     """
     fd = os.open(temp, _TEMP_FLAGS, 0o600, dir_fd=parent)
     try:
-        try:
-            _write_sparse(fd, chunks)
-            os.fchmod(fd, mode)
-            os.utime(fd, ns=(mtime_ns, mtime_ns))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _write_sparse(fd, chunks)
+        os.fchmod(fd, mode)
+        os.utime(fd, ns=(mtime_ns, mtime_ns))
     except BaseException:
+        os.close(fd)
         with contextlib.suppress(OSError):
             os.unlink(temp, dir_fd=parent)
         raise
+    return fd
 
 
 def _take(chunks: Iterable[bytes], limit: int) -> tuple[list[bytes], Iterator[bytes] | None]:
@@ -276,7 +287,7 @@ class RestoreTarget:
         self._pending_bytes = 0
         self._pool: ThreadPoolExecutor | None = None
         # Writes handed to the pool and not known to be done, with their sizes.
-        self._in_flight: deque[tuple[Future[None], int]] = deque()
+        self._in_flight: deque[tuple[Future[int], int]] = deque()
         self._in_flight_bytes = 0
         self._cached_parent: tuple[tuple[str, ...], int] | None = None
 
@@ -344,9 +355,7 @@ class RestoreTarget:
         temp = f"{TEMP_PREFIX}{secrets.token_hex(8)}.tmp"
         # Registered before it exists: _release() waits for the writers, then removes it.
         key = self._remember_temp(parent, temp)
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(_WRITERS, thread_name_prefix="sergas-restore")
-        future = self._pool.submit(_write_temp, key, temp, chunks, mode, mtime_ns)
+        future = self._writers().submit(_write_temp, key, temp, chunks, mode, mtime_ns)
         size = sum(len(chunk) for chunk in chunks)
         self._pending.append(_Pending(key, parts, temp, future))
         self._pending_bytes += size
@@ -369,23 +378,20 @@ class RestoreTarget:
             key = self._remember_temp(parent, temp)
             size = 0
             try:
-                try:
-                    size = _write_sparse(fd, chunks)
-                    os.fchmod(fd, mode)
-                    os.utime(fd, ns=(mtime_ns, mtime_ns))
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                size = _write_sparse(fd, chunks)
+                os.fchmod(fd, mode)
+                os.utime(fd, ns=(mtime_ns, mtime_ns))
                 if self._closed:
                     raise BackupError(f"restoring {relpath!r} was aborted")
             except BaseException:
+                os.close(fd)
                 with contextlib.suppress(OSError):
                     os.unlink(temp, dir_fd=parent)
                 self._forget_temp(key)
                 raise
         except OSError as exc:
             raise _failed(relpath, exc) from exc
-        self._pending.append(_Pending(key, parts, temp, None))
+        self._pending.append(_Pending(key, parts, temp, None, fd))
         self._pending_bytes += size
 
     def symlink(self, relpath: str, target: str, *, mtime_ns: int | None = None) -> None:
@@ -450,6 +456,8 @@ class RestoreTarget:
             self._pool = None
         self._in_flight.clear()
         self._in_flight_bytes = 0
+        for item in self._pending:
+            self._close_written(item)
         for parent, temp in self._temps.values():
             with contextlib.suppress(OSError):
                 os.unlink(temp, dir_fd=parent)
@@ -519,15 +527,26 @@ class RestoreTarget:
         """
         if not self._pending:
             return
-        # Every write of the batch must be complete (and fsynced) before any rename.
+        # Every write of the batch must be complete and durable before any rename.
         for item in self._pending:
             if item.write is not None:
                 try:
-                    item.write.result()
+                    item.fd = item.write.result()
                 except OSError as exc:
                     raise _failed("/".join(item.parts), exc) from exc
+                item.write = None
         self._in_flight.clear()
         self._in_flight_bytes = 0
+        # Each file's data has been on its way to the disk since it was written; fsyncs
+        # running side by side then share the filesystem's journal commits.
+        syncs = [(item, self._writers().submit(os.fsync, item.fd)) for item in self._pending]
+        for item, sync in syncs:
+            try:
+                sync.result()
+            except OSError as exc:
+                raise _failed("/".join(item.parts), exc) from exc
+        for item in self._pending:
+            self._close_written(item)
         while self._pending:
             item = self._pending[0]
             relpath = "/".join(item.parts)
@@ -542,6 +561,22 @@ class RestoreTarget:
             self._pending.popleft()
             self._forget_temp(item.key)
         self._pending_bytes = 0
+
+    def _writers(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(_WRITERS, thread_name_prefix="sergas-restore")
+        return self._pool
+
+    @staticmethod
+    def _close_written(item: _Pending) -> None:
+        """Close the descriptor of a written file (after the writer threads stopped)."""
+        if item.write is not None and item.write.done() and not item.write.cancelled():
+            if item.write.exception() is None:
+                item.fd = item.write.result()
+            item.write = None
+        if item.fd >= 0:
+            os.close(item.fd)
+            item.fd = -1
 
     def _drop_cached_parent(self) -> None:
         if self._cached_parent is not None:
