@@ -173,8 +173,9 @@ def create(
 ) -> None:
     """Back up --source into the repository (created, encrypted, on first use)."""
     session.secrets.extend(url_secrets(source))  # a DSN source may carry a password
+    repository = None
     if Repository.is_repository(session.repo):
-        session.open_repository()  # a wrong passphrase fails here, before any work
+        repository = session.open_repository()  # a wrong passphrase fails here, before any work
     elif session.passphrase is None:
         session.fail(
             EXIT_CONFIG,
@@ -182,7 +183,7 @@ def create(
             " one: set $SERGAS_GUARD_BACKUP_PASSPHRASE (or --passphrase-file/-env), or run"
             " `sergas-guard backup init --no-encryption` first",
         )
-    manager = support.manager(session)
+    manager = support.manager(session, repository)
     console = support.err_console()
     started = time.monotonic()
     with session.errors(), session.stop_at_once_on_interrupt():
@@ -277,8 +278,7 @@ def _list_table(backups: list[BackupMetadata]) -> Table:
 @common_options
 def list_(session: Session, backup_type: str | None) -> None:
     """List the complete backups, oldest first."""
-    session.open_repository()
-    manager = support.manager(session)
+    manager = support.manager(session, session.open_repository())
     with session.errors():
         backups = manager.list_backups(backup_type=backup_type.lower() if backup_type else None)
     if session.as_json:
@@ -330,8 +330,7 @@ def restore(
     if (backup_id is None) == (at is None):
         raise click.UsageError("give --backup-id or --at (one of them)")
     session.secrets.extend(url_secrets(destination))  # a DSN destination may carry a password
-    session.open_repository()
-    manager = support.manager(session)
+    manager = support.manager(session, session.open_repository())
     console = support.err_console()
     started = time.monotonic()
     with session.errors(), session.stop_at_once_on_interrupt():

@@ -144,6 +144,14 @@ class BackupManager:
         # repository's file locks.
         self._mutex = threading.Lock()
 
+    @classmethod
+    def for_repository(cls, repository: Repository) -> BackupManager:
+        """A manager of ``repository``, already opened (so its key is not unlocked
+        again: a passphrase costs a deliberately slow key derivation each time)."""
+        manager = cls(repository.path)
+        manager._repository = repository
+        return manager
+
     def __repr__(self) -> str:
         return f"BackupManager({str(self.backup_dir)!r})"
 

@@ -146,6 +146,8 @@ class ReadAhead:
         #: The most :attr:`ahead_bytes` ever reached (what the budget bounds).
         self.peak_ahead_bytes = 0
         self._open: _Job | None = None
+        # Counts the entries handed out: a content is only readable during its turn.
+        self._turn = 0
 
     def __enter__(self) -> ReadAhead:
         return self
@@ -171,9 +173,10 @@ class ReadAhead:
         chunk (empty for a directory or symlink), read from ``entries`` lazily.
 
         The content must be read before the next entry is asked for (what is left of it
-        is skipped). It raises IntegrityError naming the file for a missing or damaged
-        chunk, or after the last chunk when the file does not match its recorded size
-        and SHA-256; BackupError when a pack cannot be read.
+        is skipped; reading it later raises RuntimeError). It raises IntegrityError
+        naming the file for a missing or damaged chunk, or after the last chunk when the
+        file does not match its recorded size and SHA-256; BackupError when a pack
+        cannot be read.
         """
         plan = self._plan(iter(entries))
         while True:
@@ -184,7 +187,8 @@ class ReadAhead:
                 # Left over from a file whose content the caller did not finish.
                 self._release(slot)
                 continue
-            yield slot, self._content(slot, plan) if slot.type == "file" else iter(())
+            self._turn += 1
+            yield slot, self._content(slot, plan, self._turn) if slot.type == "file" else iter(())
 
     # -- the window ------------------------------------------------------------------
 
@@ -245,11 +249,13 @@ class ReadAhead:
         decoded, results[slot.index] = results[slot.index], None
         return decoded
 
-    def _content(self, entry: Entry, plan: Iterator[Entry | _Chunk]) -> Iterator[bytes]:
+    def _content(self, entry: Entry, plan: Iterator[Entry | _Chunk], turn: int) -> Iterator[bytes]:
         digest = hashlib.sha256() if len(entry.chunks) != 1 else None
         whole: str | None = None
         size = 0
         for _ in entry.chunks:
+            if turn != self._turn:
+                raise RuntimeError(f"the content of {entry.path!r} was read after the next entry")
             slot = self._next(plan)
             assert isinstance(slot, _Chunk), "a file's chunks follow it in the window"
             try:
