@@ -22,8 +22,9 @@ one:
 * Checked content. A file's content raises IntegrityError naming the file when a chunk is
   missing or damaged, or (after its last chunk) when the file does not have its recorded
   size and SHA-256, so the restore target never publishes it. A file of one chunk (most
-  small files) is hashed by the worker that decoded it; the caller hashes the chunks of
-  larger files as it receives them.
+  small files) is hashed by the worker that decoded it; the chunks of a larger file are
+  hashed in order by one more thread while the caller writes them (at most 8 MiB of them
+  waiting), so the caller's thread only writes.
 
 A job covering the back of the window is handed to the workers once it cannot grow (the
 next chunk lies elsewhere, or it is 4 MiB) or when the caller reaches it.
@@ -53,6 +54,8 @@ __all__ = ["DEFAULT_BUDGET", "ReadAhead", "default_workers"]
 DEFAULT_BUDGET = 32 * 1024 * 1024
 # Adjacent blobs of one pack are read together up to this many bytes.
 _RUN_BYTES = 4 * 1024 * 1024
+# Chunks of a large file handed to the caller but not yet hashed, at most (plus one).
+_HASH_QUEUE_BYTES = 8 * 1024 * 1024
 # Entries and chunks in the window at most: a long stretch of directories and tiny files
 # costs slots, not bytes.
 _MAX_SLOTS = 4096
@@ -115,6 +118,31 @@ def _decode(repo: Repository, job: _Job) -> list[_Decoded | None]:
     return decoded
 
 
+class _OrderedDigest:
+    """SHA-256 of a file's chunks, updated on the one hashing thread in the order given,
+    while the caller goes on writing them."""
+
+    def __init__(self, hasher: ThreadPoolExecutor) -> None:
+        self._hasher = hasher
+        self._digest = hashlib.sha256()
+        self._queued: deque[tuple[Future[None], int]] = deque()
+        self._queued_bytes = 0
+
+    def update(self, data: bytes) -> None:
+        while self._queued and self._queued_bytes > _HASH_QUEUE_BYTES:
+            done, size = self._queued.popleft()
+            done.result()
+            self._queued_bytes -= size
+        self._queued.append((self._hasher.submit(self._digest.update, data), len(data)))
+        self._queued_bytes += len(data)
+
+    def hexdigest(self) -> str:
+        for done, _ in self._queued:
+            done.result()
+        self._queued.clear()
+        return self._digest.hexdigest()
+
+
 class ReadAhead:
     """Entries of one backup with their contents, decoded ahead by ``workers`` threads
     within ``budget`` bytes; see the module docstring. Use it as a context manager (the
@@ -140,6 +168,8 @@ class ReadAhead:
         self._backup_id = backup_id
         self._budget = budget
         self._pool = ThreadPoolExecutor(count, thread_name_prefix="sergas-read-ahead")
+        # One thread: the updates of a file's digest must run in order.
+        self._hasher = ThreadPoolExecutor(1, thread_name_prefix="sergas-restore-hash")
         self._window: deque[Entry | _Chunk] = deque()
         #: Plaintext bytes of the chunks in the window (decoded, being decoded or planned).
         self.ahead_bytes = 0
@@ -164,6 +194,7 @@ class ReadAhead:
         """Stop: jobs not started are dropped, running ones finish (they read packs, which
         the caller's repository lock protects only until it returns)."""
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._hasher.shutdown(wait=True, cancel_futures=True)
         self._window.clear()
         self._open = None
         self.ahead_bytes = 0
@@ -250,7 +281,7 @@ class ReadAhead:
         return decoded
 
     def _content(self, entry: Entry, plan: Iterator[Entry | _Chunk], turn: int) -> Iterator[bytes]:
-        digest = hashlib.sha256() if len(entry.chunks) != 1 else None
+        digest = _OrderedDigest(self._hasher) if len(entry.chunks) != 1 else None
         whole: str | None = None
         size = 0
         for _ in entry.chunks:

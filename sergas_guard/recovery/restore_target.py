@@ -290,6 +290,8 @@ class RestoreTarget:
         self._in_flight: deque[tuple[Future[int], int]] = deque()
         self._in_flight_bytes = 0
         self._cached_parent: tuple[tuple[str, ...], int] | None = None
+        self._temp_stem = secrets.token_hex(8)
+        self._temp_count = 0
 
     # -- the entries ---------------------------------------------------------------
 
@@ -328,8 +330,11 @@ class RestoreTarget:
         try:
             try:
                 parent = self._parent(parts)
-                # Refused before writing; checked again at the rename against races.
-                self._check_replaceable(parent, parts)
+                if self.overwrite:
+                    # A directory of the user's where the backup has a file: refused
+                    # before writing. In a target that was empty one can only appear by
+                    # a race, and the rename refuses it (EISDIR): no lstat per file.
+                    self._check_replaceable(parent, parts)
             except OSError as exc:
                 raise _failed(relpath, exc) from exc
             head, rest = _take(chunks, _SMALL_FILE)
@@ -352,7 +357,7 @@ class RestoreTarget:
         self, parent: int, parts: tuple[str, ...], chunks: list[bytes], mode: int, mtime_ns: int
     ) -> None:
         """Hand a small file to a writer thread; :meth:`_flush` waits for it."""
-        temp = f"{TEMP_PREFIX}{secrets.token_hex(8)}.tmp"
+        temp = self._temp_name()
         # Registered before it exists: _release() waits for the writers, then removes it.
         key = self._remember_temp(parent, temp)
         future = self._writers().submit(_write_temp, key, temp, chunks, mode, mtime_ns)
@@ -554,8 +559,10 @@ class RestoreTarget:
                 raise BackupError(f"restoring {relpath!r} was aborted")
             parent = self._temps[item.key][0]
             try:
-                self._check_replaceable(parent, item.parts)
+                # rename(2) never replaces a directory by a file: EISDIR.
                 os.replace(item.temp, item.parts[-1], src_dir_fd=parent, dst_dir_fd=parent)
+            except IsADirectoryError:
+                raise self._directory_in_the_way(item.parts) from None
             except OSError as exc:
                 raise _failed(relpath, exc) from exc
             self._pending.popleft()
@@ -656,7 +663,7 @@ class RestoreTarget:
 
     def _create_temp(self, parent: int) -> tuple[int, str]:
         for _ in range(_ATTEMPTS):
-            temp = f"{TEMP_PREFIX}{secrets.token_hex(8)}.tmp"
+            temp = self._temp_name()
             try:
                 return os.open(temp, _TEMP_FLAGS, 0o600, dir_fd=parent), temp
             except FileExistsError:
@@ -669,12 +676,19 @@ class RestoreTarget:
             st = os.lstat(parts[-1], dir_fd=parent)
         except FileNotFoundError:
             return
-        if not stat.S_ISDIR(st.st_mode):
-            return
+        if stat.S_ISDIR(st.st_mode):
+            raise self._directory_in_the_way(parts)
+
+    def _directory_in_the_way(self, parts: tuple[str, ...]) -> BackupError:
         relpath = "/".join(parts)
         if not self.overwrite:
-            raise UnsafeRestoreError(f"{relpath!r} appeared as a directory during the restore")
-        raise BackupError(f"{relpath!r} is an existing directory in the target; not replaced")
+            return UnsafeRestoreError(f"{relpath!r} appeared as a directory during the restore")
+        return BackupError(f"{relpath!r} is an existing directory in the target; not replaced")
+
+    def _temp_name(self) -> str:
+        # One random stem per target and a counter: a system call per file saved.
+        self._temp_count += 1
+        return f"{TEMP_PREFIX}{self._temp_stem}{self._temp_count:08x}.tmp"
 
     # -- finishing -------------------------------------------------------------------
 
@@ -682,7 +696,7 @@ class RestoreTarget:
         parts = split_relpath(relpath)
         parent = self._parent(parts)
         for _ in range(_ATTEMPTS):
-            temp = f"{TEMP_PREFIX}{secrets.token_hex(8)}.tmp"
+            temp = self._temp_name()
             try:
                 os.symlink(target, temp, dir_fd=parent)
                 break
