@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_BUDGET", "ReadAhead", "default_workers"]
 
 #: Plaintext bytes decoded (or being decoded) ahead of the caller, by default.
-DEFAULT_BUDGET = 32 * 1024 * 1024
+DEFAULT_BUDGET = 16 * 1024 * 1024
 # Adjacent blobs of one pack are read together up to this many bytes.
 _RUN_BYTES = 4 * 1024 * 1024
 # Chunks of a large file handed to the caller but not yet hashed, at most (plus one).

@@ -21,17 +21,22 @@ A manifest is untrusted input (a corrupted or hostile repository can say anythin
   the rename that publishes it). Renaming replaces the directory entry, so a
   pre-existing hard link to a file outside the target is detached, never written
   through.
-* Creating, writing and fsyncing a file cost about as much as reading and decrypting it
-  (the fsyncs alone were more than half of a restore of many small files), so small
-  files (up to 1 MiB) are handed to two writer threads while the caller decrypts the
-  next one; the data waiting for a writer is bounded (16 MiB). Larger files are streamed
-  and fsynced by the calling thread. Files are published in batches (by default 256
-  files or 64 MiB): once every write of the batch is complete and fsynced, the batch is
-  renamed into place in entry order (a later entry for a name wins), and
-  :meth:`RestoreTarget.finish` publishes the last batch and fsyncs every directory.
-  (One ``syncfs(2)`` per batch instead of the fsyncs was measured too: it also waits
-  for every other process's dirty data on the filesystem, such as a restore that just
-  ended, and was no faster.)
+* Writing and fsyncing files cost more than reading and decrypting them (a restore
+  decodes chunks ahead on other threads, see ``read_ahead``), and an fsync per file,
+  each waiting for its own journal commit, was most of it. So files are written first and
+  made durable together: small files (up to 1 MiB) are handed to writer threads (one per
+  core, at least four: they mostly wait for the disk) while the caller goes on, the data
+  waiting for a writer bounded (16 MiB); larger files are streamed by the calling thread.
+  Each file's data is sent on its way to the disk as it is written
+  (``sync_file_range(2)``, every 8 MiB of a large file), so the disk works from the first
+  byte. Files are published in batches (by default 256 files or 64 MiB): once every
+  write of the batch is complete, its files are fsynced side by side (their data mostly
+  written already, one journal commit serving many) and only then renamed into place in
+  entry order (a later entry for a name wins); :meth:`RestoreTarget.finish` publishes the
+  last batch and fsyncs every directory. A written file's descriptor stays open until
+  its batch is fsynced, so a batch holds two descriptors per file. (One ``syncfs(2)``
+  per batch instead of the fsyncs was measured too: it also waits for every other
+  process's dirty data on the filesystem, such as a restore that just ended.)
 * Sparse files stay sparse: every run of zero bytes covering whole 4 KiB blocks (aligned
   to the file offset, inside one chunk) is skipped instead of written, and the file is
   truncated to its full size at the end, so the skipped blocks read back as zeros without
@@ -84,7 +89,8 @@ BATCH_BYTES = 64 * 1024 * 1024
 # Files up to this size are written by a writer thread, and how much data may wait for one.
 _SMALL_FILE = 1024 * 1024
 _IN_FLIGHT_BYTES = 16 * 1024 * 1024
-_WRITERS = int(os.environ.get("SG_WRITERS", "2"))
+# Writer threads mostly wait for the disk (creating files, fsyncs): more than the cores.
+_WRITERS = max(4, os.cpu_count() or 1)
 # A large file is sent on its way to the disk every this many bytes while it is written.
 _WRITEBACK_STEP = 8 * 1024 * 1024
 
