@@ -90,14 +90,14 @@ def decode_blob(
         inner = sealer.open(blob, bytes.fromhex(entry.chunk_id))
     except IntegrityError as exc:
         raise IntegrityError(f"chunk {entry.chunk_id}: {exc}") from None
-    flag, payload = inner[:1], inner[1:]
+    flag, payload = inner[:1], memoryview(inner)[1:]  # a view: the frame is not copied
     if flag == bytes((_ZSTD,)):
         try:
             data = zstandard.ZstdDecompressor().decompress(payload, max_output_size=entry.size)
         except zstandard.ZstdError:
             raise IntegrityError(f"chunk {entry.chunk_id} does not decompress") from None
     elif flag == bytes((_RAW,)):
-        data = payload
+        data = bytes(payload)
     else:
         raise IntegrityError(f"chunk {entry.chunk_id} has an unknown encoding")
     if len(data) != entry.size or chunk_id(mac_key, data) != entry.chunk_id:

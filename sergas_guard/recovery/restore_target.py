@@ -34,7 +34,7 @@ A manifest is untrusted input (a corrupted or hostile repository can say anythin
   written already, one journal commit serving many) and only then renamed into place in
   entry order (a later entry for a name wins); :meth:`RestoreTarget.finish` publishes the
   last batch and fsyncs every directory. A written file's descriptor stays open until
-  its batch is fsynced, so a batch holds two descriptors per file. (One ``syncfs(2)``
+  its batch is fsynced, so a batch holds a descriptor per file. (One ``syncfs(2)``
   per batch instead of the fsyncs was measured too: it also waits for every other
   process's dirty data on the filesystem, such as a restore that just ended.)
 * Sparse files stay sparse: every run of zero bytes covering whole 4 KiB blocks (aligned
@@ -110,11 +110,23 @@ _Kind = Literal["dir", "file", "symlink"]
 class _Pending:
     """A file written to a temporary name, waiting for its batch's fsync and rename."""
 
-    key: int  # the owned directory fd in RestoreTarget._temps
+    key: int  # its entry in RestoreTarget._temps
     parts: tuple[str, ...]
     temp: str
     write: Future[int] | None  # a writer thread's job, giving ``fd``; None: written
     fd: int = -1  # the written file, open until the batch is fsynced
+
+
+class _Dir:
+    """A directory descriptor shared by the walk's cache and the temporary files in it,
+    closed with its last user (a descriptor per file would cost a ``dup`` each: a system
+    call, and a wait for the GIL after it while the decoding threads hold it)."""
+
+    __slots__ = ("fd", "users")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.users = 1
 
 
 def split_relpath(relpath: object) -> tuple[str, ...]:
@@ -286,7 +298,8 @@ class RestoreTarget:
         # Pre-existing directories made writable for the restore, with their original mode.
         self._loosened: dict[str, int] = {}
         # Temporary names alive right now: (owned directory fd, name).
-        self._temps: dict[int, tuple[int, str]] = {}
+        self._temps: dict[int, tuple[_Dir, str]] = {}
+        self._temp_keys = 0
         # Written files waiting for their batch's rename, in entry order (a later entry for
         # the same name must win), and their bytes.
         self._pending: deque[_Pending] = deque()
@@ -295,7 +308,7 @@ class RestoreTarget:
         # Writes handed to the pool and not known to be done, with their sizes.
         self._in_flight: deque[tuple[Future[int], int]] = deque()
         self._in_flight_bytes = 0
-        self._cached_parent: tuple[tuple[str, ...], int] | None = None
+        self._cached_parent: tuple[tuple[str, ...], _Dir] | None = None
         self._temp_stem = secrets.token_hex(8)
         self._temp_count = 0
 
@@ -366,7 +379,7 @@ class RestoreTarget:
         temp = self._temp_name()
         # Registered before it exists: _release() waits for the writers, then removes it.
         key = self._remember_temp(parent, temp)
-        future = self._writers().submit(_write_temp, key, temp, chunks, mode, mtime_ns)
+        future = self._writers().submit(_write_temp, parent, temp, chunks, mode, mtime_ns)
         size = sum(len(chunk) for chunk in chunks)
         self._pending.append(_Pending(key, parts, temp, future))
         self._pending_bytes += size
@@ -469,10 +482,10 @@ class RestoreTarget:
         self._in_flight_bytes = 0
         for item in self._pending:
             self._close_written(item)
-        for parent, temp in self._temps.values():
+        for directory, temp in self._temps.values():
             with contextlib.suppress(OSError):
-                os.unlink(temp, dir_fd=parent)
-            os.close(parent)
+                os.unlink(temp, dir_fd=directory.fd)
+            self._unuse(directory)
         self._temps.clear()
         self._pending.clear()
         self._pending_bytes = 0
@@ -519,14 +532,28 @@ class RestoreTarget:
         self._kinds[relpath] = kind
 
     def _remember_temp(self, parent: int, temp: str) -> int:
-        owned = os.dup(parent)
-        self._temps[owned] = (owned, temp)
-        return owned
+        """Record ``temp`` in the directory ``parent`` (from :meth:`_parent`), keeping
+        the directory open until the temporary file is renamed or removed; its key."""
+        cached = self._cached_parent
+        if cached is not None and cached[1].fd == parent:
+            directory = cached[1]
+            directory.users += 1
+        else:
+            directory = _Dir(os.dup(parent))
+        self._temp_keys += 1
+        self._temps[self._temp_keys] = (directory, temp)
+        return self._temp_keys
 
     def _forget_temp(self, key: int) -> None:
         entry = self._temps.pop(key, None)
         if entry is not None:
-            os.close(entry[0])
+            self._unuse(entry[0])
+
+    @staticmethod
+    def _unuse(directory: _Dir) -> None:
+        directory.users -= 1
+        if directory.users == 0:
+            os.close(directory.fd)
 
     def _flush(self) -> None:
         """Wait for the pending batch's writes (each fsynced), then rename it into place
@@ -563,7 +590,7 @@ class RestoreTarget:
             relpath = "/".join(item.parts)
             if self._closed:
                 raise BackupError(f"restoring {relpath!r} was aborted")
-            parent = self._temps[item.key][0]
+            parent = self._temps[item.key][0].fd
             try:
                 # rename(2) never replaces a directory by a file: EISDIR.
                 os.replace(item.temp, item.parts[-1], src_dir_fd=parent, dst_dir_fd=parent)
@@ -593,7 +620,7 @@ class RestoreTarget:
 
     def _drop_cached_parent(self) -> None:
         if self._cached_parent is not None:
-            os.close(self._cached_parent[1])
+            self._unuse(self._cached_parent[1])
             self._cached_parent = None
 
     # -- walking -----------------------------------------------------------------------
@@ -603,10 +630,10 @@ class RestoreTarget:
         come directory by directory)."""
         parent_parts = parts[:-1]
         if self._cached_parent is not None and self._cached_parent[0] == parent_parts:
-            return self._cached_parent[1]
+            return self._cached_parent[1].fd
         fd = self._walk(parent_parts)
         self._drop_cached_parent()
-        self._cached_parent = (parent_parts, fd)
+        self._cached_parent = (parent_parts, _Dir(fd))
         return fd
 
     def _walk(self, parts: tuple[str, ...]) -> int:
