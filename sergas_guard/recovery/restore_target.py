@@ -29,14 +29,19 @@ A manifest is untrusted input (a corrupted or hostile repository can say anythin
   waiting for a writer bounded (16 MiB); larger files are streamed by the calling thread.
   Each file's data is sent on its way to the disk as it is written
   (``sync_file_range(2)``, every 8 MiB of a large file), so the disk works from the first
-  byte. Files are published in batches (by default 256 files or 64 MiB): once every
-  write of the batch is complete, its files are fsynced side by side (their data mostly
-  written already, one journal commit serving many) and only then renamed into place in
-  entry order (a later entry for a name wins); :meth:`RestoreTarget.finish` publishes the
-  last batch and fsyncs every directory. A written file's descriptor stays open until
-  its batch is fsynced, so a batch holds a descriptor per file. (One ``syncfs(2)``
-  per batch instead of the fsyncs was measured too: it also waits for every other
-  process's dirty data on the filesystem, such as a restore that just ended.)
+  byte. Files are published in batches (by default 256 files or 64 MiB), by one more
+  thread while the caller writes the next batch: once every write of the batch is
+  complete, its files are fsynced side by side (their data mostly written already, one
+  journal commit serving many) and only then renamed into place in entry order. One
+  batch is published at a time, in order, and the next is handed over only when the
+  previous one is published, so a later entry for a name wins and at most two batches
+  are unpublished; :meth:`RestoreTarget.finish` publishes the last batch and fsyncs
+  every directory, and :meth:`RestoreTarget.abort` lets a batch being published finish.
+  A written file's descriptor stays open until its batch is fsynced (a descriptor per
+  file of two batches). (Waiting for each batch's publication before writing on cost a
+  quarter of a 1 GiB restore; one ``syncfs(2)`` per batch instead of the fsyncs also
+  waits for every other process's dirty data on the filesystem, such as a restore that
+  just ended.)
 * Sparse files stay sparse: every run of zero bytes covering whole 4 KiB blocks (aligned
   to the file offset, inside one chunk) is skipped instead of written, and the file is
   truncated to its full size at the end, so the skipped blocks read back as zeros without
@@ -111,6 +116,7 @@ class _Pending:
     """A file written to a temporary name, waiting for its batch's fsync and rename."""
 
     key: int  # its entry in RestoreTarget._temps
+    parent: int  # its directory, open while the entry lasts
     parts: tuple[str, ...]
     temp: str
     write: Future[int] | None  # a writer thread's job, giving ``fd``; None: written
@@ -260,8 +266,8 @@ class RestoreTarget:
         """Open ``root`` (created with its parents when missing) for restoring.
 
         Files are published ``batch_files`` files or ``batch_bytes`` bytes at a time
-        (whichever comes first), once all of them are fsynced; ``batch_files=1``
-        renames each file as soon as it is durable.
+        (whichever comes first), by a publishing thread once all of them are fsynced;
+        ``batch_files=1`` renames each file as soon as it is durable.
 
         Raises ConfigurationError for a batch bound below 1; BackupError when ``root``
         cannot be created or opened as a directory, or is not empty and ``overwrite``
@@ -305,6 +311,10 @@ class RestoreTarget:
         self._pending: deque[_Pending] = deque()
         self._pending_bytes = 0
         self._pool: ThreadPoolExecutor | None = None
+        # Batches are fsynced and renamed by one more thread, one batch at a time.
+        self._publisher: ThreadPoolExecutor | None = None
+        self._publication: Future[None] | None = None
+        self._publishing: list[_Pending] = []
         # Writes handed to the pool and not known to be done, with their sizes.
         self._in_flight: deque[tuple[Future[int], int]] = deque()
         self._in_flight_bytes = 0
@@ -337,7 +347,8 @@ class RestoreTarget:
         An exception from ``chunks`` (e.g. IntegrityError) propagates after the temporary
         file is removed. Raises UnsafeRestoreError for a path that escapes the target or
         conflicts with another entry, BackupError when the filesystem refuses (also for
-        an earlier file of the batch this call completes).
+        a file of the previous batch, whose publication a call completing a batch waits
+        for).
         """
         self._check_open()
         parts = split_relpath(relpath)
@@ -381,7 +392,7 @@ class RestoreTarget:
         key = self._remember_temp(parent, temp)
         future = self._writers().submit(_write_temp, parent, temp, chunks, mode, mtime_ns)
         size = sum(len(chunk) for chunk in chunks)
-        self._pending.append(_Pending(key, parts, temp, future))
+        self._pending.append(_Pending(key, parent, parts, temp, future))
         self._pending_bytes += size
         self._in_flight.append((future, size))
         self._in_flight_bytes += size
@@ -415,7 +426,7 @@ class RestoreTarget:
                 raise
         except OSError as exc:
             raise _failed(relpath, exc) from exc
-        self._pending.append(_Pending(key, parts, temp, None, fd))
+        self._pending.append(_Pending(key, parent, parts, temp, None, fd))
         self._pending_bytes += size
 
     def symlink(self, relpath: str, target: str, *, mtime_ns: int | None = None) -> None:
@@ -443,7 +454,7 @@ class RestoreTarget:
         # in use; it only marks the target closed, and this returns by raising.
         self._busy = True
         try:
-            self._flush()
+            self._flush(wait=True)
             for relpath, (target, mtime_ns) in self._symlinks.items():
                 try:
                     self._create_symlink(relpath, target, mtime_ns)
@@ -458,9 +469,10 @@ class RestoreTarget:
 
     def abort(self) -> None:
         """Remove the temporary files of unfinished writes, including the written files
-        of a batch not yet renamed into place, and close the target.
+        of the batch not yet complete, and close the target.
 
-        Files already renamed into place are complete and stay. Never raises; calling it
+        Files already renamed into place are complete and stay, and so do those of a
+        complete batch being published (abort waits for it). Never raises; calling it
         again does nothing.
         """
         if self._closed:
@@ -473,15 +485,24 @@ class RestoreTarget:
             self._release()
 
     def _release(self) -> None:
-        """Wait for the writer threads, remove every temporary file and close."""
+        """Wait for the publishing and writer threads, remove every temporary file and
+        close."""
+        if self._publisher is not None:
+            # First: it waits for writes and submits fsyncs to the writers. The batch
+            # handed to it (one at most) is published unless it fails; the temporary
+            # names it renamed are gone already (ENOENT, ignored below).
+            self._publisher.shutdown(wait=True)
+            self._publisher = None
+        self._publication = None
         if self._pool is not None:
             # Queued writes never start; running ones finish, so their files are known.
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
         self._in_flight.clear()
         self._in_flight_bytes = 0
-        for item in self._pending:
+        for item in chain(self._publishing, self._pending):
             self._close_written(item)
+        self._publishing = []
         for directory, temp in self._temps.values():
             with contextlib.suppress(OSError):
                 os.unlink(temp, dir_fd=directory.fd)
@@ -555,52 +576,71 @@ class RestoreTarget:
         if directory.users == 0:
             os.close(directory.fd)
 
-    def _flush(self) -> None:
-        """Wait for the pending batch's writes (each fsynced), then rename it into place
-        in entry order.
+    def _flush(self, *, wait: bool = False) -> None:
+        """Hand the pending batch to the publishing thread, once the batch before it is
+        published (so at most two batches are unpublished, and batches are renamed in
+        order); with ``wait``, also wait for it. Meanwhile the caller goes on writing.
 
-        Raises BackupError (or UnsafeRestoreError for a directory that appeared at a
-        file's name) naming the file that failed; the rest of the batch stays as
-        temporary files for :meth:`abort` to remove.
+        Raises what publishing the previous batch (or, with ``wait``, this one) raised:
+        BackupError (or UnsafeRestoreError for a directory that appeared at a file's
+        name) naming the file that failed; the rest stays as temporary files for
+        :meth:`abort` to remove.
         """
-        if not self._pending:
+        self._await_publication()
+        if self._pending:
+            batch = list(self._pending)
+            self._pending.clear()
+            self._pending_bytes = 0
+            writers = self._writers()  # created on this thread, used by both
+            if self._publisher is None:
+                self._publisher = ThreadPoolExecutor(1, thread_name_prefix="sergas-publish")
+            self._publishing = batch
+            self._publication = self._publisher.submit(self._publish, batch, writers)
+        if wait:
+            self._await_publication()
+
+    def _await_publication(self) -> None:
+        publication, self._publication = self._publication, None
+        if publication is None:
             return
+        publication.result()  # on failure _publishing stays, for _release()
+        for item in self._publishing:
+            self._forget_temp(item.key)
+        self._publishing = []
+
+    def _publish(self, batch: list[_Pending], writers: ThreadPoolExecutor) -> None:
+        """On the publishing thread: wait for the batch's writes, fsync its files side by
+        side, then rename them into place in entry order."""
         # Every write of the batch must be complete and durable before any rename.
-        for item in self._pending:
+        for item in batch:
             if item.write is not None:
                 try:
                     item.fd = item.write.result()
                 except OSError as exc:
                     raise _failed("/".join(item.parts), exc) from exc
                 item.write = None
-        self._in_flight.clear()
-        self._in_flight_bytes = 0
         # Each file's data has been on its way to the disk since it was written; fsyncs
         # running side by side then share the filesystem's journal commits.
-        syncs = [(item, self._writers().submit(os.fsync, item.fd)) for item in self._pending]
+        syncs = [(item, writers.submit(os.fsync, item.fd)) for item in batch]
         for item, sync in syncs:
             try:
                 sync.result()
             except OSError as exc:
                 raise _failed("/".join(item.parts), exc) from exc
-        for item in self._pending:
+        for item in batch:
             self._close_written(item)
-        while self._pending:
-            item = self._pending[0]
+        # Not stopped by abort(): a batch handed over is complete, and is published.
+        for item in batch:
             relpath = "/".join(item.parts)
-            if self._closed:
-                raise BackupError(f"restoring {relpath!r} was aborted")
-            parent = self._temps[item.key][0].fd
             try:
                 # rename(2) never replaces a directory by a file: EISDIR.
-                os.replace(item.temp, item.parts[-1], src_dir_fd=parent, dst_dir_fd=parent)
+                os.replace(
+                    item.temp, item.parts[-1], src_dir_fd=item.parent, dst_dir_fd=item.parent
+                )
             except IsADirectoryError:
                 raise self._directory_in_the_way(item.parts) from None
             except OSError as exc:
                 raise _failed(relpath, exc) from exc
-            self._pending.popleft()
-            self._forget_temp(item.key)
-        self._pending_bytes = 0
 
     def _writers(self) -> ThreadPoolExecutor:
         if self._pool is None:
