@@ -17,6 +17,12 @@ written, so concurrent backups are safe and garbage collection (exclusive) never
 collects the chunks of a backup in progress. Backups of one strategy and source form
 chains; :func:`choose_parent` says which earlier backup each type builds on. The
 blocking file and repository work runs in a worker thread, never on the event loop.
+
+A restore is a pipeline: ``read_ahead`` decodes the chunks of the manifest's entries
+ahead, in order, on a thread pool within a byte budget, while ``restore_target`` writes
+the files on writer threads and publishes them in batches (fsynced, then renamed) on a
+publishing thread; each bounds its memory, and a file whose chunk or hash check fails
+is never published.
 """
 
 from __future__ import annotations
