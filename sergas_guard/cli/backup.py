@@ -173,8 +173,9 @@ def create(
 ) -> None:
     """Back up --source into the repository (created, encrypted, on first use)."""
     session.secrets.extend(url_secrets(source))  # a DSN source may carry a password
+    repository = None
     if Repository.is_repository(session.repo):
-        session.open_repository()  # a wrong passphrase fails here, before any work
+        repository = session.open_repository()  # a wrong passphrase fails here, before any work
     elif session.passphrase is None:
         session.fail(
             EXIT_CONFIG,
@@ -182,7 +183,7 @@ def create(
             " one: set $SERGAS_GUARD_BACKUP_PASSPHRASE (or --passphrase-file/-env), or run"
             " `sergas-guard backup init --no-encryption` first",
         )
-    manager = support.manager(session)
+    manager = support.manager(session, repository)
     console = support.err_console()
     started = time.monotonic()
     with session.errors(), session.stop_at_once_on_interrupt():
@@ -290,8 +291,7 @@ def list_(session: Session, backup_type: str | None) -> None:
     """List the complete backups, oldest first, with when each was last verified, and
     the backups whose manifest cannot be read (exit code 0 all the same: listing
     worked; ``verify`` fails on them)."""
-    session.open_repository()
-    manager = support.manager(session)
+    manager = support.manager(session, session.open_repository())
     with session.errors():
         backups = manager.list_backups(backup_type=backup_type.lower() if backup_type else None)
         unreadable = manager.unreadable_backups()
@@ -360,8 +360,7 @@ def restore(
     if (backup_id is None) == (at is None):
         raise click.UsageError("give --backup-id or --at (one of them)")
     session.secrets.extend(url_secrets(destination))  # a DSN destination may carry a password
-    session.open_repository()
-    manager = support.manager(session)
+    manager = support.manager(session, session.open_repository())
     console = support.err_console()
     started = time.monotonic()
     with session.errors(), session.stop_at_once_on_interrupt():

@@ -158,8 +158,7 @@ def cleanup(
             use_retention_days=not ignore_retention_days,
             **keep,
         )
-    session.open_repository()
-    manager = support.manager(session)
+    manager = support.manager(session, session.open_repository())
     with (
         session.errors(),
         session.stop_at_once_on_interrupt(),

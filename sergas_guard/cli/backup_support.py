@@ -187,9 +187,13 @@ def out_console() -> Console:
     return console if console.is_terminal else Console(width=200)
 
 
-def manager(session: Session) -> BackupManager:
-    """The manager of the session's repository; exits on a bad argument."""
+def manager(session: Session, repository: Repository | None) -> BackupManager:
+    """The manager of the session's repository: of ``repository`` when the command has
+    opened it already (its key is unlocked once per command), else one that creates the
+    repository at its first backup. Exits on a bad argument."""
     with session.errors():
+        if repository is not None:
+            return BackupManager.for_repository(repository)
         return BackupManager(session.repo, passphrase=session.passphrase)
 
 

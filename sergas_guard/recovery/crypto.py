@@ -208,7 +208,7 @@ class Sealer(Protocol):
 
     def seal(self, plaintext: bytes, aad: bytes) -> bytes: ...
 
-    def open(self, blob: bytes, aad: bytes) -> bytes:
+    def open(self, blob: bytes | memoryview, aad: bytes) -> bytes:
         """Raises IntegrityError when ``blob`` was altered or belongs to another ``aad``."""
         ...
 
@@ -225,7 +225,7 @@ class AesGcmSealer:
         nonce = secrets.token_bytes(_NONCE)
         return nonce + self._aead.encrypt(nonce, plaintext, aad)
 
-    def open(self, blob: bytes, aad: bytes) -> bytes:
+    def open(self, blob: bytes | memoryview, aad: bytes) -> bytes:
         if len(blob) < self.overhead:
             raise IntegrityError("a stored blob is truncated")
         try:
@@ -243,7 +243,7 @@ class ChecksumSealer:
     def __init__(self, key: bytes) -> None:
         self._key = key
 
-    def _digest(self, plaintext: bytes, aad: bytes) -> bytes:
+    def _digest(self, plaintext: bytes | memoryview, aad: bytes) -> bytes:
         mac = hmac.new(self._key, digestmod="sha256")
         mac.update(len(aad).to_bytes(4, "little"))
         mac.update(aad)
@@ -253,10 +253,10 @@ class ChecksumSealer:
     def seal(self, plaintext: bytes, aad: bytes) -> bytes:
         return self._digest(plaintext, aad) + plaintext
 
-    def open(self, blob: bytes, aad: bytes) -> bytes:
+    def open(self, blob: bytes | memoryview, aad: bytes) -> bytes:
         if len(blob) < self.overhead:
             raise IntegrityError("a stored blob is truncated")
         plaintext = blob[32:]
         if not secrets.compare_digest(self._digest(plaintext, aad), blob[:32]):
             raise IntegrityError("a stored blob failed its checksum")
-        return plaintext
+        return bytes(plaintext)

@@ -17,19 +17,24 @@ written, so concurrent backups are safe and garbage collection (exclusive) never
 collects the chunks of a backup in progress. Backups of one strategy and source form
 chains; :func:`choose_parent` says which earlier backup each type builds on. The
 blocking file and repository work runs in a worker thread, never on the event loop.
+
+A restore is a pipeline: ``read_ahead`` decodes the chunks of the manifest's entries
+ahead, in order, on a thread pool within a byte budget, while ``restore_target`` writes
+the files on writer threads and publishes them in batches (fsynced, then renamed) on a
+publishing thread; each bounds its memory, and a file whose chunk or hash check fails
+is never published.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
 import shutil
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,6 +55,7 @@ from sergas_guard.recovery.manifest import (
     metadata_of,
     parse_header,
 )
+from sergas_guard.recovery.read_ahead import ReadAhead
 from sergas_guard.recovery.repository import GcReport, Repository, VerifyReport
 from sergas_guard.recovery.restore_target import RestoreTarget
 from sergas_guard.recovery.retention import Candidate, Decision, RetentionPolicy, select
@@ -151,6 +157,14 @@ class BackupManager:
         # one manager run concurrently; other processes coordinate through the
         # repository's file locks.
         self._mutex = threading.Lock()
+
+    @classmethod
+    def for_repository(cls, repository: Repository) -> BackupManager:
+        """A manager of ``repository``, already opened (so its key is not unlocked
+        again: a passphrase costs a deliberately slow key derivation each time)."""
+        manager = cls(repository.path)
+        manager._repository = repository
+        return manager
 
     def __repr__(self) -> str:
         return f"BackupManager({str(self.backup_dir)!r})"
@@ -438,13 +452,18 @@ class BackupManager:
         counter: _Counter,
         applier: MetaApplier | None = None,
     ) -> None:
+        """Write the tree of ``manifest`` under ``root``: chunks are decoded ahead on a
+        thread pool (``read_ahead``) while the target writes and publishes the files
+        (``restore_target``); both bound their memory, and a file whose content fails
+        a check is never published."""
         repo = self._open(create=False)
         # Shared: a concurrent garbage collection must not remove chunks being read.
         with (
             repo.lock(exclusive=False),
             RestoreTarget(root, overwrite=overwrite, meta=applier) as target,
+            ReadAhead(repo, manifest.backup_id) as ahead,
         ):
-            for entry in manifest.entries:
+            for entry, content in ahead.entries(manifest.entries):
                 meta = FileMeta(entry.uid, entry.gid, entry.xattrs)
                 if entry.type == "dir":
                     target.directory(
@@ -459,7 +478,7 @@ class BackupManager:
                 else:
                     target.file(
                         entry.path,
-                        _checked_content(repo, entry, manifest.backup_id),
+                        content,
                         mode=entry.mode,
                         mtime_ns=entry.mtime_ns,
                         meta=meta,
@@ -588,19 +607,3 @@ async def _scratch_directory(prefix: str) -> AsyncIterator[Path]:
         yield path
     finally:
         await asyncio.to_thread(shutil.rmtree, path, True)
-
-
-def _checked_content(repo: Repository, entry: Entry, backup_id: str) -> Iterator[bytes]:
-    """The content of ``entry``, chunk by chunk; raises IntegrityError at the end when
-    it does not hash to the recorded SHA-256 (so the file is never put in place)."""
-    digest = hashlib.sha256()
-    size = 0
-    for chunk_id in entry.chunks:
-        data = repo.read_chunk(chunk_id)
-        digest.update(data)
-        size += len(data)
-        yield data
-    if size != entry.size or digest.hexdigest() != entry.sha256:
-        raise IntegrityError(
-            f"file {entry.path!r} of backup {backup_id!r} does not match its recorded hash"
-        )

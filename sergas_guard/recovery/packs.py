@@ -76,7 +76,9 @@ def encode_blob(
     return sealer.seal(bytes((_RAW,)) + data, bytes.fromhex(cid))
 
 
-def decode_blob(sealer: Sealer, mac_key: bytes, entry: PackEntry, blob: bytes) -> bytes:
+def decode_blob(
+    sealer: Sealer, mac_key: bytes, entry: PackEntry, blob: bytes | memoryview
+) -> bytes:
     """The plaintext of ``entry`` from its stored ``blob``.
 
     Raises IntegrityError when the blob fails authentication, does not decompress, or its
@@ -88,14 +90,14 @@ def decode_blob(sealer: Sealer, mac_key: bytes, entry: PackEntry, blob: bytes) -
         inner = sealer.open(blob, bytes.fromhex(entry.chunk_id))
     except IntegrityError as exc:
         raise IntegrityError(f"chunk {entry.chunk_id}: {exc}") from None
-    flag, payload = inner[:1], inner[1:]
+    flag, payload = inner[:1], memoryview(inner)[1:]  # a view: the frame is not copied
     if flag == bytes((_ZSTD,)):
         try:
             data = zstandard.ZstdDecompressor().decompress(payload, max_output_size=entry.size)
         except zstandard.ZstdError:
             raise IntegrityError(f"chunk {entry.chunk_id} does not decompress") from None
     elif flag == bytes((_RAW,)):
-        data = payload
+        data = bytes(payload)
     else:
         raise IntegrityError(f"chunk {entry.chunk_id} has an unknown encoding")
     if len(data) != entry.size or chunk_id(mac_key, data) != entry.chunk_id:
