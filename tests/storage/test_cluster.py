@@ -50,7 +50,7 @@ def spread_identities(cluster: RedisCluster, count: int) -> list[str]:
     ones all land on one of three masters now and then, which proves nothing)."""
     host, port = cluster.startup_nodes[0]
     node = redis.Redis(host=host, port=port)
-    ranges = node.execute_command("CLUSTER SLOTS", NEVER_DECODE=True)
+    ranges = node.execute_command("CLUSTER SLOTS", NEVER_DECODE=True)  # type: ignore[no-untyped-call]
     owners = [(int(start), int(end), int(master[1])) for start, end, master, *_ in ranges]
     node.close()
     while True:
