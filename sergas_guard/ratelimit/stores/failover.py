@@ -15,7 +15,7 @@ a policy when it fails:
 
 A circuit (the breaker state machine of :mod:`sergas_guard.circuit_breaker.core`)
 stops sending requests to a storage that is out: it opens on *time without a reply*
-or a failure *rate* over time (:mod:`sergas_guard.storage.outage`), never on the
+or a failure *rate* over time (:mod:`sergas_guard.ratelimit.stores.outage`), never on the
 concurrent failures of one burst; for ``cooldown_seconds`` every decision then takes
 the policy at once (microseconds, not a timeout each), then one probe goes through and
 its outcome closes or re-opens the circuit. Errors are counted in
@@ -23,7 +23,7 @@ its outcome closes or re-opens the circuit. Errors are counted in
 
 With ``fallback_share="auto"`` (the default) the fallback enforces ``limit // peers``
 of each limit, ``peers`` being the last count of processes sharing the storage that a
-heartbeat in Redis returned (:mod:`sergas_guard.storage.peers`).
+heartbeat in Redis returned (:mod:`sergas_guard.ratelimit.stores.peers`).
 """
 
 from __future__ import annotations
@@ -43,11 +43,11 @@ from sergas_guard.clock import SYSTEM_CLOCK, Clock
 from sergas_guard.config import GuardModel
 from sergas_guard.errors import ConfigurationError, StorageUnavailable
 from sergas_guard.ratelimit.result import LimitSpec, RateLimitResult
+from sergas_guard.ratelimit.stores.base import LimitCheck, RateLimitStorage
+from sergas_guard.ratelimit.stores.memory import MemoryStorage
+from sergas_guard.ratelimit.stores.outage import OutageDetector
+from sergas_guard.ratelimit.stores.peers import HeartbeatStorage, Peers
 from sergas_guard.secrets import scrub, secrets_of
-from sergas_guard.storage.base import LimitCheck, RateLimitStorage
-from sergas_guard.storage.memory import MemoryStorage
-from sergas_guard.storage.outage import OutageDetector
-from sergas_guard.storage.peers import HeartbeatStorage, Peers
 from sergas_guard.validation import MAX_SECONDS
 
 __all__ = [
@@ -58,7 +58,7 @@ __all__ = [
     "UncheckedResult",
 ]
 
-logger = logging.getLogger("sergas_guard.storage.failover")
+logger = logging.getLogger("sergas_guard.ratelimit.stores.failover")
 
 Policy = Literal["fail_open", "fail_closed", "fallback"]
 T = TypeVar("T")

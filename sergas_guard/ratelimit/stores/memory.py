@@ -22,8 +22,8 @@ from sergas_guard.ratelimit.result import (
     RateLimitStrategy,
     new_result,
 )
+from sergas_guard.ratelimit.stores.base import LimitCheck, too_costly
 from sergas_guard.ratelimit.strategies import DECIDERS, Decider, sliding_log
-from sergas_guard.storage.base import LimitCheck, too_costly
 from sergas_guard.validation import whole
 
 __all__ = ["MemoryStorage"]

@@ -20,7 +20,7 @@ failures in a row (only when ``in_a_row`` is set)
     the rule of earlier versions, kept for those who ask for it: it does not tell a
     burst from an outage.
 
-The owner (:class:`~sergas_guard.storage.failover.FailoverStorage`) holds the lock,
+The owner (:class:`~sergas_guard.ratelimit.stores.failover.FailoverStorage`) holds the lock,
 reads the clock and resets the detector whenever its circuit changes state.
 """
 

@@ -41,7 +41,7 @@ __all__ = [
     "process_id",
 ]
 
-logger = logging.getLogger("sergas_guard.storage.peers")
+logger = logging.getLogger("sergas_guard.ratelimit.stores.peers")
 
 HEARTBEAT_SECONDS = 5.0
 FIRST_RECOUNT_SECONDS = 1.0

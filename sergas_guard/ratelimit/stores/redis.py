@@ -1,7 +1,7 @@
 """Redis storage: shared state for a fleet of workers.
 
 Every rate-limit decision is one EVALSHA of the script in
-:mod:`sergas_guard.storage.script`, which decides all the limits of one identity together
+:mod:`sergas_guard.ratelimit.stores.script`, which decides all the limits of one identity together
 on the server's clock. Built from a URL, decisions go through :mod:`sergas_guard.redis`:
 a small fixed number of multiplexed connections per process and node
 (``max_connections``, default 1) on which concurrent decisions are pipelined, with the
@@ -45,6 +45,14 @@ from redis.exceptions import (
 from sergas_guard import validation
 from sergas_guard.errors import ConfigurationError, StorageError, StorageUnavailable
 from sergas_guard.ratelimit.result import RateLimitResult
+from sergas_guard.ratelimit.stores import peers
+from sergas_guard.ratelimit.stores.base import LimitCheck
+from sergas_guard.ratelimit.stores.script import (
+    DECIDE,
+    encode_call,
+    parse_reply,
+    script_args,
+)
 from sergas_guard.redis.backend import DEFAULT_CONNECT_TIMEOUT, DEFAULT_SOCKET_TIMEOUT
 from sergas_guard.redis.client import RedisClient, SyncRedisClient, client_target
 from sergas_guard.redis.cluster import AsyncClusterClient, SyncClusterClient, key_slot
@@ -55,14 +63,6 @@ from sergas_guard.redis.runner import run_script_on, run_script_on_sync
 from sergas_guard.redis.scripts import Script, ScriptArg
 from sergas_guard.redis.url import DEFAULT_CONNECTIONS, ClusterTarget, SingleTarget, parse_url
 from sergas_guard.secrets import credentials_problem, scrub, scrub_url, url_secrets
-from sergas_guard.storage import peers
-from sergas_guard.storage.base import LimitCheck
-from sergas_guard.storage.script import (
-    DECIDE,
-    encode_call,
-    parse_reply,
-    script_args,
-)
 
 __all__ = ["RedisStorage", "check_redis_url"]
 

@@ -1,9 +1,10 @@
 """The rate-limit Lua script: its source, and the pure encoding of calls and replies.
 
-The script is assembled once from the package data in ``lua/``: shared helpers, one
-file per strategy (each the twin of its Python module in
-:mod:`sergas_guard.ratelimit.strategies`), and the entry point that decides every
-limit of one request, all or nothing. Nothing here performs I/O on Redis; the storage
+The script is assembled once from the package data in
+:mod:`sergas_guard.ratelimit.strategies`: shared helpers (``common.lua``), one file per
+strategy beside its Python twin (``token_bucket.lua`` next to ``token_bucket.py``), and
+the entry point (``decide.lua``) that decides every limit of one request, all or
+nothing. Nothing here performs I/O on Redis; the storage
 sends what :func:`encode_call` (or, through redis-py's command machinery on a cluster,
 :func:`script_args`) builds and reads replies with :func:`parse_reply`.
 """
@@ -24,8 +25,8 @@ from sergas_guard.ratelimit.result import (
     RateLimitResult,
     RateLimitStrategy,
 )
+from sergas_guard.ratelimit.stores.base import LimitCheck, too_costly
 from sergas_guard.redis.scripts import Script
-from sergas_guard.storage.base import LimitCheck, too_costly
 
 __all__ = [
     "DECIDE",
@@ -58,7 +59,7 @@ _CODES = {
 
 
 def _load_source() -> str:
-    folder = resources.files("sergas_guard.storage").joinpath("lua")
+    folder = resources.files("sergas_guard.ratelimit.strategies")
     return "\n".join(folder.joinpath(name).read_text(encoding="utf-8") for name in _PARTS)
 
 

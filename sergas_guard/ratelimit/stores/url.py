@@ -37,7 +37,7 @@ def storage_from_url(url: str, **options: Any) -> Any:
         )
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme == "memory":
-        from sergas_guard.storage.memory import MemoryStorage
+        from sergas_guard.ratelimit.stores.memory import MemoryStorage
 
         problem = credentials_problem(url, forbidden="")  # only what the parser refuses
         if problem:
@@ -52,7 +52,7 @@ def storage_from_url(url: str, **options: Any) -> Any:
                 ) from None
         return MemoryStorage(**options)
     if scheme in _REDIS_SCHEMES:
-        from sergas_guard.storage.redis import RedisStorage
+        from sergas_guard.ratelimit.stores.redis import RedisStorage
 
         return RedisStorage(url, **options)
     raise ConfigurationError(
