@@ -173,6 +173,30 @@ def test_subpackages_import_one_way() -> None:
     assert sorted(map(sorted, found)) == sorted(map(sorted, KNOWN_CYCLES)), "\n".join(evidence)
 
 
+# Capabilities that stand on the shared vocabulary and the Redis backend alone: none of
+# them reaches the rate limiter (its stores included), a web edge, or another of them.
+STANDALONE = {"circuit_breaker", "degradation", "health", "queueing", "recovery"}
+ABOVE_THEM = {"ratelimit", "storage", "web", "asgi", "wsgi", "fastapi", "django", "cli"}
+
+
+@pytest.mark.parametrize("capability", sorted(STANDALONE))
+def test_a_capability_depends_on_the_redis_backend_not_on_the_rate_limiter(
+    capability: str,
+) -> None:
+    edges = package_graph()[capability]
+    reached = sorted(set(edges) & (STANDALONE | ABOVE_THEM))
+    assert reached == [], [edges[unit] for unit in reached]
+
+
+def test_only_users_import_the_storage_compatibility_package() -> None:
+    # sergas_guard.storage re-exports sergas_guard.ratelimit.stores for users; the package
+    # itself imports the stores from their home, so the old path can never close a cycle.
+    graph = package_graph()
+    importers = {unit: edges["storage"] for unit, edges in graph.items() if "storage" in edges}
+    assert importers == {}
+    assert set(graph["storage"]) == {"ratelimit"}
+
+
 @pytest.mark.parametrize(
     "capability",
     ["sergas_guard.health", "sergas_guard.circuit_breaker", "sergas_guard.degradation"],
