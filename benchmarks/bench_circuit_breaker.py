@@ -119,7 +119,7 @@ def overheads(calls: int, redis_url: str | None) -> list[tuple[str, str, float]]
         rows.append(("async", name, (seconds - async_base) / calls * 1e9))
 
     if redis_url:
-        from sergas_guard.storage.redis import RedisStorage
+        from sergas_guard.ratelimit.stores.redis import RedisStorage
 
         shared = ours(RedisStorage(redis_url, socket_timeout=1.0, connect_timeout=1.0))
         shared.reset()
@@ -135,7 +135,7 @@ def overheads(calls: int, redis_url: str | None) -> list[tuple[str, str, float]]
 
 async def redis_async_best(redis_url: str, calls: int) -> float:
     """Best round of ``calls`` async calls through a Redis-shared breaker (one loop, one pool)."""
-    from sergas_guard.storage.redis import RedisStorage
+    from sergas_guard.ratelimit.stores.redis import RedisStorage
 
     storage = RedisStorage(redis_url, socket_timeout=1.0, connect_timeout=1.0)
     breaker = ours(storage)
@@ -182,7 +182,7 @@ def over_redis(redis_url: str, calls: int) -> list[tuple[str, str, float, float]
     import redis
 
     from sergas_guard.circuit_breaker.redis_store import RedisBreakerStore
-    from sergas_guard.storage.redis import RedisStorage
+    from sergas_guard.ratelimit.stores.redis import RedisStorage
 
     counter = redis.Redis.from_url(redis_url)
     rows = []
@@ -221,7 +221,7 @@ async def async_over_redis(
 ) -> list[tuple[str, str, float, float]]:
     """Async rows: ``tasks`` tasks share ``calls`` calls, one loop, contenders taking turns."""
     from sergas_guard.circuit_breaker.redis_store import RedisBreakerStore
-    from sergas_guard.storage.redis import RedisStorage
+    from sergas_guard.ratelimit.stores.redis import RedisStorage
 
     storages = [RedisStorage(redis_url, socket_timeout=1.0, connect_timeout=1.0) for _ in "ab"]
     contenders = [

@@ -47,10 +47,10 @@ import redis.asyncio as aioredis
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sergas_guard.ratelimit.result import LimitSpec, RateLimitStrategy
+from sergas_guard.ratelimit.stores.base import LimitCheck
+from sergas_guard.ratelimit.stores.redis import RedisStorage
+from sergas_guard.ratelimit.stores.script import DECIDE_SCRIPT, DECIDE_SHA, script_args
 from sergas_guard.redis import RedisClient, SingleTarget, SyncRedisClient, parse_url
-from sergas_guard.storage.base import LimitCheck
-from sergas_guard.storage.redis import RedisStorage
-from sergas_guard.storage.script import DECIDE_SCRIPT, DECIDE_SHA, script_args
 from tests.servers import redis_server
 
 IDENTITIES = 1000

@@ -22,7 +22,7 @@ from sergas_guard.circuit_breaker import CircuitBreaker, CircuitBreakerConfig, C
 from sergas_guard.clock import Clock
 from sergas_guard.fastapi import RateLimit, install_exception_handlers
 from sergas_guard.health import HealthCheckRegistry, HealthStatus, ServiceHealthCheck, health_router
-from sergas_guard.storage.base import RateLimitStorage
+from sergas_guard.ratelimit.stores.base import RateLimitStorage
 from sergas_guard.web import Rule
 from sergas_guard.web.rules import resolve_storage
 

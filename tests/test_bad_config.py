@@ -46,8 +46,8 @@ from sergas_guard.health import (
     health_router,
 )
 from sergas_guard.ratelimit import RateLimitConfig, RateLimiter, rate_limited
+from sergas_guard.ratelimit.stores.failover import FailoverStorage
 from sergas_guard.storage import MemoryStorage, RedisStorage, storage_from_url
-from sergas_guard.storage.failover import FailoverStorage
 from sergas_guard.web import Rule
 from sergas_guard.web.engine import RateLimitEngine
 

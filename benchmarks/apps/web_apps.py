@@ -23,8 +23,8 @@ from starlette.routing import Route
 from sergas_guard.asgi import RateLimitMiddleware
 from sergas_guard.fastapi import RateLimit
 from sergas_guard.ratelimit import RateLimiter
-from sergas_guard.storage.memory import MemoryStorage
-from sergas_guard.storage.redis import RedisStorage
+from sergas_guard.ratelimit.stores.memory import MemoryStorage
+from sergas_guard.ratelimit.stores.redis import RedisStorage
 from sergas_guard.web.context import request_context
 
 HIGH_LIMIT = "1000000/second"

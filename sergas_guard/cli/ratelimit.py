@@ -12,7 +12,7 @@ from rich.table import Table
 from sergas_guard.clock import ManualClock
 from sergas_guard.errors import GuardError
 from sergas_guard.ratelimit import RateLimitConfig, RateLimiter, RateLimitStrategy
-from sergas_guard.storage import MemoryStorage
+from sergas_guard.ratelimit.stores.memory import MemoryStorage
 
 __all__ = ["command"]
 

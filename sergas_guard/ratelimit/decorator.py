@@ -16,7 +16,7 @@ from sergas_guard.ratelimit.callback_values import FaultLog, checked_key, cost_o
 from sergas_guard.ratelimit.config import RateLimitConfig
 from sergas_guard.ratelimit.limiter import GLOBAL_KEY, RateLimitDecision, RateLimiter
 from sergas_guard.ratelimit.result import RateLimitStrategy
-from sergas_guard.storage.base import RateLimitStorage
+from sergas_guard.ratelimit.stores.base import RateLimitStorage
 from sergas_guard.validation import seconds
 
 __all__ = ["DecisionListener", "decision_listener", "rate_limited"]

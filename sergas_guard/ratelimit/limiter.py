@@ -16,8 +16,8 @@ from sergas_guard.ratelimit.result import (
     RateLimitStrategy,
     most_restrictive,
 )
-from sergas_guard.storage.base import LimitCheck, RateLimitStorage
-from sergas_guard.storage.memory import MemoryStorage
+from sergas_guard.ratelimit.stores.base import LimitCheck, RateLimitStorage
+from sergas_guard.ratelimit.stores.memory import MemoryStorage
 
 __all__ = ["GLOBAL_KEY", "RateLimitDecision", "RateLimiter", "StorageErrorPolicy"]
 
@@ -174,7 +174,7 @@ class RateLimiter:
         if storage is None:
             storage = MemoryStorage(clock=clock or SYSTEM_CLOCK)
         elif isinstance(storage, str):
-            from sergas_guard.storage.url import storage_from_url
+            from sergas_guard.ratelimit.stores.url import storage_from_url
 
             storage = cast(RateLimitStorage, storage_from_url(storage))
         elif not isinstance(storage, RateLimitStorage):
@@ -367,7 +367,7 @@ def _guard_storage(
             f"on_storage_error must be fail_open, fail_closed or fallback, not {policy!r}",
             field="on_storage_error",
         )
-    from sergas_guard.storage.failover import FailoverConfig, FailoverStorage
+    from sergas_guard.ratelimit.stores.failover import FailoverConfig, FailoverStorage
 
     if isinstance(storage, MemoryStorage | FailoverStorage):
         # Memory cannot fail and a FailoverStorage already has its policy; the options

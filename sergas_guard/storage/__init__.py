@@ -1,23 +1,27 @@
-"""Pluggable storage for shared state: in memory for one process, Redis for a fleet.
+"""Pluggable storage for rate limits: in memory for one process, Redis for a fleet.
 
-Choose one by URL with :func:`storage_from_url` (``memory://``, ``redis://``,
-``rediss://``, ``redis+cluster://host:port,host:port``); drivers load lazily.
+The stores live beside the strategies they apply, in
+:mod:`sergas_guard.ratelimit.stores`; this package keeps the names users import
+(``from sergas_guard.storage import MemoryStorage, RedisStorage, storage_from_url``,
+``sergas_guard.storage.redis.RedisStorage``, …) working. Choose a store by URL with
+:func:`storage_from_url` (``memory://``, ``redis://``, ``rediss://``,
+``redis+cluster://host:port,host:port``, ``redis+sentinel://…``); drivers load lazily.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-# The rate-limit package imports storage.base while it initialises; loading it first
-# keeps `import sergas_guard.storage` (as the first import) out of a circular import.
-import sergas_guard.ratelimit  # noqa: F401
-from sergas_guard.storage.base import LimitCheck, RateLimitStorage
-from sergas_guard.storage.memory import MemoryStorage
-from sergas_guard.storage.url import storage_from_url
+from sergas_guard.ratelimit import stores
+from sergas_guard.ratelimit.stores import (
+    LimitCheck,
+    MemoryStorage,
+    RateLimitStorage,
+    storage_from_url,
+)
 
 if TYPE_CHECKING:
-    from sergas_guard.storage.failover import FailoverStorage
-    from sergas_guard.storage.redis import RedisStorage
+    from sergas_guard.ratelimit.stores import FailoverStorage, RedisStorage
 
 __all__ = [
     "FailoverStorage",
@@ -30,13 +34,10 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # redis-py and the failover circuit load only when a remote storage is used.
-    if name == "RedisStorage":
-        from sergas_guard.storage.redis import RedisStorage
-
-        return RedisStorage
-    if name == "FailoverStorage":
-        from sergas_guard.storage.failover import FailoverStorage
-
-        return FailoverStorage
-    raise AttributeError(f"module 'sergas_guard.storage' has no attribute {name!r}")
+    # RedisStorage and FailoverStorage load lazily in the stores package (redis-py
+    # only when a remote store is used); ask it, and keep its answer.
+    if name in ("RedisStorage", "FailoverStorage"):
+        value = getattr(stores, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

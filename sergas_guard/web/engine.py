@@ -25,9 +25,9 @@ from sergas_guard.clock import SYSTEM_CLOCK, Clock
 from sergas_guard.errors import ConfigurationError
 from sergas_guard.ratelimit.limiter import RateLimitDecision, StorageErrorPolicy
 from sergas_guard.ratelimit.result import RateLimitStrategy
+from sergas_guard.ratelimit.stores.base import RateLimitStorage
+from sergas_guard.ratelimit.stores.failover import StorageFailClosed, UncheckedResult
 from sergas_guard.secrets import scrub, secrets_of
-from sergas_guard.storage.base import RateLimitStorage
-from sergas_guard.storage.failover import StorageFailClosed, UncheckedResult
 from sergas_guard.web.context import RequestContext, new_recorded
 from sergas_guard.web.guarded import CallbackGuard
 from sergas_guard.web.headers import HeaderMode, header_mode

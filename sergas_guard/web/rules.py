@@ -22,8 +22,8 @@ from sergas_guard.ratelimit.bounds import MAX_COUNT
 from sergas_guard.ratelimit.config import RateLimitConfig
 from sergas_guard.ratelimit.limiter import RateLimiter, StorageErrorPolicy
 from sergas_guard.ratelimit.result import RateLimitStrategy
-from sergas_guard.storage.base import RateLimitStorage
-from sergas_guard.storage.memory import MemoryStorage
+from sergas_guard.ratelimit.stores.base import RateLimitStorage
+from sergas_guard.ratelimit.stores.memory import MemoryStorage
 from sergas_guard.validation import whole
 from sergas_guard.web.guarded import CallbackGuard
 from sergas_guard.web.headers import PolicySet
@@ -210,7 +210,7 @@ def resolve_storage(
     if storage is None:
         return MemoryStorage(clock=clock or SYSTEM_CLOCK)
     if isinstance(storage, str):
-        from sergas_guard.storage.url import storage_from_url
+        from sergas_guard.ratelimit.stores.url import storage_from_url
 
         built: RateLimitStorage = storage_from_url(storage)
         return built

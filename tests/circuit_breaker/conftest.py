@@ -24,7 +24,7 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
     import redis
     import redis.asyncio as aioredis
 
-    from sergas_guard.storage.redis import RedisStorage
+    from sergas_guard.ratelimit.stores.redis import RedisStorage
 
     url = request.getfixturevalue("redis_url")
     # redis-py's default pool refuses a 101st concurrent command ("Too many

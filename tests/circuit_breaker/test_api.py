@@ -21,7 +21,7 @@ from sergas_guard.circuit_breaker import (
 )
 from sergas_guard.clock import ManualClock
 from sergas_guard.config import load_toml
-from sergas_guard.storage.memory import MemoryStorage
+from sergas_guard.ratelimit.stores.memory import MemoryStorage
 from tests.circuit_breaker.support import Boom, breaker, config, fail, fail_times, state, succeed
 
 

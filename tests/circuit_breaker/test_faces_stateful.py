@@ -43,8 +43,8 @@ from sergas_guard.circuit_breaker import (
 )
 from sergas_guard.circuit_breaker.redis_store import RedisBreakerStore
 from sergas_guard.clock import ManualClock
-from sergas_guard.storage.memory import MemoryStorage
-from sergas_guard.storage.redis import RedisStorage
+from sergas_guard.ratelimit.stores.memory import MemoryStorage
+from sergas_guard.ratelimit.stores.redis import RedisStorage
 from tests.circuit_breaker.reference_model import BreakerModel
 from tests.circuit_breaker.test_stateful import configs
 

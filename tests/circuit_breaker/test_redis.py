@@ -18,8 +18,8 @@ from sergas_guard.circuit_breaker import (
 )
 from sergas_guard.circuit_breaker.redis_store import RedisBreakerStore, breaker_key
 from sergas_guard.clock import ManualClock
+from sergas_guard.ratelimit.stores.redis import RedisStorage
 from sergas_guard.redis.backend import ScriptBackend
-from sergas_guard.storage.redis import RedisStorage
 from tests.circuit_breaker import workers
 from tests.circuit_breaker.support import Boom, config, fail_times, is_refused, state, succeed
 from tests.servers import RedisCluster, RedisServer
@@ -138,7 +138,7 @@ def test_the_slot_of_a_probe_whose_process_died_is_given_to_another_caller(
 
 
 def test_a_failover_storage_counts_as_the_storage_it_guards(storage: RedisStorage) -> None:
-    from sergas_guard.storage.failover import FailoverStorage
+    from sergas_guard.ratelimit.stores.failover import FailoverStorage
 
     first = CircuitBreaker("quotes", config(), storage=FailoverStorage(storage))
     second = CircuitBreaker("quotes", config(), storage=storage)

@@ -18,7 +18,7 @@ import pytest
 
 from sergas_guard.circuit_breaker import CircuitBreaker, CircuitOpenError, CircuitState
 from sergas_guard.circuit_breaker.redis_store import SCRIPT, RedisBreakerStore
-from sergas_guard.storage.redis import RedisStorage
+from sergas_guard.ratelimit.stores.redis import RedisStorage
 from tests.circuit_breaker import workers
 from tests.circuit_breaker.support import config, fail, is_refused, state, succeed
 

@@ -194,7 +194,7 @@ def test_the_lua_twin_decides_exactly_as_the_python_core(redis_url: str) -> None
     OPEN calls without a round trip); alone in its process, that must change nothing.
     """
     from sergas_guard.circuit_breaker.redis_store import RedisBreakerStore
-    from sergas_guard.storage.redis import RedisStorage
+    from sergas_guard.ratelimit.stores.redis import RedisStorage
 
     storage = RedisStorage(redis_url, socket_timeout=2.0, connect_timeout=2.0)
     # Its own key prefix: the two Redis participants must not share a key.

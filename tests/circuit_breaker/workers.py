@@ -12,7 +12,7 @@ from typing import Any
 from sergas_guard.circuit_breaker import CircuitBreaker, CircuitOpenError
 from sergas_guard.circuit_breaker.redis_store import RedisBreakerStore
 from sergas_guard.clock import ManualClock
-from sergas_guard.storage.redis import RedisStorage
+from sergas_guard.ratelimit.stores.redis import RedisStorage
 from tests.circuit_breaker.support import Boom, config, fail, succeed
 
 PATIENCE = 30.0

@@ -12,7 +12,7 @@ import sys
 import time
 
 from sergas_guard.degradation import FeatureFlags
-from sergas_guard.storage.redis import RedisStorage
+from sergas_guard.ratelimit.stores.redis import RedisStorage
 
 
 def main() -> None:

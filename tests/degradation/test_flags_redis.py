@@ -15,8 +15,8 @@ import pytest
 from sergas_guard.clock import ManualClock
 from sergas_guard.degradation import DegradationLevel, DegradationManager, FeatureFlags, LevelChange
 from sergas_guard.errors import StorageUnavailable
-from sergas_guard.storage.memory import MemoryStorage
-from sergas_guard.storage.redis import RedisStorage
+from sergas_guard.ratelimit.stores.memory import MemoryStorage
+from sergas_guard.ratelimit.stores.redis import RedisStorage
 from tests.servers import RedisServer
 
 pytestmark = pytest.mark.redis

@@ -176,7 +176,7 @@ async def test_the_authenticator_may_raise_http_exceptions(manager: DegradationM
 
 @pytest.mark.redis
 async def test_changes_through_the_router_reach_every_worker(redis_url: str) -> None:
-    from sergas_guard.storage.redis import RedisStorage
+    from sergas_guard.ratelimit.stores.redis import RedisStorage
 
     stores = [RedisStorage(redis_url, socket_timeout=2.0, connect_timeout=2.0) for _ in range(2)]
     served = DegradationManager(feature_flags=FeatureFlags(storage=stores[0]))

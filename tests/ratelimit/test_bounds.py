@@ -27,9 +27,9 @@ from sergas_guard.ratelimit.bounds import (
     MAX_WINDOW_SECONDS,
     MAX_WINDOW_US,
 )
-from sergas_guard.storage.base import LimitCheck
-from sergas_guard.storage.memory import MemoryStorage
-from sergas_guard.storage.redis import RedisStorage
+from sergas_guard.ratelimit.stores.base import LimitCheck
+from sergas_guard.ratelimit.stores.memory import MemoryStorage
+from sergas_guard.ratelimit.stores.redis import RedisStorage
 from sergas_guard.validation import MAX_SECONDS
 from tests.servers import RedisServer
 

@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 from sergas_guard.clock import ManualClock
 from sergas_guard.errors import ConfigurationError
 from sergas_guard.ratelimit.result import LimitSpec, RateLimitStrategy
+from sergas_guard.ratelimit.stores import memory as memory_module
 from sergas_guard.ratelimit.strategies import decide, sliding_log
 from sergas_guard.storage import LimitCheck, MemoryStorage, storage_from_url
-from sergas_guard.storage import memory as memory_module
 from tests.ratelimit.strategies_support import EPOCH_US, arrivals, limit_specs
 
 SECOND = 1_000_000

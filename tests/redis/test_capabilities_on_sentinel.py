@@ -23,8 +23,8 @@ from sergas_guard.clock import ManualClock
 from sergas_guard.degradation import FeatureFlags
 from sergas_guard.errors import StorageUnavailable
 from sergas_guard.health import CacheHealthCheck, HealthStatus
+from sergas_guard.ratelimit.stores.redis import RedisStorage
 from sergas_guard.redis.backend import ScriptBackend
-from sergas_guard.storage.redis import RedisStorage
 from tests.circuit_breaker.support import Boom, config, fail, is_refused, state, succeed
 from tests.servers import RedisSentinel, redis_sentinel
 

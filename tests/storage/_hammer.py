@@ -6,8 +6,8 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
 from sergas_guard.ratelimit.result import LimitSpec, RateLimitStrategy
-from sergas_guard.storage.base import LimitCheck
-from sergas_guard.storage.redis import RedisStorage
+from sergas_guard.ratelimit.stores.base import LimitCheck
+from sergas_guard.ratelimit.stores.redis import RedisStorage
 
 # Windows of ~115 days: no epoch-aligned window boundary falls inside a test run, and
 # limit times window stays far below 2**53.

@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 
-from sergas_guard.storage.failover import FailoverStorage
-from sergas_guard.storage.memory import MemoryStorage
-from sergas_guard.storage.redis import RedisStorage
+from sergas_guard.ratelimit.stores.failover import FailoverStorage
+from sergas_guard.ratelimit.stores.memory import MemoryStorage
+from sergas_guard.ratelimit.stores.redis import RedisStorage
 from tests import servers
 from tests.servers import RedisCluster, RedisServer
 

@@ -14,8 +14,8 @@ from redis.crc import key_slot
 from sergas_guard.errors import ConfigurationError
 from sergas_guard.ratelimit import RateLimitConfig, RateLimiter, RateLimitStrategy
 from sergas_guard.ratelimit.result import LimitSpec
-from sergas_guard.storage.base import LimitCheck
-from sergas_guard.storage.redis import RedisStorage
+from sergas_guard.ratelimit.stores.base import LimitCheck
+from sergas_guard.ratelimit.stores.redis import RedisStorage
 from tests.servers import RedisCluster
 from tests.storage._hammer import LIMIT, hammer_async, hammer_threads
 from tests.storage.conftest import _flush_cluster

@@ -18,9 +18,9 @@ import redis
 
 from sergas_guard.errors import ConfigurationError, StorageUnavailable
 from sergas_guard.ratelimit.result import LimitSpec, RateLimitStrategy
+from sergas_guard.ratelimit.stores.base import LimitCheck
+from sergas_guard.ratelimit.stores.redis import RedisStorage
 from sergas_guard.redis.errors import ConnectionLost
-from sergas_guard.storage.base import LimitCheck
-from sergas_guard.storage.redis import RedisStorage
 from tests.servers import RedisServer
 
 pytestmark = pytest.mark.redis

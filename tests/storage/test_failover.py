@@ -20,16 +20,16 @@ from sergas_guard.clock import ManualClock
 from sergas_guard.errors import ConfigurationError, StorageUnavailable
 from sergas_guard.ratelimit import RateLimitConfig, RateLimiter, RateLimitStrategy
 from sergas_guard.ratelimit.result import LimitSpec
-from sergas_guard.storage.base import LimitCheck
-from sergas_guard.storage.failover import (
+from sergas_guard.ratelimit.stores.base import LimitCheck
+from sergas_guard.ratelimit.stores.failover import (
     FailoverStorage,
     FallbackResult,
     Policy,
     StorageFailClosed,
     UncheckedResult,
 )
-from sergas_guard.storage.memory import MemoryStorage
-from sergas_guard.storage.redis import RedisStorage
+from sergas_guard.ratelimit.stores.memory import MemoryStorage
+from sergas_guard.ratelimit.stores.redis import RedisStorage
 from tests.servers import RedisServer
 
 pytestmark = pytest.mark.redis
@@ -85,7 +85,7 @@ async def test_killing_redis_under_load_follows_the_policy_then_recovers(
 
     outcomes: Counter[str] = Counter()
     stop = asyncio.Event()
-    caplog.set_level(logging.INFO, logger="sergas_guard.storage.failover")
+    caplog.set_level(logging.INFO, logger="sergas_guard.ratelimit.stores.failover")
     # Any exception other than the policy's own would end a flow task and fail the gather.
     flows = [asyncio.create_task(flow(limiter, stop, outcomes)) for _ in range(10)]
     await asyncio.sleep(0.05)
@@ -315,7 +315,7 @@ async def test_a_frozen_server_opens_the_circuit_after_one_silent_timeout(
     assert (await limiter.hit("zoe")).allowed
     assert failover.peers is not None
     await wait_until(lambda: failover.peers is not None and failover.peers.count == 1)
-    caplog.set_level(logging.WARNING, logger="sergas_guard.storage.failover")
+    caplog.set_level(logging.WARNING, logger="sergas_guard.ratelimit.stores.failover")
     own_redis.pause()
     try:
         results = await asyncio.gather(*(limiter.hit("zoe") for _ in range(20)))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sergas_guard.storage.outage import OutageDetector
+from sergas_guard.ratelimit.stores.outage import OutageDetector
 
 WINDOW = 2.0
 

@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 from sergas_guard.clock import ManualClock
 from sergas_guard.errors import ConfigurationError
 from sergas_guard.ratelimit import RateLimiter
+from sergas_guard.ratelimit.stores.failover import FallbackResult
+from sergas_guard.ratelimit.stores.peers import PEER_TTL_SECONDS, Peers, peers_key, process_id
 from sergas_guard.storage import FailoverStorage, MemoryStorage, RedisStorage
-from sergas_guard.storage.failover import FallbackResult
-from sergas_guard.storage.peers import PEER_TTL_SECONDS, Peers, peers_key, process_id
 from tests.servers import RedisCluster, RedisServer, free_port
 from tests.storage._burst import outage
 

@@ -7,11 +7,11 @@ from collections.abc import Callable
 import pytest
 
 from sergas_guard.ratelimit.result import LimitSpec, RateLimitResult, RateLimitStrategy
+from sergas_guard.ratelimit.stores.base import LimitCheck, RateLimitStorage
+from sergas_guard.ratelimit.stores.failover import FailoverStorage
+from sergas_guard.ratelimit.stores.memory import MemoryStorage
+from sergas_guard.ratelimit.stores.redis import RedisStorage
 from sergas_guard.ratelimit.strategies import decide as pure_decide
-from sergas_guard.storage.base import LimitCheck, RateLimitStorage
-from sergas_guard.storage.failover import FailoverStorage
-from sergas_guard.storage.memory import MemoryStorage
-from sergas_guard.storage.redis import RedisStorage
 
 Storage = MemoryStorage | RedisStorage | FailoverStorage
 S = RateLimitStrategy

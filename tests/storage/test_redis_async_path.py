@@ -15,8 +15,8 @@ import redis
 
 from sergas_guard.errors import StorageError, StorageUnavailable
 from sergas_guard.ratelimit.result import LimitSpec, RateLimitStrategy
-from sergas_guard.storage.base import LimitCheck
-from sergas_guard.storage.redis import RedisStorage
+from sergas_guard.ratelimit.stores.base import LimitCheck
+from sergas_guard.ratelimit.stores.redis import RedisStorage
 from tests.servers import RedisServer
 
 pytestmark = pytest.mark.redis

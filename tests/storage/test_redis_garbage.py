@@ -26,9 +26,9 @@ import pytest
 import redis
 
 from sergas_guard.ratelimit.result import LimitSpec, RateLimitResult, RateLimitStrategy
-from sergas_guard.storage.base import LimitCheck
-from sergas_guard.storage.failover import FailoverStorage
-from sergas_guard.storage.redis import RedisStorage
+from sergas_guard.ratelimit.stores.base import LimitCheck
+from sergas_guard.ratelimit.stores.failover import FailoverStorage
+from sergas_guard.ratelimit.stores.redis import RedisStorage
 from tests.servers import RedisServer
 
 pytestmark = pytest.mark.redis

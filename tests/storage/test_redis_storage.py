@@ -10,10 +10,10 @@ import redis
 
 from sergas_guard.errors import ConfigurationError, StorageUnavailable
 from sergas_guard.ratelimit.result import LimitSpec, RateLimitStrategy
+from sergas_guard.ratelimit.stores.base import LimitCheck
+from sergas_guard.ratelimit.stores.redis import RedisStorage
+from sergas_guard.ratelimit.stores.script import DECIDE_SHA
 from sergas_guard.storage import storage_from_url
-from sergas_guard.storage.base import LimitCheck
-from sergas_guard.storage.redis import RedisStorage
-from sergas_guard.storage.script import DECIDE_SHA
 from tests.servers import free_port
 
 pytestmark = pytest.mark.redis

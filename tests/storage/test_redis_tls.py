@@ -17,8 +17,8 @@ import pytest
 import redis
 
 from sergas_guard.ratelimit.result import LimitSpec, RateLimitStrategy
-from sergas_guard.storage.base import LimitCheck
-from sergas_guard.storage.redis import RedisStorage
+from sergas_guard.ratelimit.stores.base import LimitCheck
+from sergas_guard.ratelimit.stores.redis import RedisStorage
 from tests.servers import free_port, redis_server, wait_for_port
 
 pytestmark = pytest.mark.redis

@@ -20,10 +20,10 @@ from sergas_guard.degradation import FeatureFlags
 from sergas_guard.errors import ConfigurationError, GuardError
 from sergas_guard.ratelimit import RateLimiter
 from sergas_guard.ratelimit.result import LimitSpec, RateLimitStrategy
+from sergas_guard.ratelimit.stores.base import LimitCheck
+from sergas_guard.ratelimit.stores.failover import FailoverStorage
+from sergas_guard.ratelimit.stores.redis import RedisStorage
 from sergas_guard.storage import storage_from_url
-from sergas_guard.storage.base import LimitCheck
-from sergas_guard.storage.failover import FailoverStorage
-from sergas_guard.storage.redis import RedisStorage
 from tests.secret_leaks import Form, blur_digits, leaks, percent_encoded, query, secrets, stand_in
 from tests.servers import free_port
 

@@ -15,10 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sergas_guard.ratelimit.result import LimitSpec, RateLimitStrategy
+from sergas_guard.ratelimit.stores.base import LimitCheck
+from sergas_guard.ratelimit.stores.memory import MemoryStorage
+from sergas_guard.ratelimit.stores.redis import RedisStorage
 from sergas_guard.ratelimit.strategies import decide as pure_decide
-from sergas_guard.storage.base import LimitCheck
-from sergas_guard.storage.memory import MemoryStorage
-from sergas_guard.storage.redis import RedisStorage
 from tests.storage.conftest import DAY_US
 
 pytestmark = pytest.mark.redis

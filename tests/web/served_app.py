@@ -13,7 +13,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from sergas_guard.asgi import RateLimitMiddleware
-from sergas_guard.storage.redis import RedisStorage
+from sergas_guard.ratelimit.stores.redis import RedisStorage
 
 
 async def pid(request: Request) -> Response:

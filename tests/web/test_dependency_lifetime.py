@@ -23,7 +23,7 @@ from fastapi import Depends, FastAPI
 from fastapi.responses import PlainTextResponse
 
 from sergas_guard.fastapi import RateLimit, RateLimitHTTPException, install_exception_handlers
-from sergas_guard.storage.redis import RedisStorage
+from sergas_guard.ratelimit.stores.redis import RedisStorage
 from sergas_guard.web.context import RequestContext
 from sergas_guard.web.request import AsgiRequestInfo
 from tests.web.conftest import Serve

@@ -16,8 +16,8 @@ from sergas_guard.errors import ConfigurationError
 from sergas_guard.ratelimit import RateLimitConfig, RateLimiter, RateLimitStrategy
 from sergas_guard.ratelimit.limiter import RateLimitDecision
 from sergas_guard.ratelimit.result import LimitSpec, RateLimitResult, most_restrictive
+from sergas_guard.ratelimit.stores.redis import RedisStorage
 from sergas_guard.storage import MemoryStorage
-from sergas_guard.storage.redis import RedisStorage
 from sergas_guard.web import ProblemText, Rule
 from sergas_guard.web.engine import ADMITTED, SHADOW_REJECTED, EngineStats
 from sergas_guard.web.headers import HeaderMode, PolicySet, RecordedDecision, rate_limit_headers

@@ -4,7 +4,10 @@ Each is ``decide(state, now_us, cost, spec) -> (new_state, RateLimitResult)``: n
 no clock, no locks. ``state`` is ``None`` for a fresh key; ``cost=0`` is a peek that
 reports whether a request of cost 1 would pass and changes nothing; a rejected
 request returns the state it was given. Storages make it atomic: the memory storage
-under a lock, the Redis storage as the Lua twin of each function.
+under a lock, the Redis storage as the Lua twin of each function: ``<strategy>.lua``
+beside ``<strategy>.py`` in this package, with the shared helpers (``common.lua``) and
+the entry point that decides every limit of a request (``decide.lua``); the script is
+assembled by :mod:`sergas_guard.ratelimit.stores.script`.
 """
 
 from __future__ import annotations

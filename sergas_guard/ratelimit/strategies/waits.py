@@ -15,8 +15,8 @@ def fewest_us(admits_at: Callable[[int], bool], now: int, estimate: float) -> in
     the admitting arithmetic itself (``admits_at`` must hold from some instant on),
     so float rounding can never make a promised wait come up short, and the answer
     names the same instant whenever it is asked (the memory storage answers repeated
-    rejections from it). The Lua twin is ``exact_wait_us`` in ``storage/lua/common.lua``;
-    float error moves the estimate by a microsecond at most.
+    rejections from it). The Lua twin is ``exact_wait_us`` in ``common.lua`` beside
+    this module; float error moves the estimate by a microsecond at most.
     """
     wait = max(1, math.ceil(estimate))
     while wait > 1 and admits_at(now + wait - 1):
