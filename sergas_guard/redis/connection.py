@@ -1,10 +1,12 @@
 """One multiplexed, auto-pipelined connection to one Redis node, for asyncio.
 
 Many calls share one socket. A call appends its encoded command to the connection's write
-buffer and a future to its FIFO of reply slots; the buffer is written once per event-loop
-turn, so the commands of every task that ran in that turn leave in one ``write`` (the way
-ioredis, lettuce and StackExchange.Redis pipeline), and replies, which Redis sends in
-order, resolve the futures in order.
+buffer and a future to its FIFO of reply slots; the buffer is written at the end of each
+event-loop turn, so the commands of every task that ran in that turn leave together (the
+way ioredis, lettuce and StackExchange.Redis pipeline), in writes of at most a few
+commands' wait (:data:`~sergas_guard.redis.wire.FLUSH_EVERY`: Redis starts on the first
+while the rest are encoded), and replies, which Redis sends in order, resolve the futures
+in order.
 
 Deadlines: a call given ``within`` seconds gets exactly that; by default a call may wait
 its turn in the pipeline up to :data:`PATIENCE` x ``socket_timeout`` while replies keep
