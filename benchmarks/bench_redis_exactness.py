@@ -8,12 +8,17 @@ admitted totals, how many decisions raised to their caller (and what), how many 
 answered by our local fallback instead of Redis, and the slowest decision (seconds
 from the common start). limits 5.x (its asyncio Redis storage on redis-py, the driver
 we use too) has the fixed window, the sliding window counter and the moving window.
+"sync" is ours on the sync face (N threads per process, one ``hit_sync`` each).
 "previous" is our storage with the defaults before issue 14 (50 ms timeouts, the
 circuit opening on 3 failures in a row, a fallback enforcing the whole limit). The
 contenders alternate run by run, so the machine's noise falls on all alike.
 
+``--cluster`` runs the same against a local 3-master Redis Cluster
+(``redis+cluster://``; limits through its ``RedisClusterStorage`` on redis-py).
+
 Run: ``.venv/bin/python benchmarks/bench_redis_exactness.py [--runs 10]
-[--concurrency 100 1000] [--strategies fixed_window ...] [--processes 4] [--hogs 2]``.
+[--concurrency 100 1000] [--strategies fixed_window ...] [--processes 4] [--hogs 2]
+[--contenders ours previous limits] [--cluster]``.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.servers import redis_server
+from tests.servers import redis_cluster, redis_server
 from tests.storage._burst import LIMIT, LIMITS_STRATEGIES, STRATEGIES, burst, cpu_hogs
 
 
@@ -63,16 +68,21 @@ def main() -> None:
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES))
     parser.add_argument("--processes", type=int, default=4)
     parser.add_argument("--hogs", type=int, default=2)
+    parser.add_argument(
+        "--contenders", nargs="+", default=["ours", "previous", "limits"],
+        choices=["ours", "sync", "previous", "limits"],
+    )  # fmt: skip
+    parser.add_argument("--cluster", action="store_true", help="a 3-master Redis Cluster")
     options = parser.parse_args()
 
     rows: dict[tuple[int, str, str], Row] = {}
     names = itertools.count()
     started = time.monotonic()
-    with redis_server() as server, cpu_hogs(options.hogs):
+    with redis_cluster() if options.cluster else redis_server() as server, cpu_hogs(options.hogs):
         for concurrency, strategy in itertools.product(options.concurrency, options.strategies):
-            contenders = ["ours", "previous"] + (
-                ["limits"] if strategy in LIMITS_STRATEGIES else []
-            )
+            contenders = [
+                c for c in options.contenders if c != "limits" or strategy in LIMITS_STRATEGIES
+            ]
             for run, contender in itertools.product(range(options.runs), contenders):
                 outcome = burst(
                     server.url,
@@ -97,7 +107,8 @@ def main() -> None:
                 )
 
     print(
-        f"\n{options.processes} cold processes x N concurrent hits on one {LIMIT}/hour limit, "
+        f"\n{options.processes} cold processes x N concurrent hits on one {LIMIT}/hour limit "
+        f"on {'a 3-master Redis Cluster' if options.cluster else 'one redis-server'}, "
         f"{options.hogs} CPU hogs beside, {options.runs} runs per row "
         f"({time.monotonic() - started:.0f} s in all)\n"
     )

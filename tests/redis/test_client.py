@@ -28,7 +28,9 @@ from sergas_guard.redis import (
     SyncRedisClient,
     parse_url,
 )
+from sergas_guard.redis.connection import AsyncConnection
 from sergas_guard.redis.protocol import encode
+from sergas_guard.redis.wire import Wire
 from tests.servers import RedisServer, free_port
 
 pytestmark = pytest.mark.redis
@@ -426,3 +428,41 @@ def test_a_forked_child_never_touches_its_parents_sockets(redis_url: str) -> Non
     finally:
         loop.close()
         sync.close()
+
+
+def test_the_hot_path_never_writes_on_another_loops_socket(redis_url: str) -> None:
+    # submit() tells "the wire's loop is the one running here" from the loop's thread,
+    # not from get_running_loop(): a loop still running in another thread, or a loop
+    # stopped since, must send this loop's command on a connection of its own.
+    client = RedisClient(target(redis_url, connect_timeout=2.0, socket_timeout=2.0))
+    command = encode(b"INCR", b"hot")
+    other = asyncio.new_event_loop()
+    runner = threading.Thread(target=other.run_forever, daemon=True)
+    runner.start()
+    try:
+        connection = client.connections[0]
+        there = asyncio.run_coroutine_threadsafe(connection.call(command), other)
+        assert there.result(10) == 1  # opened on the other thread's running loop
+        theirs = connection._wire
+        assert theirs is not None
+        assert asyncio.run(_submit(connection, command)) == 2  # here: a socket of its own
+        assert connection.connects == 2
+        assert asyncio.run(_submit(connection, command)) == 3  # the last loop has stopped
+        assert connection.connects == 3
+        assert not theirs.closed  # left to its loop, never closed from here
+        asyncio.run_coroutine_threadsafe(_closed(theirs), other).result(10)
+    finally:
+        other.call_soon_threadsafe(other.stop)
+        runner.join(10)
+        other.close()
+        asyncio.run(client.aclose())
+    gc.collect()
+
+
+async def _submit(connection: AsyncConnection, command: bytes) -> object:
+    return await connection.submit(command)
+
+
+async def _closed(wire: Wire) -> None:
+    wire.kill("the test is over")
+    await wire.gone

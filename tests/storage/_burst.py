@@ -117,7 +117,12 @@ def _limits(url: str, name: str, strategy: str) -> tuple[Hit, Any]:
     import limits.aio.strategies
 
     # redis-py, as our storage uses (limits' default async driver is coredis).
-    storage = limits.aio.storage.RedisStorage("async+" + url, implementation="redispy")
+    kind = (
+        limits.aio.storage.RedisClusterStorage
+        if url.startswith("redis+cluster://")
+        else limits.aio.storage.RedisStorage
+    )
+    storage = kind("async+" + url, implementation="redispy")
     limiter = getattr(limits.aio.strategies, LIMITS_STRATEGIES[strategy])(storage)
     item = limits.parse(RATE)
 
@@ -125,6 +130,47 @@ def _limits(url: str, name: str, strategy: str) -> tuple[Hit, Any]:
         return bool(await limiter.hit(item, name, "k")), "limits"
 
     return hit, None
+
+
+def _sync_burst(limiter: Any, concurrency: int, barrier: Barrier) -> Outcome:
+    """The sync face: ``concurrency`` threads released together, one ``hit_sync`` each."""
+    import threading
+
+    outcome = Outcome()
+    lock = threading.Lock()
+    ready = threading.Barrier(concurrency + 1)
+    started = 0.0
+
+    def one() -> None:
+        ready.wait()
+        try:
+            result = limiter.hit_sync("k")
+        except Exception as exc:  # what reached the caller: counted, not raised
+            with lock:
+                outcome.exceptions[f"{type(exc).__name__}: {exc}"[:120]] += 1
+            return
+        finally:
+            with lock:
+                outcome.slowest = max(outcome.slowest, time.monotonic() - started)
+        with lock:
+            outcome.admitted += result.allowed
+            outcome.rejected += not result.allowed
+            outcome.results[type(result).__name__] += 1
+
+    threads = [threading.Thread(target=one, daemon=True) for _ in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    barrier.wait()  # every process has its threads waiting: fire together
+    started = time.monotonic()
+    ready.wait()
+    for thread in threads:
+        thread.join()
+    outcome.storage = limiter.get_metrics(detailed=True).get("storage", {})
+    try:
+        limiter.close()
+    except Exception as exc:  # closing is not part of the burst: reported apart
+        outcome.close_error = f"{type(exc).__name__}: {exc}"[:120]
+    return outcome
 
 
 def _worker(
@@ -136,6 +182,14 @@ def _worker(
     barrier: Barrier,
     results: Any,
 ) -> None:
+    if contender == "sync":
+        _, limiter = _ours(url, name, strategy)
+        try:
+            results.put(_sync_burst(limiter, concurrency, barrier))
+        except BaseException as exc:  # the parent must hear of it, not wait for a timeout
+            results.put(Outcome(exceptions=Counter({f"worker: {type(exc).__name__}: {exc}": 1})))
+            raise
+        return
     if contender == "limits":
         hit, limiter = _limits(url, name, strategy)
     else:
@@ -212,7 +266,11 @@ def burst(
     contender: str = "ours",
     timeout: float = 120.0,
 ) -> Burst:
-    """Run one burst in ``processes`` freshly spawned processes; their outcomes."""
+    """Run one burst in ``processes`` freshly spawned processes; their outcomes.
+
+    ``contender``: "ours" (our limiter, default settings, ``await hit``), "sync" (the
+    same limiter's sync face, ``concurrency`` threads per process), "previous" (ours
+    with the defaults before issue 14) or "limits" (limits' asyncio Redis storage)."""
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(processes)
     queue = context.Queue()
