@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import ast
-import inspect
-import re
 from pathlib import Path
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "queueing.md"
-TEXT = DOC.read_text()
-#: Runnable examples; a block that cannot run here is fenced "```python fragment".
-BLOCKS = re.findall(r"^```python\n(.*?)^```", TEXT, flags=re.DOTALL | re.MULTILINE)
-FENCES = re.findall(r"^```(\S*.*)$", TEXT, flags=re.MULTILINE)
+from tests.doc_blocks import DocBlocks
+
+DOC = DocBlocks(Path(__file__).resolve().parents[2] / "docs" / "queueing.md")
+TEXT = DOC.text
+BLOCKS = DOC.blocks
 
 
 def test_every_python_block_runs_or_is_marked_a_fragment() -> None:
-    openings = FENCES[::2]
-    assert FENCES[1::2] == [""] * len(openings)  # every block is closed
-    python = [fence for fence in openings if fence.startswith("python")]
-    assert set(python) <= {"python", "python fragment"}
-    assert python.count("python") == len(BLOCKS) >= 4
+    DOC.check_fences(at_least=4)
 
 
 def test_the_first_block_holds_the_seed_calls() -> None:
@@ -33,10 +26,5 @@ def test_the_first_block_holds_the_seed_calls() -> None:
 
 
 async def test_the_examples_run() -> None:
-    namespace: dict[str, object] = {"__name__": "docs_queueing"}
-    for number, source in enumerate(BLOCKS):
-        code = compile(source, f"{DOC}:block{number}", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
-        outcome = eval(code, namespace)
-        if inspect.iscoroutine(outcome):
-            await outcome
+    namespace = await DOC.run("docs_queueing")
     assert namespace["success"] is True
