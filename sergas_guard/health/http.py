@@ -72,6 +72,16 @@ class HttpHealthCheck(HealthCheck):
             raise HealthCheckError(
                 f"{name!r}: HTTP checks need httpx (pip install httpx)"
             ) from None
+        try:
+            self._httpx.URL(url)
+        except self._httpx.InvalidURL:
+            # httpx's own message quotes the part it misread (with a raw '/' in a password,
+            # the password's head as the "port"): never shown.
+            raise HealthCheckError(
+                f"{name!r}: {scrub_url(url)!r} is not a URL httpx can read (a '/', '?' or '#' "
+                "in a user name or password must be percent-encoded)",
+                field="url",
+            ) from None
         self._url = url
         self.expected_status = _expected_statuses(name, expected_status)
         self.method = valid_name(method, "method", max_length=20, error=HealthCheckError).upper()

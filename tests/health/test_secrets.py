@@ -27,7 +27,7 @@ from hypothesis import assume, example, given, settings
 from starlette.applications import Starlette
 
 from sergas_guard.cli.health import command
-from sergas_guard.errors import GuardError
+from sergas_guard.errors import GuardError, HealthCheckError
 from sergas_guard.health import (
     CacheHealthCheck,
     DatabaseHealthCheck,
@@ -273,3 +273,12 @@ def test_the_configuration_shows_its_urls_and_headers_scrubbed() -> None:
             assert secret not in text
     assert "postgresql://app:***@db/app" in repr(config)
     assert "'Accept': 'text/plain'" in repr(config)
+
+
+def test_an_http_url_httpx_misreads_is_refused_without_the_password() -> None:
+    # A raw '/' in the password ends the authority for httpx, whose error then quotes the
+    # password's head as an invalid "port" (found by the property above).
+    with pytest.raises(HealthCheckError) as caught:
+        HttpHealthCheck("http", "http://app:0,0A/@127.0.0.1:48717/health")
+    assert "0,0A" not in str(caught.value)
+    assert caught.value.field == "url"
